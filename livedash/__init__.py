@@ -1,0 +1,3 @@
+"""livedash: real-time analytics on Kafka, Bytewax and Apache Pinot."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,224 @@
+"""Typed configuration: config/livedash.yaml plus LIVEDASH_* environment overrides.
+
+`load()` returns a frozen `Settings`; any bad value raises `ConfigError` naming the key (as a dotted path)
+and, when it came from the environment, the variable that set it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from livedash.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "livedash.yaml"
+ENV_PREFIX = "LIVEDASH_"
+ENV_CONFIG = "LIVEDASH_CONFIG"
+
+Port = int
+_HEAP = re.compile(r"^[1-9][0-9]*[mMgG]$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_port(value: int) -> int:
+    if not 1024 <= value <= 65535:
+        raise ValueError(f"must be a TCP port between 1024 and 65535, got {value}")
+    return value
+
+
+def _check_heap(value: str) -> str:
+    if not _HEAP.match(value):
+        raise ValueError(f"must be a JVM heap size such as 512m or 2g, got {value!r}")
+    return value
+
+
+class TopicSettings(_Model):
+    name: str
+    partitions: int = Field(ge=1, le=10_000)
+    retention_hours: float | None = Field(default=None, gt=0)  # None: the broker's default (7 days)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TOPIC.match(value) or value in {".", ".."}:
+            raise ValueError(f"must be a Kafka topic name (letters, digits, '.', '_', '-'), got {value!r}")
+        return value
+
+
+class KafkaSettings(_Model):
+    host: str = "127.0.0.1"
+    port: Port = 9092
+    controller_port: Port = 9093
+    heap: str = "1g"
+    start_timeout_s: float = Field(default=60, gt=0)
+    topics: tuple[TopicSettings, ...] = ()
+
+    _port = field_validator("port", "controller_port")(_check_port)
+    _heap = field_validator("heap")(_check_heap)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def topic(self, name: str) -> TopicSettings:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        raise ConfigError(f"config error: kafka.topics: no topic named {name!r} is declared")
+
+
+class PinotSettings(_Model):
+    host: str = "127.0.0.1"
+    cluster: str = Field(default="livedash", pattern=r"^[A-Za-z0-9_-]+$")
+    zookeeper_port: Port = 2181
+    controller_port: Port = 9000
+    broker_port: Port = 8099
+    server_netty_port: Port = 8098
+    server_admin_port: Port = 8097
+    heap: str = "2g"
+    zookeeper_heap: str = "512m"
+    start_timeout_s: float = Field(default=180, gt=0)
+    tables: tuple[str, ...] = ()
+
+    _port = field_validator(
+        "zookeeper_port", "controller_port", "broker_port", "server_netty_port", "server_admin_port"
+    )(_check_port)
+    _heap = field_validator("heap", "zookeeper_heap")(_check_heap)
+
+    @property
+    def controller_url(self) -> str:
+        return f"http://{self.host}:{self.controller_port}"
+
+    @property
+    def broker_url(self) -> str:
+        return f"http://{self.host}:{self.broker_port}"
+
+    @property
+    def zookeeper(self) -> str:
+        return f"{self.host}:{self.zookeeper_port}"
+
+
+class Settings(_Model):
+    state_dir: Path = Path(".livedash")
+    kafka: KafkaSettings = KafkaSettings()
+    pinot: PinotSettings = PinotSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        path = value if value.is_absolute() else PROJECT_ROOT / value
+        resolved = path.resolve()
+        if resolved == Path("/tmp") or Path("/tmp") in resolved.parents:
+            raise ValueError(f"must not be under /tmp (data would not survive a reboot), got {str(value)!r}")
+        return resolved
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = {
+            "kafka.port": self.kafka.port,
+            "kafka.controller_port": self.kafka.controller_port,
+            "pinot.zookeeper_port": self.pinot.zookeeper_port,
+            "pinot.controller_port": self.pinot.controller_port,
+            "pinot.broker_port": self.pinot.broker_port,
+            "pinot.server_netty_port": self.pinot.server_netty_port,
+            "pinot.server_admin_port": self.pinot.server_admin_port,
+        }
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{key} and {seen[port]} are both {port}; every service needs its own port")
+            seen[port] = key
+        names = [t.name for t in self.kafka.topics]
+        if len(names) != len(set(names)):
+            raise ValueError("kafka.topics names a topic twice")
+        return self
+
+    def ports(self) -> dict[str, int]:
+        """Every listening port, keyed by its config path, for the preflight check."""
+        return {
+            "kafka.port": self.kafka.port,
+            "kafka.controller_port": self.kafka.controller_port,
+            "pinot.zookeeper_port": self.pinot.zookeeper_port,
+            "pinot.controller_port": self.pinot.controller_port,
+            "pinot.broker_port": self.pinot.broker_port,
+            "pinot.server_netty_port": self.pinot.server_netty_port,
+            "pinot.server_admin_port": self.pinot.server_admin_port,
+        }
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
+    """LIVEDASH_KAFKA__PORT=19092 -> {("kafka", "port"): ("LIVEDASH_KAFKA__PORT", 19092)}."""
+    out: dict[tuple[str, ...], tuple[str, Any]] = {}
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        path = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
+        if not all(path):
+            raise ConfigError(f"config error: {var}: malformed variable name (use LIVEDASH_SECTION__KEY)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        out[path] = (var, value)
+    return out
+
+
+def _apply(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file, apply environment overrides, validate. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    file = Path(path or environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    if not file.is_absolute():
+        file = (Path.cwd() / file) if (Path.cwd() / file).exists() else PROJECT_ROOT / file
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {file}: file not found (set {ENV_CONFIG} or create it)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config error: {file}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {file}: the top level must be a mapping")
+    overrides = _env_overrides(environ)
+    for key_path, (_, value) in overrides.items():
+        _apply(data, key_path, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, overrides)) from None
+
+
+def _describe(exc: ValidationError, file: Path, overrides: dict[tuple[str, ...], tuple[str, Any]]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against config/livedash.yaml)"
+        source = next((var for p, (var, _) in overrides.items() if p == loc[: len(p)]), None)
+        origin = f" (set by {source})" if source else f" (in {file.name})"
+        got = err.get("input")
+        shown = "" if err["type"] in {"value_error", "extra_forbidden"} or isinstance(got, dict) else f", got {got!r}"
+        lines.append(f"config error: {key}: {msg}{shown}{origin}")
+    return "\n".join(lines)

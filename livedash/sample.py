@@ -1,0 +1,61 @@
+"""`livedash sample`: a small stream of plausible raw events, enough to see data flow end to end.
+
+The full generator (bursts, daily rhythm, late and malformed events, ground truth) is `livedash generate`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from livedash.config import Settings
+from livedash.producer import CheckedProducer
+
+RAW_TOPIC = "events_raw"
+TYPES = ("page_view", "page_view", "page_view", "click", "click", "purchase")
+COUNTRIES = ("US", "DE", "IN", "BR", "GB", "FR", "JP")
+DEVICES = ("mobile", "desktop", "tablet")
+OSES = ("android", "ios", "windows", "macos", "linux")
+PAGES = ("/", "/search", "/product", "/cart", "/checkout", "/blog")
+
+
+def make_event(rng: random.Random, now_ms: int, campaign: str = "none") -> dict[str, Any]:
+    """One event of the documented contract (flat fields); pure apart from the given rng and clock."""
+    kind = rng.choice(TYPES)
+    event: dict[str, Any] = {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "ts": now_ms - rng.randint(0, 2_000),
+        "type": kind,
+        "user_id": f"u{rng.randint(1, 5_000)}",
+        "country": rng.choice(COUNTRIES),
+        "device": rng.choice(DEVICES),
+        "os": rng.choice(OSES),
+        "page": rng.choice(PAGES),
+        "referrer": rng.choice(("direct", "search", "social", "email")),
+        "campaign": campaign,
+        "latency_ms": round(rng.lognormvariate(4.0, 0.6), 2),
+    }
+    if kind == "purchase":
+        event["amount"] = round(rng.uniform(5, 300), 2)
+    return event
+
+
+def produce(settings: Settings, count: int, rate: float = 0.0, campaign: str = "none", seed: int | None = None) -> int:
+    """Send `count` events (at `rate`/s when > 0); returns the number Kafka acknowledged."""
+    rng = random.Random(seed)
+    producer = CheckedProducer(settings.kafka.bootstrap)
+    start = time.monotonic()
+    for i in range(count):
+        if rate > 0:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        event = make_event(rng, int(time.time() * 1000), campaign)
+        producer.send(RAW_TOPIC, orjson.dumps(event), event["user_id"].encode())
+    delivered = producer.flush()
+    print(f"sample: {delivered} events delivered to {RAW_TOPIC} in {time.monotonic() - start:.1f}s")
+    return delivered

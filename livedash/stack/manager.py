@@ -1,0 +1,144 @@
+"""`livedash up`, `down` and `status`: start what is missing, reuse what runs, stop only what we started."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livedash.config import Settings
+from livedash.errors import LivedashError
+from livedash.stack import jars, process
+from livedash.stack.services import Health, Pinot, Service, all_services
+from livedash.stack.toolchain import require_java
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    health: Health
+    log: str
+
+
+def _pids(svc: Service) -> list[int]:
+    pid = process.running_pid(svc.pid_file, svc.name, svc.state_dir)
+    others = process.find_ours(svc.name, svc.state_dir)
+    return sorted({*others, *([pid] if pid else [])})
+
+
+def _env_var(key: str) -> str:
+    return "LIVEDASH_" + key.upper().replace(".", "__")
+
+
+def check_ports(services: list[Service], host: str) -> None:
+    for svc in services:
+        for key, port in svc.ports.items():
+            if process.port_in_use(host, port):
+                owner = process.port_owner(port)
+                by = f" by {owner}" if owner else ""
+                raise LivedashError(
+                    f"port {port} ({key}, needed by {svc.name}) is already in use{by}: stop that process "
+                    f"or choose another port, for example {_env_var(key)}={port + 10000}"
+                )
+
+
+def up(settings: Settings, say: Say = print) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    services = all_services(settings)
+    running = {svc.name: _pids(svc) for svc in services}
+    to_start = [svc for svc in services if not running[svc.name]]
+    # Every port is checked before anything starts, so a conflict leaves nothing half-started.
+    check_ports(to_start, settings.kafka.host)
+    java = require_java() if to_start else None
+    classpaths: dict[str, str] = {}
+    for svc in to_start:
+        if svc.artifact not in classpaths:
+            artifact = jars.artifacts()[svc.artifact]
+            if not jars.cached_classpath(artifact, settings.state_dir):
+                say(f"{artifact.name} {artifact.version}: resolving jars from Maven Central (first run only)...")
+            t0 = time.monotonic()
+            maven_log = settings.state_dir / "logs" / "maven.log"
+            classpaths[svc.artifact] = jars.resolve(artifact, settings.state_dir, maven_log)
+            if time.monotonic() - t0 > 1:
+                say(f"{artifact.name} {artifact.version}: jars ready in {time.monotonic() - t0:.0f}s")
+    for svc in services:
+        if running[svc.name]:
+            pid = running[svc.name][0]
+            _wait_healthy(svc, pid, proc=None)
+            say(f"{svc.name}: already running (pid {pid}), healthy; reused")
+            continue
+        assert java is not None
+        t0 = time.monotonic()
+        cmd = svc.command(java, classpaths[svc.artifact])
+        proc = process.start(cmd, svc.out_file, svc.pid_file, svc.dir)
+        _wait_healthy(svc, proc.pid, proc)
+        say(f"{svc.name}: started (pid {proc.pid}), healthy in {time.monotonic() - t0:.1f}s; log {svc.log_file}")
+    _wait_segments(services[-1], say)
+
+
+def _wait_segments(pinot: Service, say: Say, timeout_s: float = 120.0) -> None:
+    """Wait until Pinot serves every segment it holds, so data ingested before a restart is queryable."""
+    assert isinstance(pinot, Pinot)
+    deadline = time.monotonic() + timeout_s
+    health = pinot.segments()
+    while not health.ok and time.monotonic() < deadline:
+        time.sleep(1.0)
+        health = pinot.segments()
+    if health.ok:
+        say(f"pinot: {health.detail}")
+    else:
+        say(f"pinot: warning: {health.detail} after {timeout_s:.0f}s; see `livedash status` and {pinot.log_file}")
+
+
+def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + svc.timeout_s
+    health = Health(False, "not checked")
+    while time.monotonic() < deadline:
+        # Our child: poll() (its cmdline may not show the exec'd java yet). Reused: the marker check.
+        alive = proc.poll() is None if proc is not None else process.is_ours(pid, svc.name, svc.state_dir)
+        if not alive:
+            raise LivedashError(
+                f"{svc.name} exited during start-up; last lines of {svc.out_file}:\n{process.tail(svc.out_file)}\n"
+                f"and of {svc.log_file}:\n{process.tail(svc.log_file)}"
+            )
+        health = svc.health()
+        if health.ok:
+            return
+        time.sleep(1.0)
+    if proc is not None:  # ours and broken: do not leave it half-up
+        process.stop(pid, 15, lambda: process.is_ours(pid, svc.name, svc.state_dir))
+        svc.pid_file.unlink(missing_ok=True)
+    raise LivedashError(
+        f"{svc.name} was not healthy within {svc.timeout_s:.0f}s ({health.detail}); "
+        f"last lines of {svc.log_file}:\n{process.tail(svc.log_file)}"
+    )
+
+
+def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
+    for svc in reversed(all_services(settings)):
+        pids = _pids(svc)
+        if not pids:
+            say(f"{svc.name}: not running")
+        for pid in pids:
+            alive = functools.partial(process.is_ours, pid, svc.name, svc.state_dir)
+            graceful = process.stop(pid, timeout_s, alive)
+            how = "stopped" if graceful else f"killed (did not stop within {timeout_s:.0f}s of SIGTERM)"
+            say(f"{svc.name}: {how} (pid {pid})")
+        svc.pid_file.unlink(missing_ok=True)
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    out = []
+    for svc in all_services(settings):
+        pids = _pids(svc)
+        health = svc.health() if pids else Health(False, "not running")
+        if pids and health.ok and isinstance(svc, Pinot):
+            segments = svc.segments()
+            health = Health(segments.ok, f"{health.detail}; {segments.detail}")
+        out.append(ServiceStatus(svc.name, pids[0] if pids else None, health, f"{svc.log_file} ({svc.out_file.name})"))
+    return out

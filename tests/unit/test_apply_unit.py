@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from livedash import apply, config
+from livedash.errors import LivedashError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_subset_ignores_defaults_pinot_adds() -> None:
+    want = {"a": 1, "b": {"c": "x"}, "l": [{"n": 1}]}
+    have = {"a": "1", "b": {"c": "x", "default": True}, "l": [{"n": 1, "extra": 2}], "more": 0}
+    assert apply.is_subset(want, have)
+    assert not apply.is_subset({"a": 2}, have)
+    assert not apply.is_subset({"l": [{"n": 1}, {"n": 2}]}, have)
+    assert not apply.is_subset({"missing": 1}, have)
+
+
+def test_every_declared_table_has_a_valid_schema_and_config() -> None:
+    settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    assert settings.pinot.tables
+    for name in settings.pinot.tables:
+        schema, table = apply.load_table(name, settings)
+        columns = {f["name"] for kind in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+                   for f in schema.get(kind, [])}  # fmt: skip
+        assert table["segmentsConfig"]["timeColumnName"] in columns
+        streams = table["tableIndexConfig"]["streamConfigs"]
+        assert streams["stream.kafka.broker.list"] == settings.kafka.bootstrap
+        settings.kafka.topic(apply.topic_of(table))  # the topic is declared, with its partitions
+
+
+def test_raw_events_table_keeps_24_hours() -> None:
+    table = json.loads((ROOT / "pinot" / "tables" / "events_raw" / "table.json").read_text())
+    assert table["segmentsConfig"]["retentionTimeUnit"] == "HOURS"
+    assert table["segmentsConfig"]["retentionTimeValue"] == "24"
+
+
+def test_unknown_table_folder_is_reported(tmp_path: Path) -> None:
+    settings = config.load(environ={})
+    with pytest.raises(LivedashError, match="does not exist"):
+        apply.load_table("nope", settings, tables_dir=tmp_path)

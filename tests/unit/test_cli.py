@@ -1,0 +1,68 @@
+"""Bad starts end in one clear line, before anything is started."""
+
+import socket
+from pathlib import Path
+
+from livedash.stack import process
+from tests.conftest import ROOT, run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_port_already_taken_fails_fast_with_one_line(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    state = ROOT / ".livedash-test" / "port-taken"  # state dirs may not live under /tmp
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        env = {
+            "LIVEDASH_STATE_DIR": str(state),
+            "LIVEDASH_KAFKA__PORT": str(taken),
+            "LIVEDASH_KAFKA__CONTROLLER_PORT": str(free_port()),
+        }
+        result = run_cli("up", env=env, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {taken} (kafka.port, needed by kafka) is already in use" in lines[0]
+    assert "LIVEDASH_KAFKA__PORT=" in lines[0]  # says what to do
+    # Nothing was started for that state dir.
+    for name in ("kafka", "zookeeper", "pinot"):
+        assert process.find_ours(name, state) == []
+
+
+def test_invalid_config_value_names_the_key() -> None:
+    result = run_cli("status", env={"LIVEDASH_KAFKA__PORT": "notaport"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("livedash: config error: kafka.port:")
+    assert "LIVEDASH_KAFKA__PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_config_file_names_the_key(tmp_path: Path) -> None:
+    bad = ROOT / "config" / "test.yaml"
+    text = bad.read_text().replace("heap: 2g", "heap: two-gigabytes")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    result = run_cli("up", env={"LIVEDASH_CONFIG": str(cfg)})
+    assert result.returncode == 2
+    assert "config error: pinot.heap: must be a JVM heap size" in result.stderr
+
+
+def test_status_of_a_stack_that_is_not_running_exits_non_zero() -> None:
+    state = ROOT / ".livedash-test" / "never-started"
+    env = {"LIVEDASH_STATE_DIR": str(state)}
+    for key, port in (
+        ("KAFKA__PORT", free_port()), ("KAFKA__CONTROLLER_PORT", free_port()), ("PINOT__ZOOKEEPER_PORT", free_port()),
+        ("PINOT__CONTROLLER_PORT", free_port()), ("PINOT__BROKER_PORT", free_port()),
+        ("PINOT__SERVER_NETTY_PORT", free_port()), ("PINOT__SERVER_ADMIN_PORT", free_port()),
+    ):  # fmt: skip
+        env[f"LIVEDASH_{key}"] = str(port)
+    result = run_cli("status", env=env)
+    assert result.returncode == 1
+    assert result.stdout.count("stopped") == 3
+    assert "log:" in result.stdout

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from livedash import config
+from livedash.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_file_loads_with_every_section() -> None:
+    s = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    assert s.kafka.bootstrap == "127.0.0.1:9092"
+    assert s.kafka.topic("events_raw").partitions == 4
+    assert s.pinot.controller_url == "http://127.0.0.1:9000"
+    assert s.state_dir == ROOT / ".livedash"
+    assert "events_raw" in s.pinot.tables
+
+
+def test_test_config_uses_other_ports_and_state_dir() -> None:
+    dev = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    test = config.load(ROOT / "config" / "test.yaml", environ={})
+    assert not set(dev.ports().values()) & set(test.ports().values())
+    assert dev.state_dir != test.state_dir
+
+
+def test_environment_overrides_typed_values() -> None:
+    s = config.load(environ={"LIVEDASH_KAFKA__PORT": "19092", "LIVEDASH_PINOT__HEAP": "3g"})
+    assert s.kafka.port == 19092
+    assert s.kafka.bootstrap == "127.0.0.1:19092"
+    assert s.pinot.heap == "3g"
+
+
+def test_livedash_config_variable_selects_the_file() -> None:
+    s = config.load(environ={"LIVEDASH_CONFIG": str(ROOT / "config" / "test.yaml")})
+    assert s.kafka.port == 19092
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "words"),
+    [
+        ({"LIVEDASH_KAFKA__PORT": "notaport"}, "kafka.port", "valid integer"),
+        ({"LIVEDASH_KAFKA__PORT": "80"}, "kafka.port", "between 1024 and 65535"),
+        ({"LIVEDASH_PINOT__BROKER_PORT": "70000"}, "pinot.broker_port", "between 1024 and 65535"),
+        ({"LIVEDASH_PINOT__HEAP": "lots"}, "pinot.heap", "heap size"),
+        ({"LIVEDASH_KAFKA__PROT": "9092"}, "kafka.prot", "unknown key"),
+        ({"LIVEDASH_STATE_DIR": "/tmp/livedash"}, "state_dir", "/tmp"),
+        ({"LIVEDASH_PINOT__BROKER_PORT": "9092"}, "(top level)", "both 9092"),
+        ({"LIVEDASH_KAFKA__START_TIMEOUT_S": "-1"}, "kafka.start_timeout_s", "greater than 0"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_variable(env: dict[str, str], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.load(ROOT / "config" / "livedash.yaml", environ=env)
+    message = str(exc.value)
+    assert f"config error: {key}:" in message
+    assert words in message
+    if key != "(top level)":
+        assert next(iter(env)) in message  # says which variable to fix
+
+
+def test_bad_values_in_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  topics:\n    - name: 'no spaces allowed'\n      partitions: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(bad, environ={})
+    message = str(exc.value)
+    assert "kafka.topics.0.name: must be a Kafka topic name" in message
+    assert "kafka.topics.0.partitions" in message
+    assert "(in bad.yaml)" in message
+
+
+def test_missing_and_unparsable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "absent.yaml", environ={})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kafka: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(broken, environ={})
+
+
+def test_unknown_topic_lookup_is_a_config_error() -> None:
+    s = config.load(environ={})
+    with pytest.raises(ConfigError, match="no topic named 'nope'"):
+        s.kafka.topic("nope")
+
+
+def test_settings_are_frozen() -> None:
+    s = config.load(environ={})
+    with pytest.raises(Exception, match="frozen"):
+        s.kafka.port = 1  # type: ignore[misc]
