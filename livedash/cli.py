@@ -1,9 +1,10 @@
-"""The operator's entry point: `livedash up | down | status | apply | sample`."""
+"""The operator's entry point: `livedash up | down | status | apply | sample | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from livedash import config
 from livedash.errors import LivedashError
@@ -55,6 +56,25 @@ def _cmd_sample(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
+    """The quick start: the stack, its tables, and live events you can query in the Pinot console."""
+    from livedash import apply, sample
+    from livedash.stack import manager
+
+    manager.up(settings)
+    apply.apply_all(settings)
+    p = settings.pinot
+    print(f"demo: open the Pinot query console at {p.controller_url}/#/query and run")
+    print("        SELECT type, COUNT(*) FROM events_raw GROUP BY type")
+    forever = args.count <= 0
+    print(f"demo: producing sample events at {args.rate:.0f}/s" + (" until Ctrl-C" if forever else ""))
+    sent = sample.stream(settings, rate=args.rate, count=None if forever else args.count)
+    time.sleep(2)  # let Pinot consume the last events before counting
+    print(f"demo: {sent} events sent; events_raw holds {sample.count_in_pinot(settings)} events")
+    print("demo: the stack keeps running; stop it with `bin/livedash down`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livedash", description=__doc__)
     parser.add_argument("--config", help="config file (default: $LIVEDASH_CONFIG or config/livedash.yaml)")
@@ -71,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_sample.add_argument("--count", type=int, default=10_000)
     p_sample.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
     p_sample.set_defaults(func=_cmd_sample)
+    p_demo = sub.add_parser("demo", help="quick start: up, apply, then live sample events (Ctrl-C to stop)")
+    p_demo.add_argument("--rate", type=float, default=200.0, help="events per second")
+    p_demo.add_argument("--count", type=int, default=0, help="stop after this many events (0: until Ctrl-C)")
+    p_demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -7,8 +7,10 @@ the default ports is never touched.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+PORT_KEYS = (
+    "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "PINOT__ZOOKEEPER_PORT", "PINOT__CONTROLLER_PORT",
+    "PINOT__BROKER_PORT", "PINOT__SERVER_NETTY_PORT", "PINOT__SERVER_ADMIN_PORT",
+)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_env(name: str) -> tuple[Path, dict[str, str]]:
+    """A throwaway state dir (not under /tmp, which config refuses) and free ports for every service."""
+    state = ROOT / ".livedash-test" / f"{name}-{uuid.uuid4().hex[:6]}"
+    env = {f"LIVEDASH_{key}": str(free_port()) for key in PORT_KEYS}
+    env["LIVEDASH_STATE_DIR"] = str(state)
+    return state, env
 
 
 @pytest.fixture(scope="session")

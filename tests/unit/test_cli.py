@@ -4,26 +4,16 @@ import socket
 from pathlib import Path
 
 from livedash.stack import process
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, isolated_env, run_cli
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_port_already_taken_fails_fast_with_one_line(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
-    state = ROOT / ".livedash-test" / "port-taken"  # state dirs may not live under /tmp
+def test_port_already_taken_fails_fast_with_one_line() -> None:
+    state, env = isolated_env("port-taken")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        env = {
-            "LIVEDASH_STATE_DIR": str(state),
-            "LIVEDASH_KAFKA__PORT": str(taken),
-            "LIVEDASH_KAFKA__CONTROLLER_PORT": str(free_port()),
-        }
+        env["LIVEDASH_KAFKA__PORT"] = str(taken)
         result = run_cli("up", env=env, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -54,14 +44,7 @@ def test_invalid_config_file_names_the_key(tmp_path: Path) -> None:
 
 
 def test_status_of_a_stack_that_is_not_running_exits_non_zero() -> None:
-    state = ROOT / ".livedash-test" / "never-started"
-    env = {"LIVEDASH_STATE_DIR": str(state)}
-    for key, port in (
-        ("KAFKA__PORT", free_port()), ("KAFKA__CONTROLLER_PORT", free_port()), ("PINOT__ZOOKEEPER_PORT", free_port()),
-        ("PINOT__CONTROLLER_PORT", free_port()), ("PINOT__BROKER_PORT", free_port()),
-        ("PINOT__SERVER_NETTY_PORT", free_port()), ("PINOT__SERVER_ADMIN_PORT", free_port()),
-    ):  # fmt: skip
-        env[f"LIVEDASH_{key}"] = str(port)
+    _, env = isolated_env("never-started")
     result = run_cli("status", env=env)
     assert result.returncode == 1
     assert result.stdout.count("stopped") == 3

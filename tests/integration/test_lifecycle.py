@@ -1,0 +1,116 @@
+"""`up` twice is harmless, `down` leaves nothing running, data survives a restart, and bad starts explain."""
+
+import socket
+import uuid
+from pathlib import Path
+
+from livedash import sample
+from livedash.config import Settings
+from livedash.stack import process
+from livedash.stack.services import all_services
+from tests.conftest import isolated_env, run_cli
+from tests.pinot_query import scalar, wait_for
+
+
+def our_pids(settings: Settings) -> dict[str, list[int]]:
+    return {svc.name: process.find_ours(svc.name, settings.state_dir) for svc in all_services(settings)}
+
+
+def any_process_of(state_dir: Path) -> list[int]:
+    """Every live process whose command line mentions this state dir (ours or strays)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"-Dlivedash.state={state_dir}".encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_up_twice_is_harmless(stack: Settings) -> None:
+    before = our_pids(stack)
+    assert all(len(pids) == 1 for pids in before.values()), before
+    result = run_cli("up")
+    assert result.returncode == 0, result.stderr
+    for name in ("kafka", "zookeeper", "pinot"):
+        assert f"{name}: already running (pid {before[name][0]}), healthy; reused" in result.stdout
+    assert our_pids(stack) == before  # nothing new started, nothing restarted
+    status = run_cli("status")
+    assert status.returncode == 0, status.stdout
+    assert status.stdout.count("healthy") == 3
+
+
+def test_down_stops_everything_and_data_survives_up(stack: Settings) -> None:
+    tag = f"restart-{uuid.uuid4().hex[:8]}"
+    assert sample.produce(stack, count=2_000, campaign=tag, seed=3) == 2_000
+    sql = f"SELECT COUNT(*) FROM events_raw WHERE campaign = '{tag}'"
+    assert wait_for(lambda: scalar(stack, sql), 2_000) == 2_000
+
+    down = run_cli("down")
+    assert down.returncode == 0, down.stderr
+    assert any_process_of(stack.state_dir) == []
+    assert not any(listening(stack.kafka.host, port) for port in stack.ports().values())
+    assert not list((stack.state_dir / "run").glob("*.pid"))
+    assert run_cli("status").returncode == 1
+
+    up = run_cli("up")
+    assert up.returncode == 0, up.stderr
+    assert "segments served and queryable" in up.stdout
+    assert scalar(stack, sql) == 2_000  # queryable at once, exactly as before the restart
+
+
+def test_pinot_query_console_is_served(stack: Settings) -> None:
+    import requests
+
+    page = requests.get(f"{stack.pinot.controller_url}/", timeout=10)
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+
+
+def test_unhealthy_start_reports_timeout_with_log_tail(stack: Settings) -> None:
+    """A server not healthy in time is stopped again and the error shows its log; `down` stops the rest."""
+    state, env = isolated_env("timeout")
+    env["LIVEDASH_PINOT__START_TIMEOUT_S"] = "2"  # Pinot needs ~10 s: it cannot make this
+    try:
+        result = run_cli("up", env=env, timeout=300)
+        assert result.returncode == 1
+        assert "livedash: pinot was not healthy within 2s (controller" in result.stderr
+        assert "last lines of" in result.stderr and "pinot.log" in result.stderr
+        assert process.find_ours("pinot", state) == []  # the half-started Pinot was stopped again
+        assert len(process.find_ours("kafka", state)) == 1  # what became healthy stays up, like compose
+    finally:
+        assert run_cli("down", env=env).returncode == 0
+    assert any_process_of(state) == []
+
+
+def test_server_dying_at_start_is_reported_with_its_output(stack: Settings) -> None:
+    state, env = isolated_env("dies")
+    meta = state / "kafka" / "data" / "meta.properties"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("version=1\nnode.id=99\ncluster.id=not-this-one\n")  # storage of another broker
+    try:
+        result = run_cli("up", env=env, timeout=300)
+        assert result.returncode == 1
+        assert "livedash: kafka exited during start-up; last lines of" in result.stderr
+        assert "kafka.out" in result.stderr
+    finally:
+        run_cli("down", env=env)
+    assert any_process_of(state) == []
+
+
+def test_quick_start_demo_command_sends_events_that_pinot_serves(stack: Settings) -> None:
+    before = scalar(stack, "SELECT COUNT(*) FROM events_raw")
+    result = run_cli("demo", "--count", "1000", "--rate", "1000", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "demo: 1000 events sent" in result.stdout
+    assert "/#/query" in result.stdout
+    after = wait_for(lambda: scalar(stack, "SELECT COUNT(*) FROM events_raw"), before + 1000)
+    assert after == before + 1000
