@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from livedash.errors import ConfigError
+from livedash.pipeline.settings import PipelineSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "livedash.yaml"
@@ -113,6 +114,8 @@ class Settings(_Model):
     state_dir: Path = Path(".livedash")
     kafka: KafkaSettings = KafkaSettings()
     pinot: PinotSettings = PinotSettings()
+    pipeline_file: str = "pipeline.yaml"  # relative to this config file's folder
+    pipeline: PipelineSettings
 
     @field_validator("state_dir")
     @classmethod
@@ -142,6 +145,9 @@ class Settings(_Model):
         names = [t.name for t in self.kafka.topics]
         if len(names) != len(set(names)):
             raise ValueError("kafka.topics names a topic twice")
+        for role, topic in self.pipeline.topics.model_dump().items():
+            if topic not in names:
+                raise ValueError(f"pipeline topic {topic!r} ({role}) is not declared in kafka.topics")
         return self
 
     def ports(self) -> dict[str, int]:
@@ -202,6 +208,14 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     overrides = _env_overrides(environ)
     for key_path, (_, value) in overrides.items():
         _apply(data, key_path, value)
+    if "pipeline" not in data:
+        pipeline_file = file.parent / str(data.get("pipeline_file", "pipeline.yaml"))
+        try:
+            data["pipeline"] = yaml.safe_load(pipeline_file.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config error: pipeline_file: {pipeline_file} not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config error: {pipeline_file}: not valid YAML: {exc}".replace("\n", " ")) from None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

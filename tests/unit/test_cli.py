@@ -36,6 +36,7 @@ def test_invalid_config_value_names_the_key() -> None:
 def test_invalid_config_file_names_the_key(tmp_path: Path) -> None:
     bad = ROOT / "config" / "test.yaml"
     text = bad.read_text().replace("heap: 2g", "heap: two-gigabytes")
+    text = text.replace("pipeline_file: pipeline.yaml", f"pipeline_file: {ROOT / 'config' / 'pipeline.yaml'}")
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
     result = run_cli("up", env={"LIVEDASH_CONFIG": str(cfg)})

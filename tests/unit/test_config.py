@@ -61,7 +61,10 @@ def test_bad_values_name_the_key_and_the_variable(env: dict[str, str], key: str,
 
 def test_bad_values_in_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kafka:\n  topics:\n    - name: 'no spaces allowed'\n      partitions: 0\n")
+    bad.write_text(
+        f"pipeline_file: {ROOT / 'config' / 'pipeline.yaml'}\n"
+        "kafka:\n  topics:\n    - name: 'no spaces allowed'\n      partitions: 0\n"
+    )
     with pytest.raises(ConfigError) as exc:
         config.load(bad, environ={})
     message = str(exc.value)

@@ -1,0 +1,175 @@
+"""The aggregation dataflow: raw events -> validated -> per-partition event-time windows -> Kafka.
+
+Run it (recovery snapshots on; see docs/operations.md for the recovery directory):
+
+    python -m bytewax.run dataflows.aggregate:flow -r .livedash/recovery -s 5 -b 0
+
+Steps: `kafka_in` (every partition of the raw topic) -> `key_by_partition` -> `windows` (stateful_batch, one
+`PartitionLogic` per source partition: parse and validate, fold into panes, publish running values every
+`publish_every_s`, final rows when the partition's watermark passes a window's end plus the allowed lateness)
+-> `kafka_out` (aggregates, dead-letter and late topics, every delivery checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from livedash.pipeline.contract import Event, Validator
+from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.windowing import PartitionWindows
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One raw Kafka message, reduced to what the pipeline needs."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int  # the message's Kafka timestamp: reference for 'too old' / 'in the future'
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True, frozen=True)
+class Out:
+    """A message for the sink: `role` names the topic (aggregates, dead_letter, late)."""
+
+    role: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def from_kafka(msg: Any) -> Record:
+    ts = msg.timestamp[1] if msg.timestamp else 0
+    return Record(msg.partition, msg.offset, ts, msg.key, msg.value)
+
+
+class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
+    """Bytewax glue around PartitionWindows: validation, dead letters, late events, publish cadence."""
+
+    def __init__(self, settings: PipelineSettings, clock: Clock, state: dict[str, Any] | None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.validator = Validator(settings.events)
+        self.every = timedelta(seconds=settings.windows.publish_every_s)
+        self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
+        self.windows: PartitionWindows | None = None
+        self.partition: int | None = None
+        self.dead_letters = 0
+        if state is not None:
+            self.partition = state["partition"]
+            self.dead_letters = state["dead_letters"]
+            self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"])
+        now = clock()
+        self.last_input = now
+        self.next_publish = now
+
+    def on_batch(self, values: list[Record]) -> tuple[list[Out], bool]:
+        out: list[Out] = []
+        if self.windows is None:
+            self.partition = values[0].partition
+            self.windows = PartitionWindows(self.settings, self.partition)
+        windows, parse = self.windows, self.validator.parse
+        for rec in values:
+            event = parse(rec.value, rec.timestamp_ms)
+            if not isinstance(event, Event):
+                self.dead_letters += 1
+                out.append(self._dead_letter(rec, event))
+                continue
+            corrections, late = windows.add(event, rec.offset)
+            if late is not None:
+                out.append(Out("late", rec.key, rec.value or b"", self._headers(rec, late.reason)))
+                out.extend(Out("aggregates", row.key, orjson.dumps(row.value)) for row in corrections)
+        self.last_input = self.clock()
+        if self.last_input >= self.next_publish:
+            out.extend(self._publish(self.last_input))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Out], bool]:
+        now = self.clock()
+        if self.windows is not None and now - self.last_input >= self.idle:
+            # Quiet partition: let event time follow the clock from the last event on, so its windows close.
+            idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
+            if self.windows.watermark is not None and idle_ms > 0:
+                self.windows.advance_idle(self.windows.watermark + idle_ms)
+        return self._publish(now), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.windows is None or not self.windows.has_open_windows():
+            return None  # nothing to publish or close: an idle key costs nothing
+        return self.next_publish
+
+    def on_eof(self) -> tuple[list[Out], bool]:
+        return self._publish(self.clock()), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.windows is not None and self.partition is not None
+        return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot()}
+
+    def _publish(self, now: datetime) -> list[Out]:
+        self.next_publish = now + self.every
+        if self.windows is None:
+            return []
+        return [Out("aggregates", row.key, orjson.dumps(row.value)) for row in self.windows.publish()]
+
+    def _headers(self, rec: Record, reason: str) -> tuple[tuple[str, bytes], ...]:
+        return (
+            ("livedash.reason", reason.encode()),
+            ("livedash.source.partition", str(rec.partition).encode()),
+            ("livedash.source.offset", str(rec.offset).encode()),
+        )
+
+    def _dead_letter(self, rec: Record, reason: str) -> Out:
+        return Out("dead_letter", rec.key, rec.value or b"", self._headers(rec, reason))
+
+
+def build_flow(settings: PipelineSettings, source: Source[Any], sink: Sink[Out], clock: Clock = utc_now,
+               convert: Callable[[Any], Record] = from_kafka) -> Dataflow:  # fmt: skip
+    flow = Dataflow("livedash_aggregate")
+    raw = op.input("kafka_in", flow, source)
+    keyed = op.map("key_by_partition", raw, lambda msg: (str(convert(msg).partition), convert(msg)))
+    outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state))
+    op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
+    return flow
+
+
+def _kafka_flow() -> Dataflow:
+    from bytewax.connectors.kafka import KafkaSource
+
+    from livedash import config
+    from livedash.kafka_sink import TopicSink
+
+    settings = config.load()
+    topics = settings.pipeline.topics
+    source = KafkaSource(
+        [settings.kafka.bootstrap], [topics.raw], tail=True, batch_size=5000,
+        add_config={"auto.offset.reset": "earliest", "fetch.min.bytes": "1", "fetch.wait.max.ms": "100"},
+    )  # fmt: skip
+    sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
+                                                "late": topics.late})  # fmt: skip
+    return build_flow(settings.pipeline, source, sink)
+
+
+def __getattr__(name: str) -> Any:
+    # `python -m bytewax.run dataflows.aggregate:flow` builds the Kafka flow on first access only, so tests can
+    # import this module without a config or a broker.
+    if name == "flow":
+        return _kafka_flow()
+    raise AttributeError(name)

@@ -1,0 +1,145 @@
+"""Typed model of config/pipeline.yaml: the event contract, windows, sketches and roll-ups."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+OTHER = "__other__"  # the bucket for dimension values beyond a cap
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricRange(_Model):
+    min: float = float("-inf")
+    max: float = float("inf")
+
+
+class EventContract(_Model):
+    types: tuple[str, ...] = Field(min_length=1)
+    identifiers: tuple[str, ...] = ("event_id", "user_id")
+    dimensions: dict[str, int]  # name -> cap
+    metrics: dict[str, MetricRange] = {}
+    max_future_s: float = Field(default=3600, gt=0)
+    max_age_s: float = Field(default=7 * 86400, gt=0)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _caps(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, cap in value.items():
+            if not _NAME.match(name):
+                raise ValueError(f"dimension {name!r} must be a lower-case identifier")
+            if not 1 <= cap <= 100_000:
+                raise ValueError(f"dimension {name!r} needs a cap between 1 and 100000, got {cap}")
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> EventContract:
+        names = [*self.identifiers, *self.dimensions, *self.metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} declared twice (identifiers, dimensions and metrics are disjoint)")
+        if "ts" in names:
+            raise ValueError("'ts' is the event time and cannot be declared as a field")
+        return self
+
+
+class WindowSettings(_Model):
+    allowed_lateness_s: float = Field(default=300, ge=0)
+    publish_every_s: float = Field(default=1, gt=0, le=60)
+    idle_timeout_s: float = Field(default=10, gt=0)
+
+
+class SketchSettings(_Model):
+    distinct_field: str = "user_id"
+    quantile_field: str = "latency_ms"
+    theta_lg_k: int = Field(default=12, ge=4, le=26)  # 12 = Pinot's default nominal entries 4096
+    kll_k: int = Field(default=200, ge=8, le=65535)
+
+
+class RollupWindow(_Model):
+    size_s: int = Field(gt=0)
+    every_s: int | None = Field(default=None, gt=0)  # None: tumbling
+
+    @model_validator(mode="after")
+    def _divides(self) -> RollupWindow:
+        if self.every_s is not None and (self.every_s > self.size_s or self.size_s % self.every_s):
+            raise ValueError(f"every_s ({self.every_s}) must divide size_s ({self.size_s})")
+        return self
+
+    @property
+    def pane_s(self) -> int:
+        """Windows are unions of panes of this length (sliding: the slide; tumbling: the window)."""
+        return self.every_s or self.size_s
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.size_s // self.pane_s
+
+
+class Rollup(_Model):
+    name: str
+    dimensions: tuple[str, ...] = Field(min_length=1)
+    window: RollupWindow
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"must be a lower-case identifier, got {value!r}")
+        return value
+
+
+class TopicNames(_Model):
+    raw: str = "events_raw"
+    aggregates: str = "aggregates"
+    dead_letter: str = "events_dead_letter"
+    late: str = "events_late"
+
+
+class PipelineSettings(_Model):
+    events: EventContract
+    windows: WindowSettings = WindowSettings()
+    sketches: SketchSettings = SketchSettings()
+    rollups: tuple[Rollup, ...] = Field(min_length=1)
+    topics: TopicNames = TopicNames()
+
+    @model_validator(mode="after")
+    def _rollups_use_capped_dimensions(self) -> PipelineSettings:
+        names = [r.name for r in self.rollups]
+        if len(names) != len(set(names)):
+            raise ValueError("two roll-ups share a name")
+        for rollup in self.rollups:
+            for dim in rollup.dimensions:
+                if dim in self.events.identifiers:
+                    raise ValueError(
+                        f"roll-up {rollup.name!r} uses {dim!r}, an unbounded identifier: its cardinality (and the "
+                        "dataflow's memory) would have no limit; use a capped dimension from events.dimensions, and "
+                        f"count distinct {dim} with the sketch instead"
+                    )
+                if dim not in self.events.dimensions:
+                    raise ValueError(f"roll-up {rollup.name!r} uses {dim!r}, which events.dimensions does not declare")
+            if len(set(rollup.dimensions)) != len(rollup.dimensions):
+                raise ValueError(f"roll-up {rollup.name!r} names a dimension twice")
+        s = self.sketches
+        if s.distinct_field not in (*self.events.identifiers, *self.events.dimensions):
+            raise ValueError(f"sketches.distinct_field {s.distinct_field!r} is not an identifier or dimension")
+        if s.quantile_field not in self.events.metrics:
+            raise ValueError(f"sketches.quantile_field {s.quantile_field!r} is not a declared metric")
+        return self
+
+    def rollup(self, name: str) -> Rollup:
+        for rollup in self.rollups:
+            if rollup.name == name:
+                return rollup
+        raise KeyError(name)
+
+    @property
+    def all_dimensions(self) -> tuple[str, ...]:
+        """Every dimension some roll-up uses, in declaration order (the aggregates table's columns)."""
+        used = {d for r in self.rollups for d in r.dimensions}
+        return tuple(d for d in self.events.dimensions if d in used)

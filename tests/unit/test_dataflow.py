@@ -1,0 +1,294 @@
+"""The aggregation dataflow on fixed clocks: TestingSource in, TestingSink out, no servers.
+
+The clock is driven by the input: each record's Kafka timestamp sets "now", so publishing cadence, idle
+detection and 'too old' checks are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.aggregate import Out, PartitionLogic, Record, build_flow
+from livedash.pipeline.settings import PipelineSettings
+
+BASE = 1_800_000_000_000  # a multiple of 10 s, 60 s and 300 s (window boundaries)
+LATENESS_S = 5
+
+
+def settings(**windows: Any) -> PipelineSettings:
+    return PipelineSettings.model_validate(
+        {
+            "events": {
+                "types": ["click", "view"],
+                "dimensions": {"type": 4, "country": 3},
+                "metrics": {"latency_ms": {"min": 0, "max": 10_000}},
+            },
+            "windows": {"allowed_lateness_s": LATENESS_S, "publish_every_s": 1, "idle_timeout_s": 10, **windows},
+            "rollups": [
+                {"name": "tumble_10s", "dimensions": ["type", "country"], "window": {"size_s": 10}},
+                {"name": "slide_30s", "dimensions": ["type"], "window": {"size_s": 30, "every_s": 10}},
+            ],
+        }
+    )
+
+
+class InputClock:
+    """now() = the Kafka timestamp of the latest record seen by the flow."""
+
+    def __init__(self) -> None:
+        self.now = datetime.fromtimestamp(BASE / 1000, UTC)
+
+    def see(self, rec: Record) -> Record:
+        self.now = max(self.now, datetime.fromtimestamp(rec.timestamp_ms / 1000, UTC))
+        return rec
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def event(ts: int, kind: str = "click", country: str = "DE", user: str = "u1", latency: float | None = 10.0) -> bytes:
+    obj: dict[str, Any] = {"event_id": f"e{ts}-{user}", "ts": ts, "type": kind, "user_id": user, "country": country}
+    if latency is not None:
+        obj["latency_ms"] = latency
+    return orjson.dumps(obj)
+
+
+def records(values: list[tuple[int, bytes]], partition: int = 0, first_offset: int = 0) -> list[Record]:
+    """(arrival time ms, payload) -> Records with consecutive offsets."""
+    return [Record(partition, first_offset + i, at, None, value) for i, (at, value) in enumerate(values)]
+
+
+def run(cfg: PipelineSettings, recs: list[Record], workers: int = 1, batch_size: int = 1) -> list[Out]:
+    clock = InputClock()
+    out: list[Out] = []
+    flow = build_flow(cfg, TestingSource(recs, batch_size=batch_size), TestingSink(out), clock=clock,
+                      convert=clock.see)  # fmt: skip
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return out
+
+
+def rows(out: list[Out]) -> list[dict[str, Any]]:
+    return [orjson.loads(o.value) for o in out if o.role == "aggregates"]
+
+
+def finals(out: list[Out], rollup: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    result = {}
+    for row in rows(out):
+        if row["rollup"] == rollup and row["is_final"] and row["kind"] == "window":
+            result[(row["window_start"], row["type"], row["country"], row["source_partition"])] = row
+    return result
+
+
+def test_tumbling_window_is_provisional_then_final() -> None:
+    cfg = settings()
+    recs = records([(BASE + i * 1000, event(BASE + i * 1000, latency=float(i))) for i in range(10)])
+    recs += records([(BASE + 16_000, event(BASE + 16_000))], first_offset=10)  # watermark 16 s: closes [0, 10)
+    out = run(cfg, recs)
+    window = [r for r in rows(out) if r["rollup"] == "tumbling_10s" or r["rollup"] == "tumble_10s"]
+    first = [r for r in window if r["window_start"] == BASE]
+    provisional = [r for r in first if not r["is_final"]]
+    final = [r for r in first if r["is_final"]]
+    assert provisional, "an open window publishes its running value"
+    assert [r["count"] for r in provisional] == sorted(r["count"] for r in provisional)
+    assert all(r["version"] == 2 * (r["count"] - 1) for r in provisional)  # offsets 0..n-1 folded in
+    assert len(final) == 1
+    assert final[0]["count"] == 10
+    assert final[0]["latency_ms_sum"] == sum(range(10))
+    assert (final[0]["latency_ms_min"], final[0]["latency_ms_max"]) == (0.0, 9.0)
+    assert final[0]["version"] == 2 * 9 + 1  # beats every provisional version of the same key
+    assert final[0]["window_end"] == BASE + 10_000
+
+
+def test_lateness_boundary_is_exact() -> None:
+    """Window [0, 10 s) is final once the watermark reaches 10 s + lateness, not one millisecond earlier."""
+    cfg = settings()
+    end = BASE + 10_000
+    recs = records(
+        [
+            (BASE, event(BASE, user="a")),
+            (end + LATENESS_S * 1000 - 1, event(end + LATENESS_S * 1000 - 1, user="b")),  # watermark 1 ms short
+            (end + LATENESS_S * 1000, event(BASE + 5_000, user="c")),  # on time: window still open
+            (end + LATENESS_S * 1000, event(end + LATENESS_S * 1000, user="d")),  # watermark reaches the boundary
+            (end + LATENESS_S * 1000, event(BASE + 6_000, user="e")),  # late now
+        ]
+    )
+    out = run(cfg, recs)
+    final = finals(out, "tumble_10s")[(BASE, "click", "DE", 0)]
+    assert final["count"] == 2  # a and c
+    late = [o for o in out if o.role == "late"]
+    assert len(late) == 1
+    assert orjson.loads(late[0].value)["user_id"] == "e"
+    assert dict(late[0].headers)["livedash.source.offset"] == b"4"
+    corrections = [r for r in rows(out) if r["kind"] == "late" and r["rollup"] == "tumble_10s"]
+    assert [(c["window_start"], c["count"], c["is_final"]) for c in corrections] == [(BASE, 1, 1)]
+
+
+def test_late_events_are_still_counted_exactly() -> None:
+    cfg = settings()
+    values = [(BASE + i * 100, event(BASE + i * 100, user=f"u{i % 7}")) for i in range(50)]
+    values += [(BASE + 60_000, event(BASE + 60_000))]  # closes everything before 55 s
+    values += [(BASE + 60_000, event(BASE + i * 100, user="late")) for i in range(20)]  # all late
+    out = run(cfg, records(values))
+    kept = final_state(out).values()  # what Pinot's upsert keeps
+    total = sum(row["count"] for _, row in kept if row["rollup"] == "tumble_10s")
+    assert total == 71  # 50 on time + 1 (still open) + 20 late corrections: nothing dropped, nothing twice
+    assert sum(1 for o in out if o.role == "late") == 20
+
+
+def test_sliding_windows_are_unions_of_panes() -> None:
+    cfg = settings()
+    values = [(BASE + s * 1000, event(BASE + s * 1000, latency=float(s))) for s in range(0, 40, 5)]  # 0,5..35 s
+    values += [(BASE + 100_000, event(BASE + 100_000))]
+    out = run(cfg, records(values))
+    slides = {r["window_start"]: r for r in rows(out) if r["rollup"] == "slide_30s" and r["is_final"]}
+    # window [0, 30 s) holds 0,5,...,25 s; [10 s, 40 s) holds 10..35 s; [-20 s, 10 s) holds 0 and 5 s
+    assert slides[BASE]["count"] == 6
+    assert slides[BASE + 10_000]["count"] == 6
+    assert slides[BASE - 20_000]["count"] == 2
+    assert slides[BASE]["latency_ms_max"] == 25.0
+    assert slides[BASE + 10_000]["latency_ms_min"] == 10.0
+
+
+def test_caps_fold_extra_values_into_other() -> None:
+    cfg = settings()  # country cap 3
+    values = [(BASE + i, event(BASE + i, country=c)) for i, c in enumerate(["DE", "FR", "US", "JP", "BR", "DE"])]
+    values += [(BASE + 20_000, event(BASE + 20_000))]
+    out = run(cfg, records(values))
+    by_country = {k[2]: v["count"] for k, v in finals(out, "tumble_10s").items() if k[0] == BASE}
+    assert by_country == {"DE": 2, "FR": 1, "US": 1, "__other__": 2}
+
+
+def test_dead_letters_carry_reason_partition_and_offset() -> None:
+    cfg = settings()
+    values = [
+        (BASE, event(BASE)),
+        (BASE, b"{not json"),
+        (BASE, orjson.dumps({"event_id": "x", "ts": BASE, "type": "click"})),  # no user_id
+        (BASE, b""),
+        (BASE, event(BASE, kind="purchase")),  # unknown type
+        (BASE + 20_000, event(BASE + 20_000)),
+    ]
+    out = run(cfg, records(values, partition=3))
+    dead = [o for o in out if o.role == "dead_letter"]
+    assert [dict(o.headers)["livedash.source.offset"] for o in dead] == [b"1", b"2", b"3", b"4"]
+    assert all(dict(o.headers)["livedash.source.partition"] == b"3" for o in dead)
+    reasons = [dict(o.headers)["livedash.reason"].decode() for o in dead]
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1:] == ["missing field user_id", "empty message", "unknown type 'purchase'"]
+    assert dead[0].value == b"{not json"  # original bytes
+    assert sum(r["count"] for r in finals(out, "tumble_10s").values()) == 1
+
+
+def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None:
+    cfg = settings()
+    clock = InputClock()
+    quiet = PartitionLogic(cfg, clock, None)
+    quiet.on_batch(records([(BASE, event(BASE))], partition=1))
+    assert quiet.notify_at() is not None  # it has an open window, so it asks to be woken
+    assert not finals(quiet.on_notify()[0], "tumble_10s")  # not idle yet: nothing closes
+    busy = PartitionLogic(cfg, clock, None)
+    busy_out: list[Out] = []
+    for i in range(40):  # partition 0 moves on for 40 s; partition 1 stays silent
+        rec = records([(BASE + i * 1000, event(BASE + i * 1000))], partition=0, first_offset=i)[0]
+        clock.see(rec)
+        busy_out += busy.on_batch([rec])[0]
+    assert finals(busy_out, "tumble_10s"), "partition 0 finalises its windows without waiting for partition 1"
+    # 39 s without input, past the 10 s idle timeout: partition 1's event time follows the clock and closes.
+    quiet_out = quiet.on_notify()[0]
+    assert finals(quiet_out, "tumble_10s")[(BASE, "click", "DE", 1)]["count"] == 1
+    assert quiet.notify_at() is not None  # its 30 s sliding windows are still open
+    clock.now += timedelta(seconds=30)
+    assert quiet.on_notify()[0]  # they close too
+    assert quiet.notify_at() is None  # nothing open any more: no wake-ups, no CPU
+
+
+def workload() -> list[Record]:
+    out = []
+    for p in range(4):
+        values = []
+        for i in range(300):
+            ts = BASE + i * 250 + (p * 37 % 5) * 100
+            late = i % 50 == 49
+            values.append((ts, event(ts - (20_000 if late else 0), kind="click" if i % 3 else "view",
+                                     country=["DE", "FR", "US", "JP"][i % 4], user=f"u{i % 23}",
+                                     latency=float(i % 17))))  # fmt: skip
+        values.append((BASE + 200_000, event(BASE + 200_000)))
+        out += records(values, partition=p)
+    return out
+
+
+def final_state(out: list[Out]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """What Pinot would keep: per key the row with the highest version (ties must be identical)."""
+    best: dict[str, tuple[int, dict[str, Any]]] = {}
+    for row in rows(out):
+        prev = best.get(row["pk"])
+        if prev is not None and prev[0] == row["version"]:
+            assert prev[1] == row, "same key and version must mean the same row"
+        if prev is None or row["version"] > prev[0]:
+            best[row["pk"]] = (row["version"], row)
+    return best
+
+
+def test_one_worker_and_two_workers_give_identical_results() -> None:
+    cfg = settings()
+    one = final_state(run(cfg, workload(), workers=1, batch_size=7))
+    two = final_state(run(cfg, workload(), workers=2, batch_size=7))
+    assert one.keys() == two.keys()
+    for pk in one:
+        a, b = one[pk][1], two[pk][1]
+        assert {k: v for k, v in a.items() if k != "users_theta" and k != "latency_kll"} == {
+            k: v for k, v in b.items() if k != "users_theta" and k != "latency_kll"
+        }
+
+
+def test_totals_match_the_input_across_partitions() -> None:
+    cfg = settings()
+    recs = workload()
+    state = final_state(run(cfg, recs, batch_size=13))
+    totals: Counter[str] = Counter()
+    for _, row in state.values():  # final, provisional (the last window is still open) and corrections
+        totals[row["rollup"]] += row["count"]
+    assert totals["tumble_10s"] == len(recs)
+    assert totals["slide_30s"] == 3 * len(recs)  # every event is in 3 sliding windows
+
+
+@pytest.mark.parametrize("cut", [1, 150, 600, 1000])
+def test_snapshot_and_restore_continue_exactly(cut: int) -> None:
+    cfg = settings()
+    recs = workload()
+    clock = InputClock()
+    by_partition: dict[int, list[Record]] = defaultdict(list)
+    for rec in recs:
+        by_partition[rec.partition].append(rec)
+
+    def drive(split: bool) -> list[Out]:
+        out: list[Out] = []
+        seen = 0
+        for part_recs in by_partition.values():
+            logic = PartitionLogic(cfg, clock, None)
+            for rec in part_recs:
+                clock.see(rec)
+                out += logic.on_batch([rec])[0]
+                seen += 1
+                if split and seen == cut:
+                    import pickle
+
+                    logic = PartitionLogic(cfg, clock, pickle.loads(pickle.dumps(logic.snapshot())))
+            out += logic.on_eof()[0]
+        return out
+
+    whole, resumed = final_state(drive(False)), final_state(drive(True))
+    assert whole.keys() == resumed.keys()
+    for pk, (version, row) in whole.items():
+        assert resumed[pk][0] == version
+        strip = lambda r: {k: v for k, v in r.items() if k not in ("users_theta", "latency_kll")}  # noqa: E731
+        assert strip(resumed[pk][1]) == strip(row)
