@@ -12,6 +12,7 @@ Steps: `kafka_in` (every partition of the raw topic) -> `key_by_partition` -> `w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windowing import PartitionWindows
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("livedash.dataflow")
 
 
 def utc_now() -> datetime:
@@ -77,6 +79,8 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
             self.partition = state["partition"]
             self.dead_letters = state["dead_letters"]
             self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"])
+            log.info("partition %s restored from snapshot: %s events folded in, watermark %s",
+                     self.partition, self.windows.events_in, self.windows.watermark)  # fmt: skip
         now = clock()
         self.last_input = now
         self.next_publish = now
@@ -151,6 +155,7 @@ def build_flow(settings: PipelineSettings, source: Source[Any], sink: Sink[Out],
 
 
 def _kafka_flow() -> Dataflow:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bytewax.connectors.kafka import KafkaSource
 
     from livedash import config
@@ -160,7 +165,7 @@ def _kafka_flow() -> Dataflow:
     topics = settings.pipeline.topics
     source = KafkaSource(
         [settings.kafka.bootstrap], [topics.raw], tail=True, batch_size=5000,
-        add_config={"auto.offset.reset": "earliest", "fetch.min.bytes": "1", "fetch.wait.max.ms": "100"},
+        add_config={"auto.offset.reset": "earliest"},
     )  # fmt: skip
     sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
                                                 "late": topics.late})  # fmt: skip

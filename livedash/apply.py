@@ -1,8 +1,8 @@
 """`livedash apply`: topics, Pinot schemas and tables from pinot/tables/<name>/, created or updated in place.
 
-Idempotent: a second run changes nothing and says so. A table's Kafka topic is created first (with its
-configured partition count) because Pinot's consumer needs it and upsert tables cannot follow a topic that
-grows later.
+Idempotent: a second run changes nothing and says so. Every topic of kafka.topics is created first (with its
+configured partition count) because Pinot's consumer needs its topic and upsert tables cannot follow a topic
+that grows later.
 """
 
 from __future__ import annotations
@@ -136,11 +136,10 @@ def apply_table(settings: Settings, table: dict[str, Any]) -> str:
 
 
 def apply_all(settings: Settings, say: Say = print) -> None:
+    for topic in settings.kafka.topics:
+        ensure_topic(settings, topic.name, say)
     wait_for_controller(settings)
     for name in settings.pinot.tables:
         schema, table = load_table(name, settings)
-        topic = topic_of(table)
-        if topic:
-            ensure_topic(settings, topic, say)
         say(f"schema {name}: {apply_schema(settings, schema)}")
         say(f"table {name}_{table['tableType'].upper()}: {apply_table(settings, table)}")

@@ -56,6 +56,30 @@ def _cmd_sample(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
+    from pathlib import Path
+
+    from livedash.generator import GeneratorOptions, run
+
+    if args.count is None and args.duration is None and args.rate <= 0:
+        print("livedash: generate needs --count or --duration (or a --rate to run until Ctrl-C)", file=sys.stderr)
+        return 2
+    opts = GeneratorOptions(
+        seed=args.seed, out_of_order_fraction=args.out_of_order, late_fraction=args.late,
+        malformed_fraction=args.malformed, users=args.users,
+    )  # fmt: skip
+    topic = args.topic or settings.pipeline.topics.raw
+    try:
+        summary = run(settings.kafka.bootstrap, topic, args.count, args.duration, args.rate, opts,
+                      truth=Path(args.truth) if args.truth else None, progress=not args.quiet)  # fmt: skip
+    except KeyboardInterrupt:
+        print("generate: interrupted", file=sys.stderr)
+        return 130
+    print(f"generate: {summary.sent} events to {topic} in {summary.seconds:.1f}s ({summary.rate:,.0f}/s), "
+          f"{summary.malformed} malformed")  # fmt: skip
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     """The quick start: the stack, its tables, and live events you can query in the Pinot console."""
     from livedash import apply, sample
@@ -91,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_sample.add_argument("--count", type=int, default=10_000)
     p_sample.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
     p_sample.set_defaults(func=_cmd_sample)
+    p_gen = sub.add_parser("generate", help="realistic clickstream (out-of-order, late, malformed) to Kafka")
+    p_gen.add_argument("--count", type=int, help="events to send")
+    p_gen.add_argument("--duration", type=float, help="seconds to run")
+    p_gen.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p_gen.add_argument("--seed", type=int, default=1)
+    p_gen.add_argument("--users", type=int, default=200_000)
+    p_gen.add_argument("--out-of-order", type=float, default=0.05, help="fraction seconds behind")
+    p_gen.add_argument("--late", type=float, default=0.01, help="fraction minutes behind")
+    p_gen.add_argument("--malformed", type=float, default=0.01, help="fraction of broken messages")
+    p_gen.add_argument("--topic", help="default: pipeline.topics.raw")
+    p_gen.add_argument("--truth", help="write the valid events sent (JSON lines) to this file")
+    p_gen.add_argument("--quiet", action="store_true", help="no progress line")
+    p_gen.set_defaults(func=_cmd_generate)
     p_demo = sub.add_parser("demo", help="quick start: up, apply, then live sample events (Ctrl-C to stop)")
     p_demo.add_argument("--rate", type=float, default=200.0, help="events per second")
     p_demo.add_argument("--count", type=int, default=0, help="stop after this many events (0: until Ctrl-C)")

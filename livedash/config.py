@@ -206,16 +206,18 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     if not isinstance(data, dict):
         raise ConfigError(f"config error: {file}: the top level must be a mapping")
     overrides = _env_overrides(environ)
-    for key_path, (_, value) in overrides.items():
-        _apply(data, key_path, value)
+    pipeline_override = overrides.get(("pipeline_file",))
     if "pipeline" not in data:
-        pipeline_file = file.parent / str(data.get("pipeline_file", "pipeline.yaml"))
+        name = pipeline_override[1] if pipeline_override else data.get("pipeline_file", "pipeline.yaml")
+        pipeline_file = file.parent / str(name)
         try:
             data["pipeline"] = yaml.safe_load(pipeline_file.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config error: pipeline_file: {pipeline_file} not found") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config error: {pipeline_file}: not valid YAML: {exc}".replace("\n", " ")) from None
+    for key_path, (_, value) in overrides.items():  # after the pipeline file, so LIVEDASH_PIPELINE__... apply
+        _apply(data, key_path, value)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -98,14 +98,14 @@ class Agg:
 
     def fields(self) -> dict[str, Any]:
         """The aggregate columns of a row (see pinot/tables/aggregates/schema.json)."""
-        row: dict[str, Any] = {"count": self.count}
+        row: dict[str, Any] = {"event_count": self.count}
         for i, name in enumerate(self.p.metrics):
             row[f"{name}_sum"] = self.msum[i]
             row[f"{name}_count"] = self.mcount[i]
             row[f"{name}_min"] = self.mmin[i]
             row[f"{name}_max"] = self.mmax[i]
-        row["users_theta"] = self.theta_compact().serialize().hex()
-        row["latency_kll"] = self.kll.serialize().hex()
+        row["distinct_theta"] = self.theta_compact().serialize().hex()
+        row["quantile_kll"] = self.kll.serialize().hex()
         row["last_event_ts"] = self.last_ts
         return row
 

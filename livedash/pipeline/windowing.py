@@ -203,7 +203,7 @@ class PartitionWindows:
         by_name = dict(zip(rw.rollup.dimensions, dims, strict=True))
         value: dict[str, Any] = {
             "pk": pk.decode(),
-            "rollup": rw.rollup.name,
+            "rollup_name": rw.rollup.name,
             "window_start": ws,
             "window_end": ws + rw.size_ms,
             "source_partition": self.partition,

@@ -41,3 +41,22 @@ def test_unknown_table_folder_is_reported(tmp_path: Path) -> None:
     settings = config.load(environ={})
     with pytest.raises(LivedashError, match="does not exist"):
         apply.load_table("nope", settings, tables_dir=tmp_path)
+
+
+def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
+    from livedash.pipeline.contract import Event
+    from livedash.pipeline.windowing import PartitionWindows
+
+    settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    schema, table = apply.load_table("aggregates", settings)
+    columns = {f["name"] for kind in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+               for f in schema[kind]}  # fmt: skip
+    windows = PartitionWindows(settings.pipeline, 0)
+    dims = {d: "x" for d in settings.pipeline.events.dimensions}
+    windows.add(Event("e", 1_800_000_000_000, "click", "u", {**dims, "type": "click"}, {"latency_ms": 1.0}), 0)
+    row = windows.publish()[0].value
+    assert set(row) == columns
+    assert schema["primaryKeyColumns"] == ["pk"]
+    assert table["upsertConfig"] == {"mode": "FULL", "comparisonColumn": "version"}
+    assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+    assert apply.topic_of(table) == settings.pipeline.topics.aggregates

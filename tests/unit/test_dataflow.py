@@ -83,7 +83,7 @@ def rows(out: list[Out]) -> list[dict[str, Any]]:
 def finals(out: list[Out], rollup: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     result = {}
     for row in rows(out):
-        if row["rollup"] == rollup and row["is_final"] and row["kind"] == "window":
+        if row["rollup_name"] == rollup and row["is_final"] and row["kind"] == "window":
             result[(row["window_start"], row["type"], row["country"], row["source_partition"])] = row
     return result
 
@@ -93,15 +93,15 @@ def test_tumbling_window_is_provisional_then_final() -> None:
     recs = records([(BASE + i * 1000, event(BASE + i * 1000, latency=float(i))) for i in range(10)])
     recs += records([(BASE + 16_000, event(BASE + 16_000))], first_offset=10)  # watermark 16 s: closes [0, 10)
     out = run(cfg, recs)
-    window = [r for r in rows(out) if r["rollup"] == "tumbling_10s" or r["rollup"] == "tumble_10s"]
+    window = [r for r in rows(out) if r["rollup_name"] == "tumbling_10s" or r["rollup_name"] == "tumble_10s"]
     first = [r for r in window if r["window_start"] == BASE]
     provisional = [r for r in first if not r["is_final"]]
     final = [r for r in first if r["is_final"]]
     assert provisional, "an open window publishes its running value"
-    assert [r["count"] for r in provisional] == sorted(r["count"] for r in provisional)
-    assert all(r["version"] == 2 * (r["count"] - 1) for r in provisional)  # offsets 0..n-1 folded in
+    assert [r["event_count"] for r in provisional] == sorted(r["event_count"] for r in provisional)
+    assert all(r["version"] == 2 * (r["event_count"] - 1) for r in provisional)  # offsets 0..n-1 folded in
     assert len(final) == 1
-    assert final[0]["count"] == 10
+    assert final[0]["event_count"] == 10
     assert final[0]["latency_ms_sum"] == sum(range(10))
     assert (final[0]["latency_ms_min"], final[0]["latency_ms_max"]) == (0.0, 9.0)
     assert final[0]["version"] == 2 * 9 + 1  # beats every provisional version of the same key
@@ -123,13 +123,13 @@ def test_lateness_boundary_is_exact() -> None:
     )
     out = run(cfg, recs)
     final = finals(out, "tumble_10s")[(BASE, "click", "DE", 0)]
-    assert final["count"] == 2  # a and c
+    assert final["event_count"] == 2  # a and c
     late = [o for o in out if o.role == "late"]
     assert len(late) == 1
     assert orjson.loads(late[0].value)["user_id"] == "e"
     assert dict(late[0].headers)["livedash.source.offset"] == b"4"
-    corrections = [r for r in rows(out) if r["kind"] == "late" and r["rollup"] == "tumble_10s"]
-    assert [(c["window_start"], c["count"], c["is_final"]) for c in corrections] == [(BASE, 1, 1)]
+    corrections = [r for r in rows(out) if r["kind"] == "late" and r["rollup_name"] == "tumble_10s"]
+    assert [(c["window_start"], c["event_count"], c["is_final"]) for c in corrections] == [(BASE, 1, 1)]
 
 
 def test_late_events_are_still_counted_exactly() -> None:
@@ -139,7 +139,7 @@ def test_late_events_are_still_counted_exactly() -> None:
     values += [(BASE + 60_000, event(BASE + i * 100, user="late")) for i in range(20)]  # all late
     out = run(cfg, records(values))
     kept = final_state(out).values()  # what Pinot's upsert keeps
-    total = sum(row["count"] for _, row in kept if row["rollup"] == "tumble_10s")
+    total = sum(row["event_count"] for _, row in kept if row["rollup_name"] == "tumble_10s")
     assert total == 71  # 50 on time + 1 (still open) + 20 late corrections: nothing dropped, nothing twice
     assert sum(1 for o in out if o.role == "late") == 20
 
@@ -149,11 +149,11 @@ def test_sliding_windows_are_unions_of_panes() -> None:
     values = [(BASE + s * 1000, event(BASE + s * 1000, latency=float(s))) for s in range(0, 40, 5)]  # 0,5..35 s
     values += [(BASE + 100_000, event(BASE + 100_000))]
     out = run(cfg, records(values))
-    slides = {r["window_start"]: r for r in rows(out) if r["rollup"] == "slide_30s" and r["is_final"]}
+    slides = {r["window_start"]: r for r in rows(out) if r["rollup_name"] == "slide_30s" and r["is_final"]}
     # window [0, 30 s) holds 0,5,...,25 s; [10 s, 40 s) holds 10..35 s; [-20 s, 10 s) holds 0 and 5 s
-    assert slides[BASE]["count"] == 6
-    assert slides[BASE + 10_000]["count"] == 6
-    assert slides[BASE - 20_000]["count"] == 2
+    assert slides[BASE]["event_count"] == 6
+    assert slides[BASE + 10_000]["event_count"] == 6
+    assert slides[BASE - 20_000]["event_count"] == 2
     assert slides[BASE]["latency_ms_max"] == 25.0
     assert slides[BASE + 10_000]["latency_ms_min"] == 10.0
 
@@ -163,7 +163,7 @@ def test_caps_fold_extra_values_into_other() -> None:
     values = [(BASE + i, event(BASE + i, country=c)) for i, c in enumerate(["DE", "FR", "US", "JP", "BR", "DE"])]
     values += [(BASE + 20_000, event(BASE + 20_000))]
     out = run(cfg, records(values))
-    by_country = {k[2]: v["count"] for k, v in finals(out, "tumble_10s").items() if k[0] == BASE}
+    by_country = {k[2]: v["event_count"] for k, v in finals(out, "tumble_10s").items() if k[0] == BASE}
     assert by_country == {"DE": 2, "FR": 1, "US": 1, "__other__": 2}
 
 
@@ -185,7 +185,7 @@ def test_dead_letters_carry_reason_partition_and_offset() -> None:
     assert reasons[0].startswith("invalid JSON")
     assert reasons[1:] == ["missing field user_id", "empty message", "unknown type 'purchase'"]
     assert dead[0].value == b"{not json"  # original bytes
-    assert sum(r["count"] for r in finals(out, "tumble_10s").values()) == 1
+    assert sum(r["event_count"] for r in finals(out, "tumble_10s").values()) == 1
 
 
 def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None:
@@ -204,7 +204,7 @@ def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None
     assert finals(busy_out, "tumble_10s"), "partition 0 finalises its windows without waiting for partition 1"
     # 39 s without input, past the 10 s idle timeout: partition 1's event time follows the clock and closes.
     quiet_out = quiet.on_notify()[0]
-    assert finals(quiet_out, "tumble_10s")[(BASE, "click", "DE", 1)]["count"] == 1
+    assert finals(quiet_out, "tumble_10s")[(BASE, "click", "DE", 1)]["event_count"] == 1
     assert quiet.notify_at() is not None  # its 30 s sliding windows are still open
     clock.now += timedelta(seconds=30)
     assert quiet.on_notify()[0]  # they close too
@@ -245,8 +245,8 @@ def test_one_worker_and_two_workers_give_identical_results() -> None:
     assert one.keys() == two.keys()
     for pk in one:
         a, b = one[pk][1], two[pk][1]
-        assert {k: v for k, v in a.items() if k != "users_theta" and k != "latency_kll"} == {
-            k: v for k, v in b.items() if k != "users_theta" and k != "latency_kll"
+        assert {k: v for k, v in a.items() if k != "distinct_theta" and k != "quantile_kll"} == {
+            k: v for k, v in b.items() if k != "distinct_theta" and k != "quantile_kll"
         }
 
 
@@ -256,7 +256,7 @@ def test_totals_match_the_input_across_partitions() -> None:
     state = final_state(run(cfg, recs, batch_size=13))
     totals: Counter[str] = Counter()
     for _, row in state.values():  # final, provisional (the last window is still open) and corrections
-        totals[row["rollup"]] += row["count"]
+        totals[row["rollup_name"]] += row["event_count"]
     assert totals["tumble_10s"] == len(recs)
     assert totals["slide_30s"] == 3 * len(recs)  # every event is in 3 sliding windows
 
@@ -290,5 +290,5 @@ def test_snapshot_and_restore_continue_exactly(cut: int) -> None:
     assert whole.keys() == resumed.keys()
     for pk, (version, row) in whole.items():
         assert resumed[pk][0] == version
-        strip = lambda r: {k: v for k, v in r.items() if k not in ("users_theta", "latency_kll")}  # noqa: E731
+        strip = lambda r: {k: v for k, v in r.items() if k not in ("distinct_theta", "quantile_kll")}  # noqa: E731
         assert strip(resumed[pk][1]) == strip(row)

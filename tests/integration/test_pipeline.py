@@ -1,0 +1,160 @@
+"""The pipeline end to end on the real Kafka and Pinot: generated events in, exact aggregates out."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import datasketches as ds
+import orjson
+import pytest
+
+from livedash import generator
+from livedash.config import Settings
+from livedash.pipeline.aggregate import DBL_MAX
+from tests.ground_truth import GroupKey, Truth, ground_truth
+from tests.pipeline_harness import Pipeline, query_all, wait_stable
+
+pytestmark = pytest.mark.slow
+
+
+def pinot_groups(settings: Settings, table: str, pipeline: Any) -> dict[GroupKey, dict[str, Any]]:
+    out = {}
+    for rollup in pipeline.rollups:
+        dims = ", ".join(rollup.dimensions)
+        sql = (
+            f"SELECT window_start, {dims}, SUM(event_count), SUM(latency_ms_sum), SUM(latency_ms_count), "
+            "MIN(latency_ms_min), MAX(latency_ms_max), SUM(amount_sum), SUM(amount_count), MIN(amount_min), "
+            f"MAX(amount_max), DISTINCTCOUNTTHETASKETCH(distinct_theta) FROM {table} "
+            f"WHERE rollup_name = '{rollup.name}' GROUP BY window_start, {dims} LIMIT 1000000"
+        )
+        for row in query_all(settings, sql):
+            n = len(rollup.dimensions)
+            key = (rollup.name, int(row[0]), tuple(row[1 : 1 + n]))
+            v = row[1 + n :]
+            out[key] = {
+                "count": int(v[0]),
+                "latency_ms": (v[1], int(v[2]), v[3], v[4]),
+                "amount": (v[5], int(v[6]), v[7], v[8]),
+                "distinct": int(v[9]),
+            }
+    return out
+
+
+def check_group(key: GroupKey, truth: Truth, got: dict[str, Any], lg_k: int) -> list[str]:
+    problems = []
+    if got["count"] != truth.count:
+        problems.append(f"{key}: count {got['count']} != {truth.count}")
+    for metric in ("latency_ms", "amount"):
+        s, c, lo, hi = got[metric]
+        if c != truth.counts.get(metric, 0):
+            problems.append(f"{key}: {metric} count {c} != {truth.counts.get(metric, 0)}")
+        if not math.isclose(s, truth.sums.get(metric, 0.0), rel_tol=1e-9, abs_tol=1e-6):
+            problems.append(f"{key}: {metric} sum {s} != {truth.sums.get(metric, 0.0)}")
+        if c and (lo != truth.mins[metric] or hi != truth.maxs[metric]):
+            problems.append(f"{key}: {metric} min/max {lo}/{hi} != {truth.mins[metric]}/{truth.maxs[metric]}")
+        if not c and (lo != DBL_MAX or hi != -DBL_MAX):
+            problems.append(f"{key}: {metric} min/max without values {lo}/{hi}")
+    exact = len(truth.users)
+    k = 2**lg_k
+    bound = 0 if exact < k else 3 * exact / math.sqrt(k)  # exact below k entries; 3 sigma above
+    if abs(got["distinct"] - exact) > bound:
+        problems.append(f"{key}: distinct users {got['distinct']} vs {exact} (bound {bound:.0f})")
+    return problems
+
+
+def check_percentiles(settings: Settings, table: str, key: GroupKey, truth: Truth, pipeline: Any) -> list[str]:
+    rollup = pipeline.rollup(key[0])
+    where = " AND ".join(f"{d} = '{v}'" for d, v in zip(rollup.dimensions, key[2], strict=True))
+    rows = query_all(settings, f"SELECT quantile_kll FROM {table} WHERE rollup_name = '{key[0]}' AND "
+                               f"window_start = {key[1]} AND {where} LIMIT 100000")  # fmt: skip
+    merged = ds.kll_doubles_sketch(pipeline.sketches.kll_k)
+    for (hexed,) in rows:
+        merged.merge(ds.kll_doubles_sketch.deserialize(bytes.fromhex(hexed)))
+    values = sorted(truth.quantile_values)
+    eps = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(pipeline.sketches.kll_k, False) + 1 / len(values)
+    problems = []
+    for q in (0.5, 0.95):
+        est = merged.get_quantile(q)
+        lo = sum(1 for v in values if v < est) / len(values)
+        hi = sum(1 for v in values if v <= est) / len(values)
+        if not (lo - eps <= q <= hi + eps):
+            problems.append(f"{key}: p{int(q * 100)} {est} has true rank [{lo:.3f}, {hi:.3f}], eps {eps:.3f}")
+    return problems
+
+
+def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> dict[str, Any]:
+    p = Pipeline(stack)
+    p.create()
+    settings = p.settings()
+    pipeline = settings.pipeline
+    truth_file = tmp_path / "truth.jsonl"
+    opts = generator.GeneratorOptions(seed=42, users=20_000, out_of_order_fraction=0.05, late_fraction=0.01,
+                                      malformed_fraction=0.01)  # fmt: skip
+    figures: dict[str, Any] = {}
+    try:
+        proc = p.start_dataflow()
+        if kills:
+            # Paced input so the dataflow is mid-window when it dies; kill -9 at random moments.
+            rate = count / 40
+            import threading
+
+            sent: dict[str, Any] = {}
+            producer = threading.Thread(target=lambda: sent.update(summary=generator.run(
+                stack.kafka.bootstrap, p.raw, count, None, rate, opts, truth=truth_file, progress=False)))  # fmt: skip
+            producer.start()
+            rng = random.Random(7)
+            for _ in range(kills):
+                time.sleep(rng.uniform(4, 9))
+                p.kill9(proc)
+                proc = p.start_dataflow()
+            producer.join()
+            summary = sent["summary"]
+        else:
+            summary = generator.run(stack.kafka.bootstrap, p.raw, count, None, 0, opts, truth=truth_file,
+                                    progress=False)  # fmt: skip
+        events = [orjson.loads(line) for line in truth_file.read_bytes().splitlines()]
+        assert len(events) + summary.malformed == count
+        truth = ground_truth(events, pipeline)
+
+        t0 = time.monotonic()
+        total_sql = f"SELECT SUM(event_count) FROM {p.table} WHERE rollup_name = 'geo_10s'"
+        drained = wait_stable(lambda: int(query_all(settings, total_sql)[0][0]), len(events), timeout_s=300)
+        figures["drain_s"] = round(time.monotonic() - t0, 1)
+        assert drained == len(events)
+        assert wait_stable(lambda: p.topic_size(p.dead_letter), summary.malformed, timeout_s=60) == summary.malformed
+
+        got = pinot_groups(settings, p.table, pipeline)
+        assert set(got) == set(truth), (sorted(set(truth) - set(got))[:5], sorted(set(got) - set(truth))[:5])
+        problems = [
+            msg for key, t in truth.items() for msg in check_group(key, t, got[key], pipeline.sketches.theta_lg_k)
+        ]
+        assert not problems, problems[:10]
+        busiest = sorted((k for k in truth if truth[k].quantile_values), key=lambda k: -truth[k].count)
+        sample = [k for r in pipeline.rollups for k in [k for k in busiest if k[0] == r.name][:5]]
+        problems = [m for k in sample for m in check_percentiles(settings, p.table, k, truth[k], pipeline)]
+        assert not problems, problems
+        late = p.topic_size(p.late)
+        assert late > 0, "the generator sent events minutes behind: some must be late"
+        figures.update(events=count, valid=len(events), malformed=summary.malformed, late=late, groups=len(truth))
+        if kills:  # each restart resumed from its snapshot, not from the start of the topic
+            log = (Path(p.recovery_dir).parent / f"dataflow-{p.suffix}.log").read_text()
+            figures["restores"] = log.count("restored from snapshot")
+            assert figures["restores"] >= kills
+        return figures
+    finally:
+        p.stop()
+        p.drop()
+
+
+def test_200k_generated_events_match_ground_truth(stack: Settings, tmp_path: Path) -> None:
+    figures = run_and_check(stack, tmp_path, 200_000, kills=0)
+    print(f"pipeline figures: {figures}")
+
+
+def test_kill9_three_times_mid_window_is_still_exact(stack: Settings, tmp_path: Path) -> None:
+    figures = run_and_check(stack, tmp_path, 120_000, kills=3)
+    print(f"recovery figures: {figures}")

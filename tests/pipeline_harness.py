@@ -1,0 +1,153 @@
+"""An isolated pipeline on the real test stack: its own topics, Pinot table and recovery dir, and the dataflow
+run as operators run it (`python -m bytewax.run dataflows.aggregate:flow`), so tests can kill -9 it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livedash import apply, config
+from livedash.config import Settings
+from tests.conftest import ROOT, TEST_CONFIG
+
+
+@dataclass
+class Pipeline:
+    stack: Settings
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    lateness_s: int = 30
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def raw(self) -> str:
+        return f"raw_{self.suffix}"
+
+    @property
+    def table(self) -> str:
+        return f"agg_{self.suffix}"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"dlq_{self.suffix}"
+
+    @property
+    def late(self) -> str:
+        return f"late_{self.suffix}"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return ROOT / ".livedash-test" / f"recovery-{self.suffix}"
+
+    def env(self) -> dict[str, str]:
+        topics = [
+            {"name": self.raw, "partitions": 4},
+            {"name": self.table, "partitions": 4},
+            {"name": self.dead_letter, "partitions": 1},
+            {"name": self.late, "partitions": 1},
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
+        env.update(
+            {
+                "LIVEDASH_CONFIG": str(TEST_CONFIG),
+                "LIVEDASH_KAFKA__TOPICS": json.dumps(topics),
+                "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw,
+                "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.table,
+                "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dead_letter,
+                "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
+                "LIVEDASH_PIPELINE__WINDOWS__ALLOWED_LATENESS_S": str(self.lateness_s),
+            }
+        )
+        return env
+
+    def settings(self) -> Settings:
+        return config.load(TEST_CONFIG, environ=self.env())
+
+    def create(self) -> None:
+        """Topics and a Pinot upsert table named agg_<suffix>, from pinot/tables/aggregates."""
+        settings = self.settings()
+        for topic in settings.kafka.topics:
+            apply.ensure_topic(settings, topic.name, say=lambda _: None)
+        schema, table = apply.load_table("aggregates", settings)
+        schema["schemaName"] = self.table
+        table["tableName"] = table["segmentsConfig"]["schemaName"] = self.table
+        table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = self.table
+        apply.apply_schema(settings, schema)
+        apply.apply_table(settings, table)
+        self.recovery_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(self.recovery_dir), "1"], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def start_dataflow(self) -> subprocess.Popen[bytes]:
+        log = (ROOT / ".livedash-test" / f"dataflow-{self.suffix}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow", "-r", str(self.recovery_dir),
+             "-s", "1", "-b", "0"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def kill9(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+
+    def topic_size(self, topic: str) -> int:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.stack.kafka.bootstrap, "group.id": "livedash-test-size"})
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+            total = 0
+            for p in meta.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                total += high - low
+            return total
+        finally:
+            consumer.close()
+
+    def drop(self) -> None:
+        import requests
+
+        base = self.stack.pinot.controller_url
+        requests.delete(f"{base}/tables/{self.table}", params={"type": "realtime"}, timeout=30)
+        requests.delete(f"{base}/schemas/{self.table}", timeout=30)
+
+
+def query_all(settings: Settings, sql: str) -> list[list[Any]]:
+    import requests
+
+    answer = requests.post(f"{settings.pinot.broker_url}/query/sql", json={"sql": sql}, timeout=60).json()
+    if answer.get("exceptions"):
+        raise RuntimeError(answer["exceptions"][0].get("message", "")[:300])
+    return answer["resultTable"]["rows"]
+
+
+def wait_stable(fn: Any, want: Any, timeout_s: float = 240, quiet_s: float = 3) -> Any:
+    """Poll until fn() == want and stays so for quiet_s; returns the last value."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except Exception as exc:  # Pinot warming up: retry until the deadline
+            value = exc
+        if value == want:
+            time.sleep(quiet_s)
+            if fn() == want:
+                return value
+        time.sleep(1)
+    return value
