@@ -86,7 +86,7 @@ class Pipeline:
                        capture_output=True)  # fmt: skip
 
     def start_dataflow(self) -> subprocess.Popen[bytes]:
-        log = (ROOT / ".livedash-test" / f"dataflow-{self.suffix}.log").open("ab")
+        log = self.log_file(len(self.procs)).open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow", "-r", str(self.recovery_dir),
              "-s", "1", "-b", "0"],
@@ -94,6 +94,9 @@ class Pipeline:
         )  # fmt: skip
         self.procs.append(proc)
         return proc
+
+    def log_file(self, run: int) -> Path:
+        return ROOT / ".livedash-test" / f"dataflow-{self.suffix}-{run}.log"
 
     def kill9(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -118,6 +121,29 @@ class Pipeline:
             return total
         finally:
             consumer.close()
+
+    def distinct_sources(self, topic: str) -> int:
+        """Distinct (source partition, offset) headers in a side-output topic."""
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({"bootstrap.servers": self.stack.kafka.bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+        seen: set[tuple[bytes, bytes]] = set()
+        try:
+            consumer.subscribe([topic])
+            target = self.topic_size(topic)
+            deadline = time.monotonic() + 60
+            read = 0
+            while read < target and time.monotonic() < deadline:
+                for msg in consumer.consume(10_000, timeout=1.0):
+                    if msg.error():
+                        continue
+                    read += 1
+                    headers = dict(msg.headers() or [])
+                    seen.add((headers["livedash.source.partition"], headers["livedash.source.offset"]))
+        finally:
+            consumer.close()
+        return len(seen)
 
     def drop(self) -> None:
         import requests
