@@ -25,6 +25,8 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from dataflows import metrics
+from dataflows.metrics import EndOffset, EndOffsets
 from livedash.pipeline.contract import Event, Validator
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windowing import PartitionWindows
@@ -66,9 +68,17 @@ def from_kafka(msg: Any) -> Record:
 class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
     """Bytewax glue around PartitionWindows: validation, dead letters, late events, publish cadence."""
 
-    def __init__(self, settings: PipelineSettings, clock: Clock, state: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        clock: Clock,
+        state: dict[str, Any] | None,
+        end_offset: EndOffset | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.end_offset = end_offset
+        self.last_offset = -1
         self.validator = Validator(settings.events)
         self.every = timedelta(seconds=settings.windows.publish_every_s)
         self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
@@ -91,16 +101,26 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
             self.partition = values[0].partition
             self.windows = PartitionWindows(self.settings, self.partition)
         windows, parse = self.windows, self.validator.parse
+        dead = late_n = 0
         for rec in values:
             event = parse(rec.value, rec.timestamp_ms)
             if not isinstance(event, Event):
-                self.dead_letters += 1
+                dead += 1
                 out.append(self._dead_letter(rec, event))
                 continue
             corrections, late = windows.add(event, rec.offset)
             if late is not None:
+                late_n += 1
                 out.append(Out("late", rec.key, rec.value or b"", self._headers(rec, late.reason)))
                 out.extend(Out("aggregates", row.key, orjson.dumps(row.value)) for row in corrections)
+        self.dead_letters += dead
+        self.last_offset = values[-1].offset
+        label = str(self.partition)
+        metrics.EVENTS_IN.labels(label).inc(len(values))
+        if dead:
+            metrics.DEAD_LETTERED.labels(label).inc(dead)
+        if late_n:
+            metrics.LATE.labels(label).inc(late_n)
         self.last_input = self.clock()
         if self.last_input >= self.next_publish:
             out.extend(self._publish(self.last_input))
@@ -131,7 +151,17 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
         self.next_publish = now + self.every
         if self.windows is None:
             return []
-        return [Out("aggregates", row.key, orjson.dumps(row.value)) for row in self.windows.publish()]
+        out = [Out("aggregates", row.key, orjson.dumps(row.value)) for row in self.windows.publish()]
+        label = str(self.partition)
+        metrics.ROWS_OUT.labels(label).inc(len(out))
+        metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
+        if self.windows.watermark is not None:
+            metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)
+        if self.end_offset is not None and self.partition is not None:
+            end = self.end_offset(self.partition)
+            if end is not None:
+                metrics.CONSUMER_LAG.labels(label).set(max(0, end - 1 - self.last_offset))
+        return out
 
     def _headers(self, rec: Record, reason: str) -> tuple[tuple[str, bytes], ...]:
         return (
@@ -144,12 +174,18 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
         return Out("dead_letter", rec.key, rec.value or b"", self._headers(rec, reason))
 
 
-def build_flow(settings: PipelineSettings, source: Source[Any], sink: Sink[Out], clock: Clock = utc_now,
-               convert: Callable[[Any], Record] = from_kafka) -> Dataflow:  # fmt: skip
+def build_flow(
+    settings: PipelineSettings,
+    source: Source[Any],
+    sink: Sink[Out],
+    clock: Clock = utc_now,
+    convert: Callable[[Any], Record] = from_kafka,
+    end_offset: EndOffset | None = None,
+) -> Dataflow:
     flow = Dataflow("livedash_aggregate")
     raw = op.input("kafka_in", flow, source)
-    keyed = op.map("key_by_partition", raw, lambda msg: (str(convert(msg).partition), convert(msg)))
-    outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state))
+    keyed = op.map("key_by_partition", op.map("to_record", raw, convert), lambda rec: (str(rec.partition), rec))
+    outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
     op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
     return flow
 
@@ -169,7 +205,7 @@ def _kafka_flow() -> Dataflow:
     )  # fmt: skip
     sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
                                                 "late": topics.late})  # fmt: skip
-    return build_flow(settings.pipeline, source, sink)
+    return build_flow(settings.pipeline, source, sink, end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,16 @@ def _cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
         from livedash import apply
 
         apply.apply_all(settings)
+    if args.dataflow:  # after apply: it reads topics apply creates
+        _start_dataflow(settings)
     return 0
+
+
+def _start_dataflow(settings: config.Settings) -> None:
+    from livedash.stack import manager
+
+    manager.up(settings, dataflow=True, say=lambda line: print(line) if line.startswith("dataflow") else None)
+    print(f"dataflow metrics: http://127.0.0.1:{settings.dataflow.metrics_port}/metrics")
 
 
 def _cmd_down(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -83,19 +92,26 @@ def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     """The quick start: the stack, its tables, and live events you can query in the Pinot console."""
     from livedash import apply, sample
+    from livedash.generator import GeneratorOptions, run
     from livedash.stack import manager
 
     manager.up(settings)
     apply.apply_all(settings)
+    _start_dataflow(settings)
     p = settings.pinot
-    print(f"demo: open the Pinot query console at {p.controller_url}/#/query and run")
+    print(f"demo: open the Pinot query console at {p.controller_url}/#/query and try")
     print("        SELECT type, COUNT(*) FROM events_raw GROUP BY type")
+    print("        SELECT window_start, type, SUM(event_count), DISTINCTCOUNTTHETASKETCH(distinct_theta)")
+    print("          FROM aggregates WHERE rollup_name = 'geo_10s' GROUP BY window_start, type")
+    print("          ORDER BY window_start DESC LIMIT 20")
     forever = args.count <= 0
-    print(f"demo: producing sample events at {args.rate:.0f}/s" + (" until Ctrl-C" if forever else ""))
-    sent = sample.stream(settings, rate=args.rate, count=None if forever else args.count)
-    time.sleep(2)  # let Pinot consume the last events before counting
-    print(f"demo: {sent} events sent; events_raw holds {sample.count_in_pinot(settings)} events")
-    print("demo: the stack keeps running; stop it with `bin/livedash down`")
+    print(f"demo: generating events at {args.rate:,.0f}/s" + (" until Ctrl-C" if forever else ""))
+    summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, None if forever else args.count, None,
+                  args.rate, GeneratorOptions(seed=int(time.time())), progress=True)  # fmt: skip
+    time.sleep(3)  # let the dataflow and Pinot catch up before counting
+    print(f"demo: {summary.sent} events sent ({summary.malformed} malformed on purpose); "
+          f"events_raw holds {sample.count_in_pinot(settings)} events")  # fmt: skip
+    print("demo: the stack and the dataflow keep running; stop them with `bin/livedash down`")
     return 0
 
 
@@ -105,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="fetch (first time) and start Kafka, ZooKeeper and Pinot; reuse what runs")
     p_up.add_argument("--apply", action="store_true", help="also create or update topics and Pinot tables")
+    p_up.add_argument("--dataflow", action="store_true", help="also start the aggregation dataflow (after --apply)")
     p_up.set_defaults(func=_cmd_up)
     p_down = sub.add_parser("down", help="stop the servers `up` started (data is kept)")
     p_down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM before SIGKILL")
@@ -129,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--quiet", action="store_true", help="no progress line")
     p_gen.set_defaults(func=_cmd_generate)
     p_demo = sub.add_parser("demo", help="quick start: up, apply, then live sample events (Ctrl-C to stop)")
-    p_demo.add_argument("--rate", type=float, default=200.0, help="events per second")
+    p_demo.add_argument("--rate", type=float, default=1000.0, help="events per second")
     p_demo.add_argument("--count", type=int, default=0, help="stop after this many events (0: until Ctrl-C)")
     p_demo.set_defaults(func=_cmd_demo)
     return parser

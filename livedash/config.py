@@ -110,10 +110,19 @@ class PinotSettings(_Model):
         return f"{self.host}:{self.zookeeper_port}"
 
 
+class DataflowSettings(_Model):
+    metrics_port: Port = 3030  # Bytewax's API server: /metrics (Prometheus)
+    snapshot_s: int = Field(default=1, ge=1, le=600)  # recovery snapshot interval (whole seconds)
+
+    _port = field_validator("metrics_port")(_check_port)
+
+
 class Settings(_Model):
     state_dir: Path = Path(".livedash")
+    config_file: Path | None = None  # set by load(): handed to the dataflow process
     kafka: KafkaSettings = KafkaSettings()
     pinot: PinotSettings = PinotSettings()
+    dataflow: DataflowSettings = DataflowSettings()
     pipeline_file: str = "pipeline.yaml"  # relative to this config file's folder
     pipeline: PipelineSettings
 
@@ -136,6 +145,7 @@ class Settings(_Model):
             "pinot.broker_port": self.pinot.broker_port,
             "pinot.server_netty_port": self.pinot.server_netty_port,
             "pinot.server_admin_port": self.pinot.server_admin_port,
+            "dataflow.metrics_port": self.dataflow.metrics_port,
         }
         seen: dict[int, str] = {}
         for key, port in ports.items():
@@ -160,6 +170,7 @@ class Settings(_Model):
             "pinot.broker_port": self.pinot.broker_port,
             "pinot.server_netty_port": self.pinot.server_netty_port,
             "pinot.server_admin_port": self.pinot.server_admin_port,
+            "dataflow.metrics_port": self.dataflow.metrics_port,
         }
 
 
@@ -167,7 +178,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[st
     """LIVEDASH_KAFKA__PORT=19092 -> {("kafka", "port"): ("LIVEDASH_KAFKA__PORT", 19092)}."""
     out: dict[tuple[str, ...], tuple[str, Any]] = {}
     for var, raw in environ.items():
-        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+        if not var.startswith(ENV_PREFIX) or var in (ENV_CONFIG, "LIVEDASH_MARKER"):
             continue
         path = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
         if not all(path):
@@ -218,6 +229,7 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
             raise ConfigError(f"config error: {pipeline_file}: not valid YAML: {exc}".replace("\n", " ")) from None
     for key_path, (_, value) in overrides.items():  # after the pipeline file, so LIVEDASH_PIPELINE__... apply
         _apply(data, key_path, value)
+    data["config_file"] = str(file.resolve())
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

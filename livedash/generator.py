@@ -192,8 +192,9 @@ def run(
     Stops after `count` events or `duration_s` seconds, whichever comes first. Every delivery is checked."""
     from livedash.producer import CheckedProducer
 
-    if rate > 0:
-        opts = GeneratorOptions(**{**opts.__dict__, "nominal_rate": rate, "burst_probability": 0.0})
+    if rate > 0:  # chunks of ~0.1 s of event time, so paced events leave close to their event time
+        chunk = max(64, min(opts.chunk, int(rate / 10)))
+        opts = GeneratorOptions(**{**opts.__dict__, "nominal_rate": rate, "burst_probability": 0.0, "chunk": chunk})
     limit = count if count is not None else sys.maxsize
     producer = CheckedProducer(bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
                                              "queue.buffering.max.messages": 1_000_000})  # fmt: skip
@@ -203,19 +204,22 @@ def run(
     start_ms = int(time.time() * 1000)
     out = truth.open("wb") if truth else None
     try:
-        for chunk in generate(limit, start_ms, opts):
-            if duration_s is not None and time.monotonic() - start_wall >= duration_s:
-                break
-            if rate > 0:  # pace: do not send events before their event time
-                ahead = (chunk.end_ms - start_ms) / 1000 - (time.monotonic() - start_wall)
-                if ahead > 0:
-                    time.sleep(ahead)
-            producer.send_many(topic, chunk.keys, chunk.values)
-            summary.sent += len(chunk.values)
-            summary.malformed += chunk.valid.count(False)
-            if out is not None:
-                out.writelines(v + b"\n" for v, ok in zip(chunk.values, chunk.valid, strict=True) if ok)
-            bar.update(summary.sent)
+        try:
+            for chunk in generate(limit, start_ms, opts):
+                if duration_s is not None and time.monotonic() - start_wall >= duration_s:
+                    break
+                if rate > 0:  # pace: do not send events before their event time
+                    ahead = (chunk.end_ms - start_ms) / 1000 - (time.monotonic() - start_wall)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                producer.send_many(topic, chunk.keys, chunk.values)
+                summary.sent += len(chunk.values)
+                summary.malformed += chunk.valid.count(False)
+                if out is not None:
+                    out.writelines(v + b"\n" for v, ok in zip(chunk.values, chunk.valid, strict=True) if ok)
+                bar.update(summary.sent)
+        except KeyboardInterrupt:  # Ctrl-C: stop generating, still deliver what was sent
+            pass
         producer.flush()
     finally:
         if out is not None:

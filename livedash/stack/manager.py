@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.stack import jars, process
-from livedash.stack.services import Health, Pinot, Service, all_services
+from livedash.stack.services import Dataflow, Health, Pinot, Service, all_services
 from livedash.stack.toolchain import require_java
 
 Say = Callable[[str], None]
@@ -47,15 +47,15 @@ def check_ports(services: list[Service], host: str) -> None:
                 )
 
 
-def up(settings: Settings, say: Say = print) -> None:
+def up(settings: Settings, say: Say = print, dataflow: bool = False) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    services = all_services(settings)
+    services = all_services(settings) + ([Dataflow(settings)] if dataflow else [])
     running = {svc.name: _pids(svc) for svc in services}
     to_start = [svc for svc in services if not running[svc.name]]
     # Every port is checked before anything starts, so a conflict leaves nothing half-started.
     check_ports(to_start, settings.kafka.host)
     java = require_java() if to_start else None
-    classpaths: dict[str, str] = {}
+    classpaths: dict[str, str] = {"": ""}
     for svc in to_start:
         if svc.artifact not in classpaths:
             artifact = jars.artifacts()[svc.artifact]
@@ -75,10 +75,10 @@ def up(settings: Settings, say: Say = print) -> None:
         assert java is not None
         t0 = time.monotonic()
         cmd = svc.command(java, classpaths[svc.artifact])
-        proc = process.start(cmd, svc.out_file, svc.pid_file, svc.dir)
+        proc = process.start(cmd, svc.out_file, svc.pid_file, svc.dir, env=svc.environment())
         _wait_healthy(svc, proc.pid, proc)
         say(f"{svc.name}: started (pid {proc.pid}), healthy in {time.monotonic() - t0:.1f}s; log {svc.log_file}")
-    _wait_segments(services[-1], say)
+    _wait_segments(services[2], say)
 
 
 def _wait_segments(pinot: Service, say: Say, timeout_s: float = 120.0) -> None:
@@ -120,7 +120,7 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
 
 
 def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
-    for svc in reversed(all_services(settings)):
+    for svc in reversed([*all_services(settings), Dataflow(settings)]):
         pids = _pids(svc)
         if not pids:
             say(f"{svc.name}: not running")
@@ -134,7 +134,9 @@ def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     out = []
-    for svc in all_services(settings):
+    dataflow = Dataflow(settings)
+    extra = [dataflow] if _pids(dataflow) else []  # listed when running; the stack is healthy without it
+    for svc in [*all_services(settings), *extra]:
         pids = _pids(svc)
         health = svc.health() if pids else Health(False, "not running")
         if pids and health.ok and isinstance(svc, Pinot):

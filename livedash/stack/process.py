@@ -17,9 +17,22 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+MARKER_ENV = "LIVEDASH_MARKER"  # for processes that take no -D flags (the Python dataflow)
+
 
 def marker(name: str, state_dir: Path) -> list[str]:
     return [f"-Dlivedash.service={name}", f"-Dlivedash.state={state_dir}"]
+
+
+def marker_env(name: str, state_dir: Path) -> dict[str, str]:
+    return {MARKER_ENV: f"{name}@{state_dir}"}
+
+
+def _environ_has(pid: int, entry: str) -> bool:
+    try:
+        return entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -39,7 +52,9 @@ def is_ours(pid: int, name: str, state_dir: Path) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
         return False
     args = _cmdline(pid)
-    return all(m in args for m in marker(name, state_dir))
+    if all(m in args for m in marker(name, state_dir)):
+        return True
+    return _environ_has(pid, f"{MARKER_ENV}={name}@{state_dir}")
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -65,7 +80,9 @@ def find_ours(name: str, state_dir: Path) -> list[int]:
     return pids
 
 
-def start(cmd: Sequence[str], log_file: Path, pid_file: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def start(
+    cmd: Sequence[str], log_file: Path, pid_file: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
@@ -78,6 +95,7 @@ def start(cmd: Sequence[str], log_file: Path, pid_file: Path, cwd: Path) -> subp
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=env,
             start_new_session=True,  # survives the CLI; a Ctrl-C in the shell does not reach it
         )
     pid_file.write_text(f"{proc.pid}\n")
