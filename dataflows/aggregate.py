@@ -83,12 +83,14 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
         self.every = timedelta(seconds=settings.windows.publish_every_s)
         self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
         self.windows: PartitionWindows | None = None
+        self.input_watermark: int | None = None  # the watermark as the input left it (before idle advances)
         self.partition: int | None = None
         self.dead_letters = 0
         if state is not None:
             self.partition = state["partition"]
             self.dead_letters = state["dead_letters"]
             self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"])
+            self.input_watermark = state.get("input_watermark", self.windows.watermark)
             log.info("partition %s restored from snapshot: %s events folded in, watermark %s",
                      self.partition, self.windows.events_in, self.windows.watermark)  # fmt: skip
         now = clock()
@@ -115,6 +117,7 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
                 out.extend(Out("aggregates", row.key, orjson.dumps(row.value)) for row in corrections)
         self.dead_letters += dead
         self.last_offset = values[-1].offset
+        self.input_watermark = windows.watermark
         label = str(self.partition)
         metrics.EVENTS_IN.labels(label).inc(len(values))
         if dead:
@@ -128,11 +131,12 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
 
     def on_notify(self) -> tuple[list[Out], bool]:
         now = self.clock()
-        if self.windows is not None and now - self.last_input >= self.idle:
-            # Quiet partition: let event time follow the clock from the last event on, so its windows close.
+        if self.windows is not None and self.input_watermark is not None and now - self.last_input >= self.idle:
+            # Quiet partition: event time follows the clock from the last input on (after the idle timeout), so
+            # its windows close. Measured from the input's watermark, not the advanced one: no run-away.
             idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
-            if self.windows.watermark is not None and idle_ms > 0:
-                self.windows.advance_idle(self.windows.watermark + idle_ms)
+            if idle_ms > 0:
+                self.windows.advance_idle(self.input_watermark + idle_ms)
         return self._publish(now), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -145,7 +149,8 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
 
     def snapshot(self) -> dict[str, Any]:
         assert self.windows is not None and self.partition is not None
-        return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot()}
+        return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot(),
+                "input_watermark": self.input_watermark}  # fmt: skip
 
     def _publish(self, now: datetime) -> list[Out]:
         self.next_publish = now + self.every

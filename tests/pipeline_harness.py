@@ -78,7 +78,12 @@ class Pipeline:
         schema, table = apply.load_table("aggregates", settings)
         schema["schemaName"] = self.table
         table["tableName"] = table["segmentsConfig"]["schemaName"] = self.table
-        table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = self.table
+        streams = table["tableIndexConfig"]["streamConfigs"]
+        streams["stream.kafka.topic.name"] = self.table
+        # Small segments, so the run also crosses segment commits (upserts across completed segments, and the
+        # controller's segment upload path, which a misconfigured controller port breaks).
+        streams["realtime.segment.flush.threshold.rows"] = "10000"
+        streams.pop("realtime.segment.flush.threshold.segment.size", None)
         apply.apply_schema(settings, schema)
         apply.apply_table(settings, table)
         self.recovery_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,15 @@ class RollupWindows:
         """Starts of the windows containing the pane."""
         return range(pane_start - self.size_ms + self.pane_ms, pane_start + 1, self.pane_ms)
 
+    def closed_count(self, starts: range) -> int:
+        """How many of these window starts (ascending) are closed: windows close in order of their end."""
+        if self.closed_upto is None:
+            return 0
+        limit = self.closed_upto - self.size_ms  # a window is closed when its start <= limit
+        if limit < starts.start:
+            return 0
+        return min(len(starts), (limit - starts.start) // self.pane_ms + 1)
+
     def is_closed(self, window_start: int) -> bool:
         return self.closed_upto is not None and window_start + self.size_ms <= self.closed_upto
 
@@ -112,7 +121,7 @@ class PartitionWindows:
         for rw in self.rollups:
             pane_start = event.ts - event.ts % rw.pane_ms
             starts = rw.window_starts(pane_start)
-            closed = [ws for ws in starts if rw.is_closed(ws)]
+            closed = starts[: rw.closed_count(starts)]
             if len(closed) < len(starts):  # some window still open: the pane feeds it
                 pane = rw.panes.get(pane_start)
                 if pane is None:

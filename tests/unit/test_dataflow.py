@@ -205,6 +205,12 @@ def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None
     # 39 s without input, past the 10 s idle timeout: partition 1's event time follows the clock and closes.
     quiet_out = quiet.on_notify()[0]
     assert finals(quiet_out, "tumble_10s")[(BASE, "click", "DE", 1)]["event_count"] == 1
+    # Event time follows the clock from the last event, after the idle timeout (39 s - 10 s), however often
+    # the partition is woken: repeated wake-ups must not push the watermark further.
+    for _ in range(5):
+        quiet.on_notify()
+    assert quiet.windows is not None
+    assert quiet.windows.watermark == BASE + 39_000 - 10_000
     assert quiet.notify_at() is not None  # its 30 s sliding windows are still open
     clock.now += timedelta(seconds=30)
     assert quiet.on_notify()[0]  # they close too

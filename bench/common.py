@@ -1,0 +1,115 @@
+"""Shared bench plumbing: throwaway topics on the dev stack, dataflow processes, metrics scraping."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from livedash import apply, config
+from livedash.config import PROJECT_ROOT, Settings
+
+BENCH_DIR = PROJECT_ROOT / ".livedash" / "bench"
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Topics:
+    """raw/aggregates/dead-letter/late topics with a unique suffix, and the env that points the dataflow at them."""
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.suffix = uuid.uuid4().hex[:6]
+        self.partitions = partitions
+        self.raw = f"bench_raw_{self.suffix}"
+        self.agg = f"bench_agg_{self.suffix}"
+        self.dlq = f"bench_dlq_{self.suffix}"
+        self.late = f"bench_late_{self.suffix}"
+
+    def env(self) -> dict[str, str]:
+        topics = [{"name": t, "partitions": self.partitions} for t in (self.raw, self.agg)]
+        topics += [{"name": t, "partitions": 1} for t in (self.dlq, self.late)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
+        env.update({
+            "LIVEDASH_KAFKA__TOPICS": json.dumps(topics),
+            "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw, "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.agg,
+            "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dlq, "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
+            "PYTHONPATH": str(PROJECT_ROOT),
+        })  # fmt: skip
+        return env
+
+    def settings(self) -> Settings:
+        return config.load(environ=self.env())
+
+    def create(self) -> Settings:
+        settings = self.settings()
+        for topic in settings.kafka.topics:
+            apply.ensure_topic(settings, topic.name, say=lambda _: None)
+        return settings
+
+
+def start_dataflows(env: dict[str, str], processes: int, log_prefix: str) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """`processes` cooperating dataflow processes (no recovery: a benchmark run starts from offset 0)."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    base = 23000 + (uuid.uuid4().int % 500) * 10
+    addresses = ";".join(f"127.0.0.1:{base + i}" for i in range(processes))
+    procs = []
+    for i in range(processes):
+        port = base + 100 + i
+        cmd = [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow"]
+        if processes > 1:
+            cmd += ["-i", str(i), "-a", addresses]
+        penv = {**env, "BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(port)}
+        log = (BENCH_DIR / f"{log_prefix}-{i}.log").open("wb")
+        procs.append((subprocess.Popen(cmd, env=penv, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT), port))
+    return procs
+
+
+def metric_sum(port: int, name: str) -> float:
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(procs: list[tuple[subprocess.Popen[bytes], int]]) -> None:
+    for proc, _ in procs:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def wait_until(check, timeout_s: float, every_s: float = 0.2) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if check():
+            return time.monotonic() - start
+        time.sleep(every_s)
+    raise TimeoutError(f"not reached within {timeout_s}s")

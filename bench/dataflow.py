@@ -1,0 +1,58 @@
+"""Dataflow throughput from a pre-filled topic: one process and two processes (Bytewax cluster), same data.
+
+    .venv/bin/python -m bench.dataflow [--events 300000] [--runs 3]
+
+Counts events folded in (livedash_events_in metric) from the first one to the last; start-up excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench.common import Topics, cpu_seconds, machine, median, metric_sum, start_dataflows, stop, wait_until
+from livedash.generator import GeneratorOptions, run
+
+
+def measure(env: dict[str, str], processes: int, events: int, label: str) -> tuple[float, float]:
+    procs = start_dataflows(env, processes, label)
+    try:
+        ports = [port for _, port in procs]
+        total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
+        wait_until(lambda: total() > 0, 120, every_s=0.05)
+        t0, n0 = time.monotonic(), total()
+        cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
+        wait_until(lambda: total() >= events, 900, every_s=0.1)
+        elapsed = time.monotonic() - t0
+        cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
+        return (events - n0) / elapsed, cpu / ((events - n0) / 1e6)
+    finally:
+        stop(procs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    topics = Topics(partitions=4)
+    settings = topics.create()
+    summary = run(settings.kafka.bootstrap, topics.raw, args.events, None, 0, GeneratorOptions(seed=5), progress=False)
+    print(f"pre-filled {topics.raw}: {summary.sent:,} events ({summary.malformed:,} malformed), 4 partitions")
+    results: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    for i in range(args.runs):
+        for processes in (1, 2):
+            # Fresh output topics per run would be cleaner; the rows are idempotent upserts, so reuse is harmless.
+            rate, cpu = measure(topics.env(), processes, args.events, f"dataflow-{processes}p-{i}")
+            results[processes].append((rate, cpu))
+            print(f"run {i + 1}, {processes} process(es): {rate:,.0f} events/s, {cpu:.1f} CPU s per million events")
+    print(f"machine: {machine()}")
+    for processes, rows in results.items():
+        print(f"median {processes} process(es): {median([r for r, _ in rows]):,.0f} events/s, "
+              f"{median([c for _, c in rows]):.1f} CPU s per million events")  # fmt: skip
+    one, two = median([r for r, _ in results[1]]), median([r for r, _ in results[2]])
+    print(f"ratio two/one processes: {two / one:.2f}")
+
+
+if __name__ == "__main__":
+    main()
