@@ -260,7 +260,7 @@ class Pinot(Service):
         ]
         return [
             *self.jvm(java, p.heap, "512m"),
-            "-XX:MaxDirectMemorySize=1g",
+            "-XX:MaxDirectMemorySize=2g",
             *JAVA17_OPENS,
             "-Dpinot.admin.system.exit=true",
             "-cp",
