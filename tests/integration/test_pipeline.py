@@ -140,11 +140,20 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> di
         if not kills:
             assert p.topic_size(p.dead_letter) == summary.malformed
 
-        got = pinot_groups(settings, p.table, pipeline)
-        assert set(got) == set(truth), (sorted(set(truth) - set(got))[:5], sorted(set(got) - set(truth))[:5])
-        problems = [
-            msg for key, t in truth.items() for msg in check_group(key, t, got[key], pipeline.sketches.theta_lg_k)
-        ]
+        # Compare every group. Pinot 0.11 can hide upserted rows for a moment while it swaps a committed segment
+        # in (these tests commit segments as they go), so look again for up to a minute; the last look must
+        # be exact.
+        deadline = time.monotonic() + 60
+        while True:
+            got = pinot_groups(settings, p.table, pipeline)
+            missing, extra = sorted(set(truth) - set(got)), sorted(set(got) - set(truth))
+            problems = [msg for key, t in truth.items() if key in got
+                        for msg in check_group(key, t, got[key], pipeline.sketches.theta_lg_k)]  # fmt: skip
+            if (not missing and not extra and not problems) or time.monotonic() > deadline:
+                break
+            figures["looks"] = figures.get("looks", 1) + 1
+            time.sleep(3)
+        assert not missing and not extra, (missing[:5], extra[:5])
         assert not problems, problems[:10]
         busiest = sorted((k for k in truth if truth[k].quantile_values), key=lambda k: -truth[k].count)
         sample = [k for r in pipeline.rollups for k in [k for k in busiest if k[0] == r.name][:5]]
