@@ -79,10 +79,16 @@ def check_percentiles(settings: Settings, table: str, key: GroupKey, truth: Trut
     problems = []
     for q in (0.5, 0.95):
         est = merged.get_quantile(q)
-        lo = sum(1 for v in values if v < est) / len(values)
-        hi = sum(1 for v in values if v <= est) / len(values)
-        if not (lo - eps <= q <= hi + eps):
-            problems.append(f"{key}: p{int(q * 100)} {est} has true rank [{lo:.3f}, {hi:.3f}], eps {eps:.3f}")
+        # And merged inside Pinot, from the t-digest column (KLL's error plus the digest's 1/100 of rank).
+        sql = (f"SELECT PERCENTILETDIGEST(quantile_tdigest, {q * 100}) FROM {table} "
+               f"WHERE rollup_name = '{key[0]}' AND window_start = {key[1]} AND {where}")  # fmt: skip
+        in_pinot = float(query_all(settings, sql)[0][0])
+        for name, value, bound in (("kll", est, eps), ("tdigest in Pinot", in_pinot, eps + 0.02)):
+            lo = sum(1 for v in values if v < value) / len(values)
+            hi = sum(1 for v in values if v <= value) / len(values)
+            if not (lo - bound <= q <= hi + bound):
+                problems.append(f"{key}: {name} p{int(q * 100)} {value} has true rank [{lo:.3f}, {hi:.3f}], "
+                                f"bound {bound:.3f}")  # fmt: skip
     return problems
 
 

@@ -232,13 +232,21 @@ def workload() -> list[Record]:
     return out
 
 
+SKETCHES = ("distinct_theta", "quantile_kll", "quantile_tdigest")
+
+
+def strip_sketches(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in SKETCHES}
+
+
 def final_state(out: list[Out]) -> dict[str, tuple[int, dict[str, Any]]]:
     """What Pinot would keep: per key the row with the highest version (ties must be identical)."""
     best: dict[str, tuple[int, dict[str, Any]]] = {}
     for row in rows(out):
         prev = best.get(row["pk"])
         if prev is not None and prev[0] == row["version"]:
-            assert prev[1] == row, "same key and version must mean the same row"
+            # Exact columns must match; sketch bytes may differ (KLL compaction is randomised), within error.
+            assert strip_sketches(prev[1]) == strip_sketches(row), "same key and version must mean the same row"
         if prev is None or row["version"] > prev[0]:
             best[row["pk"]] = (row["version"], row)
     return best
@@ -251,9 +259,7 @@ def test_one_worker_and_two_workers_give_identical_results() -> None:
     assert one.keys() == two.keys()
     for pk in one:
         a, b = one[pk][1], two[pk][1]
-        assert {k: v for k, v in a.items() if k != "distinct_theta" and k != "quantile_kll"} == {
-            k: v for k, v in b.items() if k != "distinct_theta" and k != "quantile_kll"
-        }
+        assert strip_sketches(a) == strip_sketches(b)
 
 
 def test_totals_match_the_input_across_partitions() -> None:
@@ -296,5 +302,4 @@ def test_snapshot_and_restore_continue_exactly(cut: int) -> None:
     assert whole.keys() == resumed.keys()
     for pk, (version, row) in whole.items():
         assert resumed[pk][0] == version
-        strip = lambda r: {k: v for k, v in r.items() if k not in ("distinct_theta", "quantile_kll")}  # noqa: E731
-        assert strip(resumed[pk][1]) == strip(row)
+        assert strip_sketches(resumed[pk][1]) == strip_sketches(row)
