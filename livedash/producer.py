@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from confluent_kafka import KafkaError, Message, Producer
 
 from livedash.errors import LivedashError
@@ -39,10 +37,6 @@ class CheckedProducer:
             except BufferError:  # local queue full: back-pressure, not a crash
                 self._producer.poll(0.1)
         self._producer.poll(0)
-
-    def send_all(self, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> None:
-        for key, value in items:
-            self.send(topic, value, key)
 
     def send_many(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
         """A chunk at a time (librdkafka's batch call: far less per-message overhead than produce())."""

@@ -44,29 +44,6 @@ def make_event(rng: random.Random, now_ms: int, campaign: str = "none") -> dict[
     return event
 
 
-def stream(settings: Settings, rate: float, count: int | None = None, report_every_s: float = 5.0) -> int:
-    """Send events at `rate`/s until `count` (None: until interrupted), printing progress; returns the number
-    delivered. Ctrl-C stops it after flushing what was sent."""
-    rng = random.Random()
-    producer = CheckedProducer(settings.kafka.bootstrap)
-    start = next_report = time.monotonic()
-    sent = 0
-    try:
-        while count is None or sent < count:
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            event = make_event(rng, int(time.time() * 1000))
-            producer.send(RAW_TOPIC, orjson.dumps(event), event["user_id"].encode())
-            sent += 1
-            if time.monotonic() >= next_report:
-                next_report += report_every_s
-                print(f"sample: {sent} sent, {count_in_pinot(settings)} queryable in Pinot")
-    except KeyboardInterrupt:
-        pass
-    return producer.flush()
-
-
 def count_in_pinot(settings: Settings) -> int | str:
     """Rows in events_raw, or why they cannot be counted right now."""
     import requests
