@@ -26,7 +26,7 @@ def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
     """The KLL sketch as a t-digest in the VERBOSE encoding of t-digest 3.2 (what Pinot 0.11's
     PERCENTILETDIGEST reads from a BYTES column, via MergingDigest.fromBytes): centroids at evenly spaced mid-
     ranks with whole-number weights (Pinot truncates fractional weights when it merges rows). Pinot 0.11 has
-    no PERCENTILEKLL; this lets analysts merge percentiles in Pinot, within KLL's error plus 1/100 of rank."""
+    no PERCENTILEKLL; this lets analysts merge percentiles in Pinot, within KLL's error plus a few % of rank."""
     n = kll.n
     if n == 0:
         return struct.pack(">idddi", 1, 0.0, 0.0, TDIGEST_COMPRESSION, 0)

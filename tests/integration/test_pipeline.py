@@ -79,11 +79,12 @@ def check_percentiles(settings: Settings, table: str, key: GroupKey, truth: Trut
     problems = []
     for q in (0.5, 0.95):
         est = merged.get_quantile(q)
-        # And merged inside Pinot, from the t-digest column (KLL's error plus the digest's 1/100 of rank).
+        # And merged inside Pinot, from the t-digest column: KLL's error plus the digest's own, up to 5% of rank
+        # near the median once Pinot has re-compressed (compression 100) the digests of many rows.
         sql = (f"SELECT PERCENTILETDIGEST(quantile_tdigest, {q * 100}) FROM {table} "
                f"WHERE rollup_name = '{key[0]}' AND window_start = {key[1]} AND {where}")  # fmt: skip
         in_pinot = float(query_all(settings, sql)[0][0])
-        for name, value, bound in (("kll", est, eps), ("tdigest in Pinot", in_pinot, eps + 0.02)):
+        for name, value, bound in (("kll", est, eps), ("tdigest in Pinot", in_pinot, eps + 0.05)):
             lo = sum(1 for v in values if v < value) / len(values)
             hi = sum(1 for v in values if v <= value) / len(values)
             if not (lo - bound <= q <= hi + bound):
