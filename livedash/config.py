@@ -137,18 +137,8 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
-        ports = {
-            "kafka.port": self.kafka.port,
-            "kafka.controller_port": self.kafka.controller_port,
-            "pinot.zookeeper_port": self.pinot.zookeeper_port,
-            "pinot.controller_port": self.pinot.controller_port,
-            "pinot.broker_port": self.pinot.broker_port,
-            "pinot.server_netty_port": self.pinot.server_netty_port,
-            "pinot.server_admin_port": self.pinot.server_admin_port,
-            "dataflow.metrics_port": self.dataflow.metrics_port,
-        }
         seen: dict[int, str] = {}
-        for key, port in ports.items():
+        for key, port in self.ports().items():
             if port in seen:
                 raise ValueError(f"{key} and {seen[port]} are both {port}; every service needs its own port")
             seen[port] = key
