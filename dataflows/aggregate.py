@@ -16,10 +16,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
-import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
@@ -27,7 +26,8 @@ from bytewax.outputs import Sink
 
 from dataflows import metrics
 from dataflows.metrics import EndOffset, EndOffsets
-from livedash.pipeline.contract import Event, Validator
+from livedash.kafka_source import RecordBatch
+from livedash.pipeline.contract import Validator
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windowing import PartitionWindows
 
@@ -41,7 +41,7 @@ def utc_now() -> datetime:
 
 @dataclass(slots=True, frozen=True)
 class Record:
-    """One raw Kafka message, reduced to what the pipeline needs."""
+    """One raw Kafka message (tests build these; the Kafka source delivers RecordBatches)."""
 
     partition: int
     offset: int
@@ -50,8 +50,13 @@ class Record:
     value: bytes | None
 
 
-@dataclass(slots=True, frozen=True)
-class Out:
+def batch_of(records: list[Record]) -> RecordBatch:
+    """Records of one partition, in offset order, as one batch."""
+    return RecordBatch(records[0].partition, [r.offset for r in records], [r.timestamp_ms for r in records],
+                       [r.key for r in records], [r.value for r in records])  # fmt: skip
+
+
+class Out(NamedTuple):
     """A message for the sink: `role` names the topic (aggregates, dead_letter, late)."""
 
     role: str
@@ -60,12 +65,7 @@ class Out:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def from_kafka(msg: Any) -> Record:
-    ts = msg.timestamp[1] if msg.timestamp else 0
-    return Record(msg.partition, msg.offset, ts, msg.key, msg.value)
-
-
-class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
+class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
     """Bytewax glue around PartitionWindows: validation, dead letters, late events, publish cadence."""
 
     def __init__(
@@ -97,29 +97,33 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
         self.last_input = now
         self.next_publish = now
 
-    def on_batch(self, values: list[Record]) -> tuple[list[Out], bool]:
+    def on_batch(self, values: list[RecordBatch]) -> tuple[list[Out], bool]:
         out: list[Out] = []
         if self.windows is None:
             self.partition = values[0].partition
             self.windows = PartitionWindows(self.settings, self.partition)
-        windows, parse = self.windows, self.validator.parse
-        dead = late_n = 0
-        for rec in values:
-            event = parse(rec.value, rec.timestamp_ms)
-            if not isinstance(event, Event):
-                dead += 1
-                out.append(self._dead_letter(rec, event))
-                continue
-            corrections, late = windows.add(event, rec.offset)
-            if late is not None:
-                late_n += 1
-                out.append(Out("late", rec.key, rec.value or b"", self._headers(rec, late.reason)))
-                out.extend(Out("aggregates", row.key, orjson.dumps(row.value)) for row in corrections)
+        windows, parse = self.windows, self.validator.parse_batch
+        dead = late_n = n = 0
+        for batch in values:
+            n += len(batch)
+            events, indices, invalid = parse(batch.values, batch.timestamps)
+            for i, reason in invalid:
+                out.append(self._dead_letter(batch, i, reason))
+            dead += len(invalid)
+            offsets = batch.offsets
+            corrections, late = windows.add_batch(events, [offsets[i] for i in indices] if invalid else offsets)
+            if late:
+                late_n += len(late)
+                where = {offset: i for i, offset in enumerate(offsets)}
+                for marker in late:
+                    i = where[marker.offset]
+                    out.append(Out("late", batch.keys[i], batch.values[i] or b"", _headers(batch, i, marker.reason)))
+                out.extend(Out("aggregates", row.key, row.value) for row in corrections)
+            self.last_offset = offsets[-1]
         self.dead_letters += dead
-        self.last_offset = values[-1].offset
         self.input_watermark = windows.watermark
         label = str(self.partition)
-        metrics.EVENTS_IN.labels(label).inc(len(values))
+        metrics.EVENTS_IN.labels(label).inc(n)
         if dead:
             metrics.DEAD_LETTERED.labels(label).inc(dead)
         if late_n:
@@ -156,7 +160,7 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
         self.next_publish = now + self.every
         if self.windows is None:
             return []
-        out = [Out("aggregates", row.key, orjson.dumps(row.value)) for row in self.windows.publish()]
+        out = [Out("aggregates", row.key, row.value) for row in self.windows.publish()]
         label = str(self.partition)
         metrics.ROWS_OUT.labels(label).inc(len(out))
         metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
@@ -168,15 +172,16 @@ class PartitionLogic(StatefulBatchLogic[Record, Out, dict[str, Any]]):
                 metrics.CONSUMER_LAG.labels(label).set(max(0, end - 1 - self.last_offset))
         return out
 
-    def _headers(self, rec: Record, reason: str) -> tuple[tuple[str, bytes], ...]:
-        return (
-            ("livedash.reason", reason.encode()),
-            ("livedash.source.partition", str(rec.partition).encode()),
-            ("livedash.source.offset", str(rec.offset).encode()),
-        )
+    def _dead_letter(self, batch: RecordBatch, i: int, reason: str) -> Out:
+        return Out("dead_letter", batch.keys[i], batch.values[i] or b"", _headers(batch, i, reason))
 
-    def _dead_letter(self, rec: Record, reason: str) -> Out:
-        return Out("dead_letter", rec.key, rec.value or b"", self._headers(rec, reason))
+
+def _headers(batch: RecordBatch, i: int, reason: str) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("livedash.reason", reason.encode()),
+        ("livedash.source.partition", str(batch.partition).encode()),
+        ("livedash.source.offset", str(batch.offsets[i]).encode()),
+    )
 
 
 def build_flow(
@@ -184,12 +189,13 @@ def build_flow(
     source: Source[Any],
     sink: Sink[Out],
     clock: Clock = utc_now,
-    convert: Callable[[Any], Record] = from_kafka,
+    convert: Callable[[Any], RecordBatch] | None = None,
     end_offset: EndOffset | None = None,
 ) -> Dataflow:
     flow = Dataflow("livedash_aggregate")
     raw = op.input("kafka_in", flow, source)
-    keyed = op.map("key_by_partition", op.map("to_record", raw, convert), lambda rec: (str(rec.partition), rec))
+    batches = raw if convert is None else op.map("to_batch", raw, convert)
+    keyed = op.map("key_by_partition", batches, lambda batch: (str(batch.partition), batch))
     outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
     op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
     return flow
@@ -197,17 +203,13 @@ def build_flow(
 
 def _kafka_flow() -> Dataflow:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from bytewax.connectors.kafka import KafkaSource
-
     from livedash import config
     from livedash.kafka_sink import TopicSink
+    from livedash.kafka_source import KafkaBatchSource
 
     settings = config.load()
     topics = settings.pipeline.topics
-    source = KafkaSource(
-        [settings.kafka.bootstrap], [topics.raw], tail=True, batch_size=5000,
-        add_config={"auto.offset.reset": "earliest"},
-    )  # fmt: skip
+    source = KafkaBatchSource(settings.kafka.bootstrap, topics.raw)
     sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
                                                 "late": topics.late})  # fmt: skip
     return build_flow(settings.pipeline, source, sink, end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))

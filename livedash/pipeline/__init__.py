@@ -1,1 +1,5 @@
 """The pipeline's pure logic: event contract, windows, aggregates. No I/O here."""
+
+# The format of the dataflow's snapshots (its state and the source's offsets). Bump it when either changes: the
+# managed dataflow's recovery directory is named after it (see docs/operations.md).
+STATE_FORMAT = 2

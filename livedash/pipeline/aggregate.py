@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Callable
+from functools import reduce
+from operator import add, attrgetter
 from typing import Any
 
 import datasketches as ds
+import numpy as np
 
 from livedash.pipeline.contract import Event
 
 DBL_MAX = sys.float_info.max  # MIN of a metric no event carried: merges correctly under Pinot's MIN
 TDIGEST_COMPRESSION = 100.0
 TDIGEST_CENTROIDS = 100  # Pinot 0.11's MergingDigest(100) holds at most 2 * 100 + 10
+
+
+_TDIGEST_HEADER = struct.Struct(">idddi")
 
 
 def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
@@ -29,28 +36,42 @@ def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
     no PERCENTILEKLL; this lets analysts merge percentiles in Pinot, within KLL's error plus a few % of rank."""
     n = kll.n
     if n == 0:
-        return struct.pack(">idddi", 1, 0.0, 0.0, TDIGEST_COMPRESSION, 0)
+        return _TDIGEST_HEADER.pack(1, 0.0, 0.0, TDIGEST_COMPRESSION, 0)
     m = min(n, TDIGEST_CENTROIDS)
-    means = kll.get_quantiles([(i + 0.5) / m for i in range(m)])
     base, extra = divmod(n, m)
-    out = [struct.pack(">idddi", 1, kll.get_min_value(), kll.get_max_value(), TDIGEST_COMPRESSION, m)]
-    out += [struct.pack(">dd", float(base + (i < extra)), mean) for i, mean in enumerate(means)]
-    return b"".join(out)
+    body = np.empty((m, 2), dtype=">f8")  # (weight, mean) pairs, big-endian
+    body[:, 0] = base
+    body[:extra, 0] += 1
+    body[:, 1] = kll.get_quantiles((np.arange(m) + 0.5) / m)
+    header = _TDIGEST_HEADER.pack(1, kll.get_min_value(), kll.get_max_value(), TDIGEST_COMPRESSION, m)
+    return header + body.tobytes()
 
 
 class SketchParams:
-    __slots__ = ("distinct_field", "kll_k", "lg_k", "metrics", "quantile_field")
+    __slots__ = ("columns", "distinct", "distinct_field", "kll_k", "lg_k", "metric_values", "metrics", "quantile_field",
+                 "quantile_index")  # fmt: skip
 
     def __init__(self, metrics: tuple[str, ...], distinct_field: str, quantile_field: str, lg_k: int, kll_k: int):
         self.metrics = metrics
+        self.columns = tuple((f"{m}_sum", f"{m}_count", f"{m}_min", f"{m}_max") for m in metrics)
         self.distinct_field = distinct_field
         self.quantile_field = quantile_field
         self.lg_k = lg_k
         self.kll_k = kll_k
+        getter = attrgetter(*metrics)
+        self.metric_values: Callable[[Event], tuple[float | None, ...]] = (
+            getter if len(metrics) > 1 else lambda event: (getter(event),)
+        )
+        self.distinct = attrgetter(distinct_field)
+        self.quantile_index = metrics.index(quantile_field)
+
+
+_TS = attrgetter("ts")
 
 
 class Agg:
-    __slots__ = ("count", "kll", "last_ts", "max_offset", "mcount", "mmax", "mmin", "msum", "p", "theta", "theta_base")
+    __slots__ = ("buf", "buf_last", "compact", "count", "home", "kll", "last_ts", "max_offset", "mcount", "mmax",
+                 "mmin", "msum", "p", "theta", "theta_base")  # fmt: skip
 
     def __init__(self, p: SketchParams) -> None:
         self.p = p
@@ -65,36 +86,81 @@ class Agg:
         self.kll = ds.kll_doubles_sketch(p.kll_k)
         self.max_offset = -1
         self.last_ts = 0
+        self.home: Any = None  # where the windowing keeps this group (not part of the state)
+        self.compact: ds.compact_theta_sketch | None = None  # cached theta_compact(), until the next add
+        self.buf: list[Event] = []  # events gathered for the next fold() (the windowing's batch)
+        self.buf_last = -1  # source offset of the last of them
 
     def add(self, event: Event, offset: int) -> None:
-        self.count += 1
-        metrics = event.metrics
-        if metrics:
-            for i, name in enumerate(self.p.metrics):
-                value = metrics.get(name)
-                if value is not None:
-                    self.msum[i] += value
-                    self.mcount[i] += 1
-                    if value < self.mmin[i]:
-                        self.mmin[i] = value
-                    if value > self.mmax[i]:
-                        self.mmax[i] = value
-            q = metrics.get(self.p.quantile_field)
-            if q is not None:
-                self.kll.update(q)
-        self.theta.update(event.user_id if self.p.distinct_field == "user_id" else event.dims[self.p.distinct_field])
-        if offset > self.max_offset:
-            self.max_offset = offset
-        if event.ts > self.last_ts:
-            self.last_ts = event.ts
+        self.add_many([event], offset)
+
+    def fold(self) -> None:
+        """Fold in the events gathered in buf."""
+        if self.buf:
+            self.add_many(self.buf, self.buf_last)
+            self.buf = []
+
+    def add_many(self, events: list[Event], last_offset: int) -> None:
+        """Fold events in, in order; last_offset is the source offset of the last one (offsets only grow)."""
+        p = self.p
+        self.compact = None
+        self.count += len(events)
+        msum, mmin, mmax, mcount = self.msum, self.mmin, self.mmax, self.mcount
+        if len(events) == 1:  # the common case in fine-grained groups: no lists to build
+            event = events[0]
+            for i, v in enumerate(p.metric_values(event)):
+                if v is not None:
+                    msum[i] += v
+                    mcount[i] += 1
+                    if v < mmin[i]:
+                        mmin[i] = v
+                    if v > mmax[i]:
+                        mmax[i] = v
+                    if i == p.quantile_index:
+                        self.kll.update(v)
+            item = p.distinct(event)
+            if item is not None:
+                self.theta.update(item)
+            ts = event.ts
+        else:
+            for i, column in enumerate(zip(*map(p.metric_values, events), strict=True)):
+                values = [v for v in column if v is not None]
+                if not values:
+                    continue
+                # Left to right, as one event at a time would: sums depend only on the events and their order.
+                msum[i] = reduce(add, values, msum[i])
+                mcount[i] += len(values)
+                low, high = min(values), max(values)
+                if low < mmin[i]:
+                    mmin[i] = low
+                if high > mmax[i]:
+                    mmax[i] = high
+                if i == p.quantile_index:
+                    if len(values) > 8:
+                        self.kll.update(np.array(values, dtype=np.float64))
+                    else:
+                        for v in values:
+                            self.kll.update(v)
+            update = self.theta.update
+            for item in set(map(p.distinct, events)):  # the sketch only sees distinct items: skip repeats
+                if item is not None:
+                    update(item)
+            ts = max(map(_TS, events))
+        if last_offset > self.max_offset:
+            self.max_offset = last_offset
+        if ts > self.last_ts:
+            self.last_ts = ts
 
     def theta_compact(self) -> ds.compact_theta_sketch:
-        if self.theta_base is None:
-            return self.theta.compact()
-        union = ds.theta_union(self.p.lg_k)
-        union.update(self.theta_base)
-        union.update(self.theta)
-        return union.get_result()
+        if self.compact is None:
+            if self.theta_base is None:
+                self.compact = self.theta.compact()
+            else:
+                union = ds.theta_union(self.p.lg_k)
+                union.update(self.theta_base)
+                union.update(self.theta)
+                self.compact = union.get_result()
+        return self.compact
 
     @classmethod
     def merged(cls, p: SketchParams, parts: list[Agg]) -> Agg:
@@ -118,11 +184,11 @@ class Agg:
     def fields(self) -> dict[str, Any]:
         """The aggregate columns of a row (see pinot/tables/aggregates/schema.json)."""
         row: dict[str, Any] = {"event_count": self.count}
-        for i, name in enumerate(self.p.metrics):
-            row[f"{name}_sum"] = self.msum[i]
-            row[f"{name}_count"] = self.mcount[i]
-            row[f"{name}_min"] = self.mmin[i]
-            row[f"{name}_max"] = self.mmax[i]
+        for i, (c_sum, c_count, c_min, c_max) in enumerate(self.p.columns):
+            row[c_sum] = self.msum[i]
+            row[c_count] = self.mcount[i]
+            row[c_min] = self.mmin[i]
+            row[c_max] = self.mmax[i]
         row["distinct_theta"] = self.theta_compact().serialize().hex()
         row["quantile_kll"] = self.kll.serialize().hex()
         row["quantile_tdigest"] = tdigest_bytes(self.kll).hex()

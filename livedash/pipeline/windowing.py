@@ -15,17 +15,21 @@ additive correction rows (kind "late", one per late event and window, keyed by i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import orjson
 
 from livedash.pipeline.aggregate import Agg, SketchParams
-from livedash.pipeline.contract import Event
+from livedash.pipeline.contract import MISSING, Event, dimension_values
 from livedash.pipeline.settings import OTHER, PipelineSettings, Rollup
 
 ALL = "__all__"  # the value of a dimension a roll-up does not group by
+ROUTE_CACHE_MAX = 65_536  # raw dimension tuples remembered per pane (beyond, the caps are applied per event)
+POPULARITY_DECAY = 0.5  # per retired pane: a value's popularity halves every pane it is not seen in
+POPULARITY_KEEP = 4  # values remembered per dimension: this many times its cap
 
 
 @dataclass(slots=True)
@@ -33,12 +37,15 @@ class Pane:
     groups: dict[tuple[str, ...], Agg] = field(default_factory=dict)
     admitted: list[set[str]] = field(default_factory=list)  # per roll-up dimension, values under the cap
     dirty: set[tuple[str, ...]] = field(default_factory=set)
+    # raw dimension values (None = absent) -> [their group after caps, events seen]: one dict lookup per event
+    # on the hot path, and the counts that rank values for later panes' caps
+    route: dict[tuple[str | None, ...], list[Any]] = field(default_factory=dict)
+    retired: bool = False  # its counts went into the roll-up's popularity
 
 
-@dataclass(slots=True, frozen=True)
-class Row:
+class Row(NamedTuple):
     key: bytes  # Kafka message key = Pinot primary key
-    value: dict[str, Any]
+    value: bytes  # the row as JSON (see pinot/tables/aggregates/schema.json)
 
 
 @dataclass(slots=True, frozen=True)
@@ -55,8 +62,14 @@ class RollupWindows:
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.caps = caps
+        names = rollup.dimensions
+        getter = attrgetter(*names)
+        self.dims_of: Callable[[Event], tuple[str | None, ...]] = (
+            getter if len(names) > 1 else lambda event: (getter(event),)
+        )
         self.panes: dict[int, Pane] = {}
         self.closed_upto: int | None = None  # every window ending at or before this is final
+        self.popular: list[dict[str, float]] = [{} for _ in names]  # per dimension: value -> decayed events
 
     def window_starts(self, pane_start: int) -> range:
         """Starts of the windows containing the pane."""
@@ -74,12 +87,12 @@ class RollupWindows:
     def is_closed(self, window_start: int) -> bool:
         return self.closed_upto is not None and window_start + self.size_ms <= self.closed_upto
 
-    def dims_for(self, pane: Pane, event: Event) -> tuple[str, ...]:
-        if not pane.admitted:
-            pane.admitted = [set() for _ in self.rollup.dimensions]
+    def capped(self, pane: Pane, raw: tuple[str | None, ...]) -> tuple[str, ...]:
+        """The group of these raw dimension values in this pane: values beyond a cap fold into OTHER."""
         out = []
-        for i, name in enumerate(self.rollup.dimensions):
-            value = event.dims[name]
+        for i, value in enumerate(raw):
+            if value is None:
+                value = MISSING
             seen = pane.admitted[i]
             if value not in seen:
                 if len(seen) < self.caps[i]:
@@ -88,6 +101,56 @@ class RollupWindows:
                     value = OTHER
             out.append(value)
         return tuple(out)
+
+    def new_pane(self, pane_start: int) -> Pane:
+        """A pane whose caps admit the top values of the panes before it, then newcomers while room is left.
+
+        Popularity is per dimension: the events each value had in earlier panes of this partition, halved for
+        every later pane (so the ranking follows the traffic). It is updated when a pane is created, from the
+        panes that start before it, so caps depend on the partition's input alone and a replay agrees.
+        """
+        for ps in sorted(ps for ps, pane in self.panes.items() if ps < pane_start and not pane.retired):
+            self._retire(self.panes[ps])
+        pane = self.panes[pane_start] = Pane()
+        pane.admitted = [
+            set(sorted(pop, key=lambda v: (-pop[v], v))[:cap]) for pop, cap in zip(self.popular, self.caps, strict=True)
+        ]
+        return pane
+
+    def _retire(self, pane: Pane) -> None:
+        pane.retired = True
+        for pop in self.popular:
+            for value in pop:
+                pop[value] *= POPULARITY_DECAY
+        for raw, (_, hits) in pane.route.items():
+            for pop, value in zip(self.popular, raw, strict=True):
+                key = MISSING if value is None else value
+                pop[key] = pop.get(key, 0.0) + hits
+        for i, (pop, cap) in enumerate(zip(self.popular, self.caps, strict=True)):
+            if len(pop) > POPULARITY_KEEP * cap:
+                self.popular[i] = dict(sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))[: POPULARITY_KEEP * cap])
+
+    def group(self, pane_start: int, event: Event, params: SketchParams) -> Agg:
+        pane = self.panes.get(pane_start)
+        if pane is None:
+            pane = self.new_pane(pane_start)
+        raw = self.dims_of(event)
+        entry = pane.route.get(raw)
+        if entry is not None:
+            entry[1] += 1
+            return entry[0]
+        agg = self.group_of(pane, raw, params)
+        if len(pane.route) < ROUTE_CACHE_MAX:
+            pane.route[raw] = [agg, 1]
+        return agg
+
+    def group_of(self, pane: Pane, raw: tuple[str | None, ...], params: SketchParams) -> Agg:
+        dims = self.capped(pane, raw)
+        agg = pane.groups.get(dims)
+        if agg is None:
+            agg = pane.groups[dims] = Agg(params)
+            agg.home = (pane, dims)
+        return agg
 
 
 class PartitionWindows:
@@ -106,39 +169,75 @@ class PartitionWindows:
         self.events_in = 0
         self.late_events = 0
         self.pending: list[Row] = []  # final rows of windows closed since the last publish()
+        self.next_close = -(2**63)  # the watermark at which some window may close (see _close_due)
 
     # -- input -----------------------------------------------------------------------------------------------
 
     def add(self, event: Event, offset: int) -> tuple[list[Row], LateEvent | None]:
         """Fold one valid event in. Returns correction rows and the late marker when some window was final."""
-        self.events_in += 1
-        if self.watermark is None or event.ts > self.watermark:
-            self.watermark = event.ts
-            # Windows close as the input moves the watermark, not when publish() happens to run: which events
-            # are late then depends on the partition's messages alone, and a replay classifies them the same.
-            self._close_due()
+        corrections, late = self.add_batch([event], [offset])
+        return corrections, (late[0] if late else None)
+
+    def add_batch(self, events: list[Event], offsets: list[int]) -> tuple[list[Row], list[LateEvent]]:
+        """Fold valid events in, in partition order. Returns correction rows and a marker per late event.
+
+        Exactly as one event at a time (which events are late depends on the watermark each one meets), but
+        each group's events are gathered and folded in at once (Agg.add_many), which is where the batch saves.
+        """
         corrections: list[Row] = []
-        for rw in self.rollups:
-            pane_start = event.ts - event.ts % rw.pane_ms
-            starts = rw.window_starts(pane_start)
-            closed = starts[: rw.closed_count(starts)]
-            if len(closed) < len(starts):  # some window still open: the pane feeds it
-                pane = rw.panes.get(pane_start)
-                if pane is None:
-                    pane = rw.panes[pane_start] = Pane()
-                dims = rw.dims_for(pane, event)
-                agg = pane.groups.get(dims)
-                if agg is None:
-                    agg = pane.groups[dims] = Agg(self.params)
-                agg.add(event, offset)
-                pane.dirty.add(dims)
-            for ws in closed:
-                corrections.append(self._correction(rw, ws, event, offset))
-        if corrections:
-            self.late_events += 1
-            wm = self.watermark
-            return corrections, LateEvent(offset, f"event time {event.ts} is past allowed lateness (watermark {wm})")
-        return corrections, None
+        late: list[LateEvent] = []
+        touched: list[Agg] = []  # groups with events gathered in their buf, folded at the end or before a close
+        rollups, params = self.rollups, self.params
+        wm = self.watermark
+        for event, offset in zip(events, offsets, strict=True):
+            ts = event.ts
+            if wm is None or ts > wm:
+                wm = self.watermark = ts
+                if wm >= self.next_close:
+                    # Windows close as the input moves the watermark, not when publish() happens to run: which
+                    # events are late then depends on the partition's messages alone, and a replay agrees.
+                    self._fold(touched)
+                    self._close_due()
+            is_late = False
+            for rw in rollups:
+                pane_start = ts - ts % rw.pane_ms
+                closed_upto = rw.closed_upto
+                if closed_upto is None or pane_start >= closed_upto:  # every window of the pane is open
+                    pane = rw.panes.get(pane_start)
+                    entry = None if pane is None else pane.route.get(rw.dims_of(event))
+                    if entry is None:
+                        agg = rw.group(pane_start, event, params)
+                    else:
+                        entry[1] += 1
+                        agg = entry[0]
+                else:
+                    starts = rw.window_starts(pane_start)
+                    closed = starts[: rw.closed_count(starts)]
+                    if closed:
+                        corrections += self._corrections(rw, closed, event, offset)
+                        is_late = True
+                    if len(closed) == len(starts):
+                        continue
+                    agg = rw.group(pane_start, event, params)  # some window still open: the pane feeds it
+                buf = agg.buf
+                if not buf:
+                    touched.append(agg)
+                    pane, dims = agg.home
+                    pane.dirty.add(dims)
+                buf.append(event)
+                agg.buf_last = offset
+            if is_late:
+                late.append(LateEvent(offset, f"event time {ts} is past allowed lateness (watermark {wm})"))
+        self._fold(touched)
+        self.events_in += len(events)
+        self.late_events += len(late)
+        return corrections, late
+
+    @staticmethod
+    def _fold(touched: list[Agg]) -> None:
+        for agg in touched:
+            agg.fold()
+        touched.clear()
 
     def advance_idle(self, event_time_ms: int) -> None:
         """Move the watermark forward without input (a quiet, caught-up partition)."""
@@ -156,6 +255,12 @@ class PartitionWindows:
             new_closed = horizon - horizon % rw.pane_ms
             if rw.closed_upto is None or new_closed > rw.closed_upto:
                 self.pending.extend(self._close(rw, new_closed))
+        self._set_next_close()
+
+    def _set_next_close(self) -> None:
+        """The watermark at which the next pane boundary of some roll-up passes the lateness horizon."""
+        closed = [rw.closed_upto + rw.pane_ms for rw in self.rollups if rw.closed_upto is not None]
+        self.next_close = min(closed) + self.lateness_ms if len(closed) == len(self.rollups) else -(2**63)
 
     # -- output ----------------------------------------------------------------------------------------------
 
@@ -173,7 +278,9 @@ class PartitionWindows:
         )  # fmt: skip
         rows = [row for ws in closing for row in self._rows(rw, ws, None, final=True)]
         rw.closed_upto = new_closed
-        for ps in [ps for ps in rw.panes if ps + rw.size_ms <= new_closed]:
+        for ps in sorted(ps for ps in rw.panes if ps + rw.size_ms <= new_closed):
+            if not rw.panes[ps].retired:
+                rw._retire(rw.panes[ps])  # its counts still rank values for the panes to come
             del rw.panes[ps]
         return rows
 
@@ -196,14 +303,24 @@ class PartitionWindows:
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
             yield self._row(rw, ws, dims, agg, kind="window", final=final, offset=None)
 
-    def _correction(self, rw: RollupWindows, ws: int, event: Event, offset: int) -> Row:
+    def _corrections(self, rw: RollupWindows, starts: range, event: Event, offset: int) -> list[Row]:
+        """One additive row per closed window the late event belongs to (same aggregates in each)."""
         agg = Agg(self.params)
         agg.add(event, offset)
-        dims = tuple(event.dims[d] for d in rw.rollup.dimensions)  # no pane left to cap against
-        return self._row(rw, ws, dims, agg, kind="late", final=True, offset=offset)
+        fields = agg.fields()
+        dims = dimension_values(event, rw.rollup.dimensions)  # no pane left to cap against
+        return [self._row(rw, ws, dims, agg, kind="late", final=True, offset=offset, fields=fields) for ws in starts]
 
     def _row(
-        self, rw: RollupWindows, ws: int, dims: tuple[str, ...], agg: Agg, kind: str, final: bool, offset: int | None
+        self,
+        rw: RollupWindows,
+        ws: int,
+        dims: tuple[str, ...],
+        agg: Agg,
+        kind: str,
+        final: bool,
+        offset: int | None,
+        fields: dict[str, Any] | None = None,
     ) -> Row:
         key_parts: list[Any] = [rw.rollup.name, ws, *dims, self.partition]
         if offset is not None:
@@ -218,11 +335,11 @@ class PartitionWindows:
             "source_partition": self.partition,
             "kind": kind,
             **{d: by_name.get(d, ALL) for d in self.dimensions},
-            **agg.fields(),
+            **(agg.fields() if fields is None else fields),
             "is_final": int(final),
             "version": 2 * agg.max_offset + int(final),
         }
-        return Row(pk, value)
+        return Row(pk, orjson.dumps(value))
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -236,9 +353,15 @@ class PartitionWindows:
                 {
                     "closed_upto": rw.closed_upto,
                     "panes": {
-                        ps: ({dims: agg.to_state() for dims, agg in pane.groups.items()}, pane.admitted)
+                        ps: (
+                            {dims: agg.to_state() for dims, agg in pane.groups.items()},
+                            pane.admitted,
+                            [(raw, hits) for raw, (_, hits) in pane.route.items()],
+                            pane.retired,
+                        )
                         for ps, pane in rw.panes.items()
                     },
+                    "popular": rw.popular,
                 }
                 for rw in self.rollups
             ],
@@ -253,8 +376,14 @@ class PartitionWindows:
         out.pending = [Row(key, value) for key, value in state["pending"]]
         for rw, saved in zip(out.rollups, state["rollups"], strict=True):
             rw.closed_upto = saved["closed_upto"]
-            for ps, (groups, admitted) in saved["panes"].items():
-                pane = rw.panes[ps] = Pane(admitted=[set(a) for a in admitted])
+            rw.popular = [dict(pop) for pop in saved["popular"]]
+            for ps, (groups, admitted, route, retired) in saved["panes"].items():
+                pane = rw.panes[ps] = Pane(admitted=[set(a) for a in admitted], retired=retired)
                 pane.groups = {dims: Agg.from_state(out.params, st) for dims, st in groups.items()}
+                for dims, agg in pane.groups.items():
+                    agg.home = (pane, dims)
+                for raw, hits in route:  # the same routes and counts, in the same order, as before the snapshot
+                    pane.route[raw] = [rw.group_of(pane, raw, out.params), hits]
                 pane.dirty = set(pane.groups)  # re-publish: same versions, so harmless and idempotent
+        out._set_next_close()
         return out

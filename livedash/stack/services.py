@@ -15,6 +15,7 @@ import requests
 
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.errors import LivedashError
+from livedash.pipeline import STATE_FORMAT
 from livedash.stack.jars import DEPLOY
 from livedash.stack.process import marker, marker_env
 
@@ -350,7 +351,9 @@ class Dataflow(Service):
 
     @property
     def recovery_dir(self) -> Path:
-        return self.state_dir / "recovery"
+        # Named after the state format: a release that changes it starts a fresh store (and re-reads the raw
+        # topic from its start, which the versioned upserts make harmless) instead of failing on the old one.
+        return self.state_dir / "recovery" / f"v{STATE_FORMAT}"
 
     def command(self, java: Path, classpath: str) -> list[str]:
         if not any(self.recovery_dir.glob("part-*.sqlite3")):  # created once; kept across restarts

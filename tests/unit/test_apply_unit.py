@@ -44,7 +44,9 @@ def test_unknown_table_folder_is_reported(tmp_path: Path) -> None:
 
 
 def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
-    from livedash.pipeline.contract import Event
+    import orjson
+
+    from livedash.pipeline.contract import Validator
     from livedash.pipeline.windowing import PartitionWindows
 
     settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
@@ -53,8 +55,11 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
                for f in schema[kind]}  # fmt: skip
     windows = PartitionWindows(settings.pipeline, 0)
     dims = {d: "x" for d in settings.pipeline.events.dimensions}
-    windows.add(Event("e", 1_800_000_000_000, "click", "u", {**dims, "type": "click"}, {"latency_ms": 1.0}), 0)
-    row = windows.publish()[0].value
+    raw = {**dims, "event_id": "e", "ts": 1_800_000_000_000, "type": "click", "user_id": "u", "latency_ms": 1.0}
+    event = Validator(settings.pipeline.events).parse(orjson.dumps(raw), 1_800_000_000_000)
+    assert not isinstance(event, str), event
+    windows.add(event, 0)
+    row = orjson.loads(windows.publish()[0].value)
     assert set(row) == columns
     assert schema["primaryKeyColumns"] == ["pk"]
     assert table["upsertConfig"] == {"mode": "FULL", "comparisonColumn": "version"}

@@ -14,8 +14,10 @@ import orjson
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from dataflows.aggregate import Out, PartitionLogic, Record, build_flow
+from dataflows.aggregate import Out, PartitionLogic, Record, batch_of, build_flow
+from livedash.pipeline.contract import Validator
 from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.windowing import PartitionWindows
 
 BASE = 1_800_000_000_000  # a multiple of 10 s, 60 s and 300 s (window boundaries)
 LATENESS_S = 5
@@ -68,7 +70,7 @@ def run(cfg: PipelineSettings, recs: list[Record], workers: int = 1, batch_size:
     clock = InputClock()
     out: list[Out] = []
     flow = build_flow(cfg, TestingSource(recs, batch_size=batch_size), TestingSink(out), clock=clock,
-                      convert=clock.see)  # fmt: skip
+                      convert=lambda rec: batch_of([clock.see(rec)]))  # fmt: skip
     if workers == 1:
         run_main(flow)
     else:
@@ -167,6 +169,37 @@ def test_caps_fold_extra_values_into_other() -> None:
     assert by_country == {"DE": 2, "FR": 1, "US": 1, "__other__": 2}
 
 
+def test_caps_keep_the_top_values_of_earlier_panes() -> None:
+    """Caps rank values by their events in the partition's earlier panes: a value that was frequent keeps its
+    own row in the next window even when it arrives after the cap is filled by rarer newcomers."""
+    cfg = settings()  # country cap 3
+    first = ["JP"] * 5 + ["BR"] * 4 + ["DE", "FR", "US"]  # JP, BR, then one each: top 3 = JP, BR, then DE
+    second = ["DE", "FR", "US", "IN", "JP", "BR", "JP"]  # newcomers first; JP and BR must still get own rows
+    values = [(BASE + i, event(BASE + i, country=c)) for i, c in enumerate(first)]
+    values += [(BASE + 10_000 + i, event(BASE + 10_000 + i, country=c)) for i, c in enumerate(second)]
+    values += [(BASE + 40_000, event(BASE + 40_000))]
+    out = run(cfg, records(values))
+    pane = lambda start: {k[2]: v["event_count"] for k, v in finals(out, "tumble_10s").items() if k[0] == start}  # noqa: E731
+    assert pane(BASE) == {"JP": 5, "BR": 4, "DE": 1, "__other__": 2}  # no history yet: first come
+    assert pane(BASE + 10_000) == {"JP": 2, "BR": 1, "DE": 1, "__other__": 3}  # top 3 of the panes before
+
+
+def test_popularity_is_bounded_and_forgets() -> None:
+    cfg = settings()
+    values = []
+    for p in range(12):  # 12 panes, each with its own 5 countries: old ones decay and are dropped
+        values += [(BASE + p * 10_000 + i, event(BASE + p * 10_000 + i, country=f"c{p}-{i}")) for i in range(5)]
+    windows = PartitionWindows(cfg, 0)
+    validator = Validator(cfg.events)
+    events = [validator.parse(v, at) for at, v in values]
+    windows.add_batch(events, list(range(len(events))))  # type: ignore[arg-type]
+    tumble = windows.rollups[0]
+    countries = tumble.popular[1]
+    assert len(countries) <= 4 * 3  # POPULARITY_KEEP times the cap
+    assert not any(name.startswith("c0-") for name in countries)
+    assert all(tumble.popular[0]["click"] >= score for score in countries.values())
+
+
 def test_dead_letters_carry_reason_partition_and_offset() -> None:
     cfg = settings()
     values = [
@@ -183,7 +216,11 @@ def test_dead_letters_carry_reason_partition_and_offset() -> None:
     assert all(dict(o.headers)["livedash.source.partition"] == b"3" for o in dead)
     reasons = [dict(o.headers)["livedash.reason"].decode() for o in dead]
     assert reasons[0].startswith("invalid JSON")
-    assert reasons[1:] == ["missing field user_id", "empty message", "unknown type 'purchase'"]
+    assert reasons[1:] == [
+        "invalid event: Object missing required field `user_id`",
+        "empty message",
+        "invalid event: Invalid enum value 'purchase' - at `$.type`",
+    ]
     assert dead[0].value == b"{not json"  # original bytes
     assert sum(r["event_count"] for r in finals(out, "tumble_10s").values()) == 1
 
@@ -192,7 +229,7 @@ def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None
     cfg = settings()
     clock = InputClock()
     quiet = PartitionLogic(cfg, clock, None)
-    quiet.on_batch(records([(BASE, event(BASE))], partition=1))
+    quiet.on_batch([batch_of(records([(BASE, event(BASE))], partition=1))])
     assert quiet.notify_at() is not None  # it has an open window, so it asks to be woken
     assert not finals(quiet.on_notify()[0], "tumble_10s")  # not idle yet: nothing closes
     busy = PartitionLogic(cfg, clock, None)
@@ -200,7 +237,7 @@ def test_idle_partition_does_not_stall_the_other_and_closes_on_its_own() -> None
     for i in range(40):  # partition 0 moves on for 40 s; partition 1 stays silent
         rec = records([(BASE + i * 1000, event(BASE + i * 1000))], partition=0, first_offset=i)[0]
         clock.see(rec)
-        busy_out += busy.on_batch([rec])[0]
+        busy_out += busy.on_batch([batch_of([rec])])[0]
     assert finals(busy_out, "tumble_10s"), "partition 0 finalises its windows without waiting for partition 1"
     # 39 s without input, past the 10 s idle timeout: partition 1's event time follows the clock and closes.
     quiet_out = quiet.on_notify()[0]
@@ -289,7 +326,7 @@ def test_snapshot_and_restore_continue_exactly(cut: int) -> None:
             logic = PartitionLogic(cfg, clock, None)
             for rec in part_recs:
                 clock.see(rec)
-                out += logic.on_batch([rec])[0]
+                out += logic.on_batch([batch_of([rec])])[0]
                 seen += 1
                 if split and seen == cut:
                     import pickle
@@ -303,3 +340,40 @@ def test_snapshot_and_restore_continue_exactly(cut: int) -> None:
     for pk, (version, row) in whole.items():
         assert resumed[pk][0] == version
         assert strip_sketches(resumed[pk][1]) == strip_sketches(row)
+
+
+@pytest.mark.parametrize("size", [7, 64, 10_000])
+def test_batches_of_any_size_give_what_one_record_at_a_time_gives(size: int) -> None:
+    """The Kafka source delivers whole batches; folding them at once must not change any result: which events
+    are late (the watermark each one meets), dead letters, corrections and every final row."""
+    cfg = settings()
+    recs = workload()
+    for i in range(0, len(recs), 97):  # sprinkle invalid messages among valid ones
+        recs[i] = Record(recs[i].partition, recs[i].offset, recs[i].timestamp_ms, None, b'{"ts": "soon"')
+    clock = InputClock()
+
+    def drive(chunk: int) -> list[Out]:
+        out: list[Out] = []
+        for p in range(4):
+            part = [r for r in recs if r.partition == p]
+            logic = PartitionLogic(cfg, clock, None)
+            for start in range(0, len(part), chunk):
+                batch = part[start : start + chunk]
+                for rec in batch:
+                    clock.see(rec)
+                out += logic.on_batch([batch_of(batch)])[0]
+            out += logic.on_eof()[0]
+        return out
+
+    def side(out: list[Out]) -> list[tuple[str, bytes, bytes]]:
+        return sorted((o.role, dict(o.headers)["livedash.source.offset"], o.value) for o in out if o.headers)
+
+    single, batched = drive(1), drive(size)
+    assert side(batched) == side(single)
+    assert sum(1 for o in single if o.role == "late") >= 20 and sum(1 for o in single if o.role == "dead_letter") >= 12
+    one, many = final_state(single), final_state(batched)
+    assert any(version % 2 == 1 for version, _ in one.values())  # final rows are among them
+    assert one.keys() == many.keys()
+    for pk, (version, row) in one.items():
+        assert many[pk][0] == version
+        assert strip_sketches(many[pk][1]) == strip_sketches(row)
