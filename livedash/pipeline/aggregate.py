@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Callable
-from functools import reduce
+from functools import lru_cache, reduce
 from operator import add, attrgetter
 from typing import Any
 
@@ -38,13 +38,21 @@ def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
     if n == 0:
         return _TDIGEST_HEADER.pack(1, 0.0, 0.0, TDIGEST_COMPRESSION, 0)
     m = min(n, TDIGEST_CENTROIDS)
+    if n == m and not kll.is_estimation_mode():
+        means = sorted(item for item, _ in kll)  # every item retained: they are the mid-rank quantiles
+    else:
+        means = kll.get_quantiles([(i + 0.5) / m for i in range(m)])
     base, extra = divmod(n, m)
-    body = np.empty((m, 2), dtype=">f8")  # (weight, mean) pairs, big-endian
-    body[:, 0] = base
-    body[:extra, 0] += 1
-    body[:, 1] = kll.get_quantiles((np.arange(m) + 0.5) / m)
+    pairs: list[float] = []
+    for i, mean in enumerate(means):
+        pairs += (float(base + (i < extra)), mean)
     header = _TDIGEST_HEADER.pack(1, kll.get_min_value(), kll.get_max_value(), TDIGEST_COMPRESSION, m)
-    return header + body.tobytes()
+    return header + _centroids(m).pack(*pairs)
+
+
+@lru_cache(maxsize=TDIGEST_CENTROIDS + 1)
+def _centroids(m: int) -> struct.Struct:
+    return struct.Struct(f">{2 * m}d")  # (weight, mean) pairs, big-endian
 
 
 class SketchParams:
