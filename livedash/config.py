@@ -117,12 +117,31 @@ class DataflowSettings(_Model):
     _port = field_validator("metrics_port")(_check_port)
 
 
+class DashboardSettings(_Model):
+    host: str = "127.0.0.1"
+    port: Port = 8501  # Streamlit
+    stale_after_s: float = Field(default=30, gt=0)  # the health strip turns red past this
+    refresh_floor_s: int = Field(default=1, ge=1, le=30)  # no viewer refreshes faster than this
+    default_refresh_s: int = Field(default=5, ge=0, le=30)
+    query_timeout_s: float = Field(default=5, gt=0, le=120)
+    page_size: int = Field(default=50, ge=1, le=1000)  # raw events per page
+    conversion: tuple[str, str] = ("purchase", "page_view")  # KPI: events of the first type per the second
+    click_through: tuple[str, str] = ("click", "page_view")
+
+    _port = field_validator("port")(_check_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class Settings(_Model):
     state_dir: Path = Path(".livedash")
     config_file: Path | None = None  # set by load(): handed to the dataflow process
     kafka: KafkaSettings = KafkaSettings()
     pinot: PinotSettings = PinotSettings()
     dataflow: DataflowSettings = DataflowSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     pipeline_file: str = "pipeline.yaml"  # relative to this config file's folder
     pipeline: PipelineSettings
 
@@ -161,6 +180,7 @@ class Settings(_Model):
             "pinot.server_netty_port": self.pinot.server_netty_port,
             "pinot.server_admin_port": self.pinot.server_admin_port,
             "dataflow.metrics_port": self.dataflow.metrics_port,
+            "dashboard.port": self.dashboard.port,
         }
 
 

@@ -1,0 +1,354 @@
+"""The livedash dashboard: `streamlit run dashboard/app.py` (or `livedash up --dashboard`, `demo`).
+
+Pages (`?page=`): overview (KPI tiles, events over time, top values of every dimension, click to drill down)
+and events (the matching raw events, paged). The whole view (page, time range, filters, refresh) lives in the
+URL. Live panels re-run inside st.fragment(run_every=refresh); Plotly's uirevision keeps a zoom across
+refreshes. SQL comes from dashboard/query.py only; results are cached per process (dashboard/pinot.py).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import health, query
+from dashboard.pinot import PinotClient, PinotError, QueryService, Result
+from dashboard.state import PRESETS, REFRESH_CHOICES, View, format_time, from_params, parse_time, to_params
+from livedash import config
+from livedash.config import Settings
+from livedash.pipeline.settings import OTHER
+
+TITLES = {"overview": "Overview", "events": "Raw events"}
+
+
+@dataclass
+class Resources:
+    """One per process, shared by every viewer: settings, catalog, the Pinot session and query cache."""
+
+    settings: Settings
+    catalog: query.Catalog
+    service: QueryService
+    metrics_url: str
+    last_sample: health.Sample | None = None
+    samples: dict[str, Any] = field(default_factory=dict)
+
+
+@st.cache_resource
+def resources() -> Resources:
+    settings = config.load()
+    client = PinotClient(settings.pinot.broker_url, settings.dashboard.query_timeout_s)
+    metrics_url = f"http://127.0.0.1:{settings.dataflow.metrics_port}/metrics"
+    return Resources(settings, query.Catalog.from_settings(settings.pipeline), QueryService(client.query), metrics_url)
+
+
+def console_url(settings: Settings, sql: str) -> str:
+    return f"{settings.pinot.controller_url}/#/query?{urllib.parse.urlencode({'query': sql})}"
+
+
+def ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+# -- running a panel's query -------------------------------------------------------------------------------------
+
+
+def run(res: Resources, view: View, sql: query.Sql) -> Result | None:
+    """Rows for a panel, or None after showing why there are none. Never raises."""
+    ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
+    try:
+        return res.service.query(sql.text, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False))
+    except PinotError as exc:
+        st.error(f"No data: {exc}", icon=":material/cloud_off:")
+    return None
+
+
+def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
+    """Freshness, source and the console link under every panel."""
+    bits = []
+    if result is not None:
+        as_of = result.freshness_ms / 1000 if result.freshness_ms else result.fetched_at
+        stamp = datetime.fromtimestamp(as_of, UTC).strftime("%H:%M:%S")
+        bits.append(f"data as of {stamp} UTC, {ago(max(0.0, time.time() - as_of))}")
+        bits.append(f"{result.time_used_ms} ms in Pinot")
+    bits.append("raw events" if sql.source.is_raw else f"roll-up `{sql.source.rollup.name}`")  # type: ignore[union-attr]
+    bits.append(f"[Open in Pinot console]({console_url(res.settings, sql.text)})")
+    st.caption(" · ".join(bits))
+    if sql.source.note:
+        st.caption(f":orange[{sql.source.note}]")
+    if result is not None and result.stale:
+        st.warning(f"Showing the last good data (stale): {result.error}", icon=":material/history:")
+    if result is not None and result.partial:
+        st.warning("Partial result: not every Pinot server answered.", icon=":material/warning:")
+
+
+# -- view state <-> URL ------------------------------------------------------------------------------------------
+
+
+def current_view(res: Resources) -> View:
+    params = {key: st.query_params.get_all(key) for key in st.query_params}
+    view = from_params(params, res.catalog, res.settings.dashboard.refresh_floor_s)
+    if "refresh" not in st.query_params:
+        view = replace(view, refresh_s=res.settings.dashboard.default_refresh_s)
+    return view
+
+
+def go_to(view: View) -> None:
+    # Drill widgets and chart selections hold the value that was picked: forget them, or a removed filter
+    # would come straight back on the next run.
+    for key in [k for k in st.session_state if str(k).startswith(("drill_", "chart_"))]:
+        del st.session_state[key]
+    st.query_params.from_dict(to_params(view))
+    st.rerun()
+
+
+def _on_nav() -> None:
+    """A sidebar widget changed: the URL follows (it is the view's single source of truth)."""
+    res = resources()
+    view, ss = current_view(res), st.session_state
+    new = replace(view, page=ss["nav_page"], range=ss["nav_range"], refresh_s=ss["nav_refresh"], events_page=0)
+    if new.range == "abs":
+        now = int(time.time() * 1000)
+        start = parse_time(ss.get("nav_from")) or view.start_ms or now - 3_600_000
+        end = parse_time(ss.get("nav_to")) or view.end_ms or now
+        new = replace(new, start_ms=start, end_ms=end) if start < end else replace(new, range=view.range)
+    else:
+        new = replace(new, start_ms=None, end_ms=None)
+    st.query_params.from_dict(to_params(new))
+
+
+def sidebar(res: Resources, view: View) -> None:
+    # Widgets take their values from the URL on every run (set before they are created), and write back
+    # through _on_nav: a shared link, the back button and a drill-down all agree with the sidebar.
+    ss = st.session_state
+    ss["nav_page"], ss["nav_range"], ss["nav_refresh"] = view.page, view.range, view.refresh_s
+    floor = res.settings.dashboard.refresh_floor_s
+    choices = [c for c in REFRESH_CHOICES if c == 0 or c >= floor]
+    if view.refresh_s not in choices:
+        ss["nav_refresh"] = 0
+    with st.sidebar:
+        st.title("livedash")
+        st.radio("Page", list(TITLES), format_func=TITLES.get, key="nav_page", on_change=_on_nav)
+        labels = {k: f"Last {k}" for k in PRESETS} | {"abs": "Absolute range"}
+        st.selectbox("Time range", [*PRESETS, "abs"], format_func=labels.get, key="nav_range", on_change=_on_nav)
+        if view.range == "abs":
+            now = int(time.time() * 1000)
+            ss["nav_from"] = format_time(view.start_ms or now - 3_600_000)
+            ss["nav_to"] = format_time(view.end_ms or now)
+            st.text_input("From (UTC, ISO 8601)", key="nav_from", on_change=_on_nav)
+            st.text_input("To (UTC, ISO 8601)", key="nav_to", on_change=_on_nav)
+        st.selectbox("Auto-refresh", choices, format_func=lambda s: "off" if s == 0 else f"every {s} s",
+                     key="nav_refresh", on_change=_on_nav)  # fmt: skip
+        if st.button("Refresh now", icon=":material/refresh:", key="refresh_button"):
+            ss["refresh_now"] = True
+        url = res.settings.pinot.controller_url
+        st.caption(f"Pinot query console: [{url}/#/query]({url}/#/query)")
+
+
+def filter_chips(view: View) -> None:
+    if not view.filters:
+        st.caption("No filters: click a bar or pick a value below to drill down.")
+        return
+    cols = st.columns(len(view.filters) + 1)
+    for col, (dim, value) in zip(cols, view.filters, strict=False):
+        if col.button(f"{dim} = {value}", icon=":material/close:", key=f"chip_{dim}", help="Remove this filter"):
+            go_to(view.without_filter(dim))
+    if cols[-1].button("Clear all", key="chip_clear"):
+        go_to(replace(view, filters=(), events_page=0))
+
+
+# -- health strip ------------------------------------------------------------------------------------------------
+
+
+def health_strip(res: Resources, view: View) -> None:
+    now = time.time()
+    sample = health.scrape(res.metrics_url, now)
+    newest: float | None = None
+    try:
+        result = res.service.query(query.freshest(res.catalog), ttl_s=1)
+        if result.rows and result.rows[0][0] and float(result.rows[0][0]) > 0 and not result.stale:
+            newest = float(result.rows[0][0]) / 1000
+    except PinotError:
+        pass
+    h = health.assess(res.last_sample, sample, newest, now, res.settings.dashboard.stale_after_s)
+    if sample.up and (res.last_sample is None or now - res.last_sample.at >= 1):
+        res.last_sample = sample
+    fmt = lambda v, unit="": "n/a" if v is None else f"{v:,.1f}{unit}" if v < 100 else f"{v:,.0f}{unit}"  # noqa: E731
+    text = (f"newest data **{fmt(h.staleness_s, ' s')}** old · consumer lag **{fmt(h.lag_events)}** events, "
+            f"**{fmt(h.lag_s, ' s')}** · in **{fmt(h.in_rate, '/s')}** · dead letters **{fmt(h.dead_rate, '/s')}** · "
+            f"late **{fmt(h.late_rate, '/s')}**")  # fmt: skip
+    if h.level == "ok":
+        st.success(f"Pipeline healthy: {text}", icon=":material/check_circle:")
+    else:
+        st.error(f"Data is stale: {h.reason}. {text}", icon=":material/error:")
+
+
+# -- overview ----------------------------------------------------------------------------------------------------
+
+
+def kpis(res: Resources, view: View, start: int, end: int) -> None:
+    cat, f = res.catalog, view.filter_map
+    span = end - start
+    now_sql, before_sql = query.totals(cat, start, end, f), query.totals(cat, start - span, start, f)
+    types_now, types_before = query.by_type(cat, start, end, f), query.by_type(cat, start - span, start, f)
+    now, before = run(res, view, now_sql), run(res, view, before_sql)
+    tnow, tbefore = run(res, view, types_now), run(res, view, types_before)
+    seconds = span / 1000
+
+    def total(r: Result | None, i: int) -> float | None:
+        if r is None or not r.rows or r.rows[0][i] is None:
+            return None
+        value = float(r.rows[0][i])
+        return None if value != value else value  # NaN: no data
+
+    def ratio(r: Result | None, pair: tuple[str, str]) -> float | None:
+        if r is None:
+            return None
+        counts = {row[0]: float(row[1]) for row in r.rows}
+        return counts.get(pair[0], 0.0) / counts[pair[1]] if counts.get(pair[1]) else None
+
+    def rate(r: Result | None) -> float | None:
+        return None if r is None else (total(r, 0) or 0.0) / seconds
+
+    conv, ctr = res.settings.dashboard.conversion, res.settings.dashboard.click_through
+    tiles = [
+        ("Events / s", rate(now), rate(before), "{:,.1f}"),
+        ("Unique users", total(now, 1), total(before, 1), "{:,.0f}"),
+        (f"Conversion ({conv[0]} / {conv[1]})", ratio(tnow, conv), ratio(tbefore, conv), "{:.2%}"),
+        (f"Click-through ({ctr[0]} / {ctr[1]})", ratio(tnow, ctr), ratio(tbefore, ctr), "{:.2%}"),
+        (f"p95 {cat.quantile_field}", total(now, 2), total(before, 2), "{:,.1f}"),
+    ]
+    for col, (label, value, prev, fmt) in zip(st.columns(len(tiles)), tiles, strict=True):
+        delta = None
+        if value is not None and prev:
+            delta = f"{(value - prev) / prev:+.1%} vs previous"
+        col.metric(label, "n/a" if value is None else fmt.format(value), delta)
+    caption(res, now_sql, now)
+
+
+def series(res: Resources, view: View, start: int, end: int) -> None:
+    bucket = query.bucket_for(start, end)
+    sql = query.timeseries(res.catalog, start, end, view.filter_map, bucket)
+    result = run(res, view, sql)
+    st.subheader(f"Events per {bucket // 1000} s, by type")
+    fig = go.Figure()
+    if result is not None and result.rows:
+        by_type: dict[str, tuple[list[datetime], list[float]]] = {}
+        for row in result.rows:
+            xs, ys = by_type.setdefault(str(row[1]), ([], []))
+            xs.append(datetime.fromtimestamp(int(row[0]) / 1000, UTC))
+            ys.append(float(row[2]))
+        for kind, (xs, ys) in sorted(by_type.items()):
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=kind, customdata=[kind] * len(xs)))
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select",
+                      uirevision=f"series-{view.range}-{view.filters}", legend={"orientation": "h"})  # fmt: skip
+    event = st.plotly_chart(fig, key="chart_series", on_select="rerun", selection_mode="points", width="stretch")
+    drill_from_selection(view, "type", event, field="customdata")
+    caption(res, sql, result)
+
+
+def breakdowns(res: Resources, view: View, start: int, end: int) -> None:
+    st.subheader("Top values")
+    dims = [d for d in res.catalog.dimensions if d not in view.filter_map]
+    cols = st.columns(2)
+    for i, dim in enumerate(dims):
+        with cols[i % 2]:
+            breakdown(res, view, dim, start, end)
+
+
+def breakdown(res: Resources, view: View, dim: str, start: int, end: int) -> None:
+    sql = query.breakdown(res.catalog, dim, start, end, view.filter_map, limit=10)
+    result = run(res, view, sql)
+    st.markdown(f"**{dim}**")
+    values = [str(r[0]) for r in result.rows] if result is not None else []
+    counts = [float(r[1]) for r in result.rows] if result is not None else []
+    fig = go.Figure(go.Bar(x=counts[::-1], y=values[::-1], orientation="h", customdata=values[::-1],
+                           hovertemplate="%{y}: %{x:,.0f} events<extra></extra>"))  # fmt: skip
+    fig.update_layout(height=60 + 24 * max(len(values), 1), margin={"l": 10, "r": 10, "t": 4, "b": 4},
+                      uirevision=f"bd-{dim}-{view.filters}", clickmode="event+select")  # fmt: skip
+    event = st.plotly_chart(fig, key=f"chart_{dim}", on_select="rerun", selection_mode="points", width="stretch")
+    drill_from_selection(view, dim, event, field="customdata")
+    choice = st.selectbox(f"Drill into {dim}", ["", *values], key=f"drill_{dim}", label_visibility="collapsed",
+                          format_func=lambda v: f"Drill into {dim}…" if v == "" else v)  # fmt: skip
+    if choice:
+        go_to(view.with_filter(dim, choice))
+    caption(res, sql, result)
+
+
+def drill_from_selection(view: View, dim: str, event: Any, field: str) -> None:
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return
+    for point in points:
+        value = point.get(field)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and value:
+            go_to(view.with_filter(dim, value))
+
+
+def overview(res: Resources, view: View) -> None:
+    start, end = view.window(int(time.time() * 1000))
+    st.caption(f"{format_time(start)} to {format_time(end)}" + (" (live)" if view.live else ""))
+    kpis(res, view, start, end)
+    series(res, view, start, end)
+    breakdowns(res, view, start, end)
+
+
+# -- raw events --------------------------------------------------------------------------------------------------
+
+
+def events_page(res: Resources, view: View) -> None:
+    start, end = view.window(int(time.time() * 1000))
+    size = res.settings.dashboard.page_size
+    if OTHER in view.filter_map.values():
+        st.info(f"`{OTHER}` stands for values folded by a cap; raw events carry their own values, so that filter "
+                "matches none of them. Remove it to list events.")  # fmt: skip
+    sql = query.raw_events(res.catalog, start, end, view.filter_map, view.events_page, size)
+    result = run(res, view, sql)
+    st.subheader(f"Raw events, newest first (page {view.events_page + 1})")
+    if result is not None:
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        for row in rows:
+            row["ts"] = format_time(int(row["ts"]))
+        st.dataframe(rows, width="stretch", hide_index=True)
+        prev_col, next_col = st.columns(2)
+        if view.events_page > 0 and prev_col.button("Newer", icon=":material/arrow_back:", key="page_prev"):
+            go_to(replace(view, events_page=view.events_page - 1))
+        if len(rows) == size and next_col.button("Older", icon=":material/arrow_forward:", key="page_next"):
+            go_to(replace(view, events_page=view.events_page + 1))
+    caption(res, sql, result)
+
+
+# -- page --------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="livedash", page_icon=":material/monitoring:", layout="wide")
+    res = resources()
+    view = current_view(res)
+    sidebar(res, view)
+    st.title(TITLES[view.page])
+    every = timedelta(seconds=view.refresh_s) if view.refresh_s else None
+
+    @st.fragment(run_every=every)
+    def live() -> None:
+        health_strip(res, view)
+        filter_chips(view)
+        overview(res, view) if view.page == "overview" else events_page(res, view)
+        st.session_state["refresh_now"] = False
+
+    live()
+
+
+main()

@@ -1,0 +1,239 @@
+"""The dashboard's SQL: which table answers a panel, and the statement for it. Pure: no I/O, no Streamlit.
+
+Only names from the configuration reach the SQL text (as double-quoted identifiers, checked against the
+catalog), and every value is a single-quoted literal with quotes doubled, checked for length and control
+characters first. Anything else raises QueryError before a statement exists.
+
+Roll-ups: a panel that groups or filters by a set of dimensions is answered by the smallest tumbling roll-up
+whose dimensions cover that set and whose window divides the time bucket; when none does, by the raw-events
+table, and the panel says so. Sliding roll-ups are never summed (their windows overlap).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from livedash.pipeline.contract import MISSING
+from livedash.pipeline.settings import PipelineSettings
+
+MAX_LITERAL = 256  # the pipeline refuses longer dimension values, so no stored value is longer
+NICE_BUCKETS_S = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+class QueryError(ValueError):
+    """A request the query layer refuses (unknown name, unusable value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupInfo:
+    name: str
+    dimensions: frozenset[str]
+    size_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What the dashboard may name: the configured dimensions, metrics, types and tumbling roll-ups."""
+
+    dimensions: tuple[str, ...]  # every dimension of the contract ("type" first); all are columns of events_raw
+    rollup_dimensions: tuple[str, ...]  # those some roll-up groups by: columns of the aggregates table
+    metrics: tuple[str, ...]
+    types: tuple[str, ...]
+    rollups: tuple[RollupInfo, ...]  # tumbling only, smallest window first
+    quantile_field: str
+    aggregates_table: str = "aggregates"
+    raw_table: str = "events_raw"
+
+    @classmethod
+    def from_settings(cls, settings: PipelineSettings) -> Catalog:
+        rollups = sorted(
+            (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000)
+             for r in settings.rollups if r.window.every_s is None),
+            key=lambda r: (r.size_ms, len(r.dimensions)),
+        )  # fmt: skip
+        dims = tuple(settings.events.dimensions)
+        dims = ("type", *(d for d in dims if d != "type"))
+        return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
+                   tuple(rollups), settings.sketches.quantile_field)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The table that answers a panel: a roll-up of the aggregates table, or the raw events."""
+
+    rollup: RollupInfo | None
+    note: str = ""  # why raw events answer, shown on the panel
+
+    @property
+    def is_raw(self) -> bool:
+        return self.rollup is None
+
+
+class Sql(NamedTuple):
+    text: str
+    source: Source
+
+
+# -- names and literals ----------------------------------------------------------------------------------------
+
+
+def literal(value: str) -> str:
+    """A single-quoted SQL string literal, or QueryError."""
+    if not isinstance(value, str):
+        raise QueryError(f"a value must be a string, got {type(value).__name__}")
+    if len(value) > MAX_LITERAL:
+        raise QueryError(f"a value is longer than {MAX_LITERAL} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise QueryError("a value contains control characters")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def column(name: str, allowed: Iterable[str]) -> str:
+    """A double-quoted identifier for a configured name, or QueryError."""
+    if not isinstance(name, str) or name not in set(allowed):
+        raise QueryError(f"unknown column {str(name)[:40]!r}")
+    return f'"{name}"'
+
+
+def check_filters(catalog: Catalog, filters: Mapping[str, str]) -> dict[str, str]:
+    for name, value in filters.items():
+        column(name, catalog.dimensions)
+        literal(value)
+    return dict(filters)
+
+
+# -- choosing the table ----------------------------------------------------------------------------------------
+
+
+def choose_source(catalog: Catalog, dims: Iterable[str], bucket_ms: int | None = None) -> Source:
+    """The roll-up with the fewest dimensions (then the largest window) covering `dims` and dividing the bucket,
+    or the raw events."""
+    needed = set(dims)
+    for name in needed:
+        column(name, catalog.dimensions)
+    fits = [r for r in catalog.rollups if needed <= r.dimensions and (bucket_ms is None or bucket_ms % r.size_ms == 0)]
+    if fits:
+        return Source(min(fits, key=lambda r: (len(r.dimensions), -r.size_ms)))
+    missing = sorted(needed - set(catalog.rollup_dimensions))
+    if missing:
+        why = f"no roll-up groups by {', '.join(missing)}"
+    elif bucket_ms is not None and bucket_ms < min((r.size_ms for r in catalog.rollups), default=0):
+        why = f"buckets of {bucket_ms // 1000} s are finer than every roll-up window"
+    else:
+        why = f"no roll-up groups by {', '.join(sorted(needed))} together"
+    return Source(None, f"computed from raw events: {why}")
+
+
+def bucket_for(start_ms: int, end_ms: int, points: int = 120) -> int:
+    """A round bucket (ms) giving about `points` points over the range."""
+    want_s = max(1, (end_ms - start_ms) // 1000 // points)
+    for step in NICE_BUCKETS_S:
+        if step >= want_s:
+            return step * 1000
+    return NICE_BUCKETS_S[-1] * 1000
+
+
+# -- statements ------------------------------------------------------------------------------------------------
+
+
+def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> str:
+    """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end)."""
+    check_filters(catalog, filters)
+    if source.rollup is None:
+        parts = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
+        for name, value in sorted(filters.items()):
+            parts.append(f"{column(name, catalog.dimensions)} = {literal('null' if value == MISSING else value)}")
+    else:
+        size = source.rollup.size_ms
+        first = int(start_ms) - int(start_ms) % size
+        parts = [f'"rollup_name" = {literal(source.rollup.name)}', f'"window_start" >= {first}',
+                 f'"window_start" < {int(end_ms)}']  # fmt: skip
+        for name, value in sorted(filters.items()):
+            parts.append(f"{column(name, catalog.rollup_dimensions)} = {literal(value)}")
+    return " AND ".join(parts)
+
+
+def _table(catalog: Catalog, source: Source) -> str:
+    return catalog.raw_table if source.is_raw else catalog.aggregates_table
+
+
+def _measures(catalog: Catalog, source: Source) -> list[str]:
+    """events, unique users, p95 of the quantile field (merged from sketches on roll-ups)."""
+    q = catalog.quantile_field
+    if source.is_raw:
+        return ["COUNT(*)", 'DISTINCTCOUNT("user_id")', f'PERCENTILE("{q}", 95)']
+    return [
+        'SUM("event_count")',
+        'DISTINCTCOUNTTHETASKETCH("distinct_theta")',
+        'PERCENTILETDIGEST("quantile_tdigest", 95)',
+    ]
+
+
+def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> Sql:
+    """One row: events, unique users, p95."""
+    source = choose_source(catalog, filters)
+    measures = ", ".join(_measures(catalog, source))
+    sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {where(catalog, source, start_ms, end_ms, filters)}"
+    return Sql(sql, source)
+
+
+def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> Sql:
+    """Events per type (for the rates: conversion, click-through)."""
+    return breakdown(catalog, "type", start_ms, end_ms, filters, limit=len(catalog.types) + 2)
+
+
+def breakdown(
+    catalog: Catalog, dim: str, start_ms: int, end_ms: int, filters: Mapping[str, str], limit: int = 10
+) -> Sql:
+    """Top values of a dimension by events: value, events, unique users, p95."""
+    col = column(dim, catalog.dimensions)
+    source = choose_source(catalog, {dim, *filters})
+    measures = _measures(catalog, source)
+    sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} "
+           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} GROUP BY {col} "
+           f"ORDER BY {measures[0]} DESC LIMIT {_limit(limit)}")  # fmt: skip
+    return Sql(sql, source)
+
+
+def timeseries(
+    catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], bucket_ms: int, split: str = "type"
+) -> Sql:
+    """Per bucket and value of `split`: bucket start (ms), value, events, unique users, p95."""
+    col = column(split, catalog.dimensions)
+    if bucket_ms <= 0 or bucket_ms % 1000:
+        raise QueryError("the bucket must be a positive number of whole seconds")
+    source = choose_source(catalog, {split, *filters}, bucket_ms)
+    time_col = '"ts"' if source.is_raw else '"window_start"'
+    bucket = (
+        f"DATETIMECONVERT({time_col}, '1:MILLISECONDS:EPOCH', '1:MILLISECONDS:EPOCH', '{bucket_ms // 1000}:SECONDS')"
+    )
+    n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
+    sql = (f"SELECT {bucket} AS bucket, {col}, {', '.join(_measures(catalog, source))} FROM {_table(catalog, source)} "
+           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} GROUP BY bucket, {col} "
+           f"ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
+    return Sql(sql, source)
+
+
+def raw_events(
+    catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], page: int = 0, page_size: int = 50
+) -> Sql:
+    """The matching raw events, newest first, one page."""
+    if page < 0 or not 1 <= page_size <= 1000:
+        raise QueryError("page must be >= 0 and page size within 1-1000")
+    source = Source(None)
+    cols = ", ".join(f'"{c}"' for c in ("ts", "event_id", "user_id", *catalog.dimensions, *catalog.metrics))
+    sql = (f"SELECT {cols} FROM {catalog.raw_table} WHERE {where(catalog, source, start_ms, end_ms, filters)} "
+           f'ORDER BY "ts" DESC LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}')  # fmt: skip
+    return Sql(sql, source)
+
+
+def freshest(catalog: Catalog) -> str:
+    """The newest event time folded into any roll-up row (freshness of the aggregates)."""
+    return f'SELECT MAX("last_event_ts") FROM {catalog.aggregates_table}'
+
+
+def _limit(n: int, cap: int = 1000) -> int:
+    return max(1, min(int(n), cap))
