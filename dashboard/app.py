@@ -351,4 +351,5 @@ def main() -> None:
     live()
 
 
-main()
+if __name__ == "__main__":  # `streamlit run` runs this file as __main__; tests import it for resources()
+    main()

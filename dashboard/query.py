@@ -11,6 +11,7 @@ table, and the panel says so. Sliding roll-ups are never summed (their windows o
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class RollupInfo:
     name: str
     dimensions: frozenset[str]
     size_ms: int
+    max_rows_per_s: float  # product of the dimensions' caps per window second: what a query may have to scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +51,12 @@ class Catalog:
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> Catalog:
+        caps = settings.events.dimensions
         rollups = sorted(
-            (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000)
+            (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
+                        math.prod(caps[d] for d in r.dimensions) / r.window.size_s)
              for r in settings.rollups if r.window.every_s is None),
-            key=lambda r: (r.size_ms, len(r.dimensions)),
+            key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
         dims = tuple(settings.events.dimensions)
         dims = ("type", *(d for d in dims if d != "type"))
@@ -109,19 +113,20 @@ def check_filters(catalog: Catalog, filters: Mapping[str, str]) -> dict[str, str
 
 
 def choose_source(catalog: Catalog, dims: Iterable[str], bucket_ms: int | None = None) -> Source:
-    """The roll-up with the fewest dimensions (then the largest window) covering `dims` and dividing the bucket,
-    or the raw events."""
+    """The smallest roll-up (fewest rows per second at its caps, then the largest window) covering `dims` and
+    dividing the bucket, or the raw events."""
     needed = set(dims)
     for name in needed:
         column(name, catalog.dimensions)
     fits = [r for r in catalog.rollups if needed <= r.dimensions and (bucket_ms is None or bucket_ms % r.size_ms == 0)]
     if fits:
-        return Source(min(fits, key=lambda r: (len(r.dimensions), -r.size_ms)))
+        return Source(min(fits, key=lambda r: (r.max_rows_per_s, -r.size_ms)))
     missing = sorted(needed - set(catalog.rollup_dimensions))
+    covering = [r for r in catalog.rollups if needed <= r.dimensions]
     if missing:
         why = f"no roll-up groups by {', '.join(missing)}"
-    elif bucket_ms is not None and bucket_ms < min((r.size_ms for r in catalog.rollups), default=0):
-        why = f"buckets of {bucket_ms // 1000} s are finer than every roll-up window"
+    elif covering and bucket_ms is not None:
+        why = f"no roll-up covering {', '.join(sorted(needed))} has windows that divide {bucket_ms // 1000} s buckets"
     else:
         why = f"no roll-up groups by {', '.join(sorted(needed))} together"
     return Source(None, f"computed from raw events: {why}")

@@ -1,0 +1,162 @@
+"""The dashboard's pure parts: URL view state, the health assessment, the shared query cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dashboard import health
+from dashboard.pinot import PinotError, QueryService, Result
+from dashboard.query import Catalog
+from dashboard.state import View, from_params, parse_time, to_params
+from livedash import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.from_settings(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline)
+
+
+# -- URL state ---------------------------------------------------------------------------------------------------
+
+
+def test_view_round_trips_through_the_url(catalog: Catalog) -> None:
+    view = View(page="events", range="abs", start_ms=1_800_000_000_000, end_ms=1_800_003_600_000,
+                filters=(("country", "DE"), ("type", "click")), refresh_s=10, events_page=3)  # fmt: skip
+    params = to_params(view)
+    assert params["f"] == ["country:DE", "type:click"]
+    assert params["from"] == "2027-01-15T08:00:00Z"
+    assert from_params(params, catalog) == view
+
+
+def test_hostile_or_stale_urls_degrade_to_defaults(catalog: Catalog) -> None:
+    view = from_params(
+        {"page": "admin", "range": "7d", "refresh": "0.5", "p": "99999999999",
+         "f": ["user_id:u1", "country:DE\x00", "nosuchdim:x", "device", "os:", "page:/p/1:extra", "type:click"]},
+        catalog,
+    )  # fmt: skip
+    assert (view.page, view.range, view.refresh_s, view.events_page) == ("overview", "15m", 5, 0)
+    assert view.filters == (("page", "/p/1:extra"), ("type", "click"))  # values may contain ':'
+
+
+def test_refresh_has_a_floor_and_off_stays_off(catalog: Catalog) -> None:
+    assert from_params({"refresh": "1"}, catalog, refresh_floor_s=5).refresh_s == 5
+    assert from_params({"refresh": "0"}, catalog, refresh_floor_s=5).refresh_s == 0
+    assert from_params({"refresh": "7"}, catalog).refresh_s == View().refresh_s  # not a choice
+
+
+def test_absolute_ranges_need_from_before_to(catalog: Catalog) -> None:
+    assert (
+        from_params({"range": "abs", "from": "2026-11-28T11:00:00Z", "to": "2026-11-28T10:00:00Z"}, catalog).range
+        == "15m"
+    )
+    ok = from_params({"range": "abs", "from": "2026-11-28T10:00:00", "to": "1795874400000"}, catalog)
+    assert ok.range == "abs" and ok.window(0) == (parse_time("2026-11-28T10:00:00Z"), 1_795_874_400_000)
+    assert parse_time("yesterday") is None and parse_time("9" * 50) is None
+
+
+def test_drilling_adds_and_removes_filters_and_resets_paging() -> None:
+    view = View(events_page=4).with_filter("country", "DE").with_filter("type", "click").with_filter("country", "FR")
+    assert view.filters == (("country", "FR"), ("type", "click")) and view.events_page == 0
+    assert view.without_filter("country").filters == (("type", "click"),)
+
+
+# -- health ------------------------------------------------------------------------------------------------------
+
+METRICS = """# TYPE livedash_events_in_total counter
+livedash_events_in_total{partition="0"} 1000.0
+livedash_events_in_total{partition="1"} 500.0
+livedash_events_in_created{partition="0"} 1.7e9
+livedash_events_dead_lettered_total{partition="0"} 10.0
+livedash_events_late_total{partition="1"} 4.0
+livedash_consumer_lag_events{partition="0"} 30.0
+livedash_consumer_lag_events{partition="1"} 12.0
+livedash_watermark_delay_seconds{partition="0"} 0.5
+livedash_watermark_delay_seconds{partition="1"} 2.5
+"""
+
+
+def test_metrics_are_summed_over_partitions() -> None:
+    s = health.parse(METRICS, at=100.0)
+    assert (s.events_in, s.dead_lettered, s.late, s.lag_events, s.watermark_delay_s) == (1500, 10, 4, 42, 2.5)
+
+
+def test_health_is_ok_when_fresh_and_rates_come_from_two_scrapes() -> None:
+    prev = health.Sample(100.0, True, events_in=1000, dead_lettered=5, late=1)
+    cur = health.Sample(102.0, True, events_in=3000, dead_lettered=9, late=3, lag_events=20, watermark_delay_s=0.4)
+    h = health.assess(prev, cur, newest_event_s=101.5, now=102.0, threshold_s=30)
+    assert (h.level, h.in_rate, h.dead_rate, h.late_rate, h.reason) == ("ok", 1000.0, 2.0, 1.0, "")
+    assert h.staleness_s == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("cur", "newest", "reason"),
+    [
+        (health.Sample(200.0, False, error="ConnectionError"), 100.0, "dataflow stopped"),
+        (health.Sample(200.0, True, events_in=2000, lag_events=50_000, watermark_delay_s=90), 110.0, "dataflow behind"),
+        (health.Sample(200.0, True, events_in=1000, lag_events=0, watermark_delay_s=90), 110.0, "no events arriving"),
+        (health.Sample(200.0, True, events_in=9000, lag_events=3, watermark_delay_s=0.5), 110.0, "Pinot behind"),
+        (health.Sample(200.0, True, events_in=9000), None, "no aggregates"),
+    ],
+)
+def test_stale_data_turns_red_with_the_likely_reason(cur: health.Sample, newest: float | None, reason: str) -> None:
+    prev = health.Sample(190.0, True, events_in=1000)
+    h = health.assess(prev, cur, newest_event_s=newest, now=200.0, threshold_s=30)
+    assert h.level == "red" and h.reason.startswith(reason), h.reason
+
+
+# -- shared cache ------------------------------------------------------------------------------------------------
+
+
+def result(value: int) -> Result:
+    return Result(("n",), ((value,),), fetched_at=0.0, freshness_ms=None, time_used_ms=1, partial=False)
+
+
+class Flaky:
+    """Answers with increasing numbers, or raises while `down`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = False
+
+    def __call__(self, sql: str) -> Result:
+        self.calls += 1
+        if self.down:
+            raise PinotError("Pinot is unreachable")
+        return result(self.calls)
+
+
+def test_results_are_shared_until_their_ttl_then_refetched() -> None:
+    now = [0.0]
+    pinot = Flaky()
+    service = QueryService(pinot, clock=lambda: now[0])
+    assert service.query("q", ttl_s=5).rows == ((1,),)
+    now[0] = 4.9
+    assert service.query("q", ttl_s=5).rows == ((1,),) and pinot.calls == 1  # a second viewer: no query
+    assert service.query("q", ttl_s=5, fresh=True).rows == ((2,),)  # "refresh now"
+    now[0] = 20.0
+    assert service.query("q", ttl_s=5).rows == ((3,),)
+
+
+def test_a_failing_pinot_gives_the_last_good_rows_marked_stale() -> None:
+    now = [0.0]
+    pinot = Flaky()
+    service = QueryService(pinot, clock=lambda: now[0])
+    service.query("q", ttl_s=1)
+    pinot.down, now[0] = True, 10.0
+    stale = service.query("q", ttl_s=1)
+    assert stale.rows == ((1,),) and stale.stale and "unreachable" in stale.error
+    with pytest.raises(PinotError):
+        service.query("never seen", ttl_s=1)
+    pinot.down = False
+    assert not service.query("q", ttl_s=1).stale
+
+
+def test_the_cache_is_bounded() -> None:
+    service = QueryService(Flaky(), max_entries=10)
+    for i in range(50):
+        service.query(f"q{i}", ttl_s=60)
+    assert len(service._cache) <= 10 and len(service._last_good) <= 10
