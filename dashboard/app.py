@@ -12,6 +12,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import plotly.graph_objects as go
@@ -49,6 +50,11 @@ def resources() -> Resources:
 
 def console_url(settings: Settings, sql: str) -> str:
     return f"{settings.pinot.controller_url}/#/query?{urllib.parse.urlencode({'query': sql})}"
+
+
+def window(res: Resources, view: View) -> tuple[int, int]:
+    step_s = max(view.refresh_s, res.settings.dashboard.refresh_floor_s, 1)
+    return view.window(int(time.time() * 1000), step_s * 1000)
 
 
 def ago(seconds: float) -> str:
@@ -103,10 +109,6 @@ def current_view(res: Resources) -> View:
 
 
 def go_to(view: View) -> None:
-    # Drill widgets and chart selections hold the value that was picked: forget them, or a removed filter
-    # would come straight back on the next run.
-    for key in [k for k in st.session_state if str(k).startswith(("drill_", "chart_"))]:
-        del st.session_state[key]
     st.query_params.from_dict(to_params(view))
     st.rerun()
 
@@ -251,8 +253,8 @@ def series(res: Resources, view: View, start: int, end: int) -> None:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=kind, customdata=[kind] * len(xs)))
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select",
                       uirevision=f"series-{view.range}-{view.filters}", legend={"orientation": "h"})  # fmt: skip
-    event = st.plotly_chart(fig, key="chart_series", on_select="rerun", selection_mode="points", width="stretch")
-    drill_from_selection(view, "type", event, field="customdata")
+    pick = partial(_on_pick, "type", "chart_series")
+    st.plotly_chart(fig, key="chart_series", on_select=pick, selection_mode="points", width="stretch")
     caption(res, sql, result)
 
 
@@ -275,30 +277,46 @@ def breakdown(res: Resources, view: View, dim: str, start: int, end: int) -> Non
                            hovertemplate="%{y}: %{x:,.0f} events<extra></extra>"))  # fmt: skip
     fig.update_layout(height=60 + 24 * max(len(values), 1), margin={"l": 10, "r": 10, "t": 4, "b": 4},
                       uirevision=f"bd-{dim}-{view.filters}", clickmode="event+select")  # fmt: skip
-    event = st.plotly_chart(fig, key=f"chart_{dim}", on_select="rerun", selection_mode="points", width="stretch")
-    drill_from_selection(view, dim, event, field="customdata")
-    choice = st.selectbox(f"Drill into {dim}", ["", *values], key=f"drill_{dim}", label_visibility="collapsed",
-                          format_func=lambda v: f"Drill into {dim}…" if v == "" else v)  # fmt: skip
-    if choice:
-        go_to(view.with_filter(dim, choice))
+    st.plotly_chart(fig, key=f"chart_{dim}", on_select=partial(_on_pick, dim, f"chart_{dim}"), selection_mode="points",
+                    width="stretch")  # fmt: skip
+    st.selectbox(f"Drill into {dim}", ["", *values], key=f"drill_{dim}", label_visibility="collapsed",
+                 format_func=lambda v: f"Drill into {dim}…" if v == "" else v,
+                 on_change=_on_drill, args=(dim, f"drill_{dim}"))  # fmt: skip
     caption(res, sql, result)
 
 
-def drill_from_selection(view: View, dim: str, event: Any, field: str) -> None:
+def _picked(key: str) -> str | None:
+    """The dimension value of the point clicked in chart `key` (its customdata), if any."""
     try:
-        points = event["selection"]["points"]
+        points = st.session_state[key]["selection"]["points"]
     except (KeyError, TypeError):
-        return
+        return None
     for point in points:
-        value = point.get(field)
+        value = point.get("customdata")
         if isinstance(value, list):
             value = value[0] if value else None
         if isinstance(value, str) and value:
-            go_to(view.with_filter(dim, value))
+            return value
+    return None
+
+
+def _on_pick(dim: str, key: str) -> None:
+    """A click on a chart: add the filter (a callback, so it sees the selection of the chart that was shown,
+    even when the next run draws a newer chart)."""
+    value = _picked(key)
+    if value is not None:
+        st.query_params.from_dict(to_params(current_view(resources()).with_filter(dim, value)))
+
+
+def _on_drill(dim: str, key: str) -> None:
+    value = st.session_state.get(key)
+    st.session_state[key] = ""
+    if value:
+        st.query_params.from_dict(to_params(current_view(resources()).with_filter(dim, value)))
 
 
 def overview(res: Resources, view: View) -> None:
-    start, end = view.window(int(time.time() * 1000))
+    start, end = window(res, view)
     st.caption(f"{format_time(start)} to {format_time(end)}" + (" (live)" if view.live else ""))
     kpis(res, view, start, end)
     series(res, view, start, end)
@@ -309,7 +327,7 @@ def overview(res: Resources, view: View) -> None:
 
 
 def events_page(res: Resources, view: View) -> None:
-    start, end = view.window(int(time.time() * 1000))
+    start, end = window(res, view)
     size = res.settings.dashboard.page_size
     if OTHER in view.filter_map.values():
         st.info(f"`{OTHER}` stands for values folded by a cap; raw events carry their own values, so that filter "
@@ -343,6 +361,8 @@ def main() -> None:
 
     @st.fragment(run_every=every)
     def live() -> None:
+        if current_view(res) != view:  # a click in this fragment changed the URL: redraw the whole page
+            st.rerun()
         health_strip(res, view)
         filter_chips(view)
         overview(res, view) if view.page == "overview" else events_page(res, view)

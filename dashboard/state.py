@@ -30,11 +30,13 @@ class View:
     refresh_s: int = 5
     events_page: int = 0
 
-    def window(self, now_ms: int) -> tuple[int, int]:
-        """[start, end) in epoch ms."""
+    def window(self, now_ms: int, step_ms: int = 1000) -> tuple[int, int]:
+        """[start, end) in epoch ms. A live range ends at the end of the current step, so every viewer (and
+        every run within a step) asks the same SQL and shares the cached result."""
         if self.range == "abs" and self.start_ms is not None and self.end_ms is not None:
             return self.start_ms, self.end_ms
-        return now_ms - PRESETS[self.range] * 1000, now_ms
+        end = now_ms - now_ms % step_ms + step_ms
+        return end - PRESETS[self.range] * 1000, end
 
     @property
     def live(self) -> bool:

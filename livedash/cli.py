@@ -22,6 +22,8 @@ def _cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
         apply.apply_all(settings)
     if args.dataflow:  # after apply: it reads topics apply creates
         _start_dataflow(settings)
+    if args.dashboard:
+        _start_dashboard(settings)
     return 0
 
 
@@ -30,6 +32,13 @@ def _start_dataflow(settings: config.Settings) -> None:
 
     manager.up(settings, dataflow=True, say=lambda line: print(line) if line.startswith("dataflow") else None)
     print(f"dataflow metrics: http://127.0.0.1:{settings.dataflow.metrics_port}/metrics")
+
+
+def _start_dashboard(settings: config.Settings) -> None:
+    from livedash.stack import manager
+
+    manager.up(settings, dashboard=True, say=lambda line: print(line) if line.startswith("dashboard") else None)
+    print(f"dashboard: {settings.dashboard.url}")
 
 
 def _cmd_down(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -98,8 +107,10 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     manager.up(settings)
     apply.apply_all(settings)
     _start_dataflow(settings)
+    _start_dashboard(settings)
     p = settings.pinot
-    print(f"demo: open the Pinot query console at {p.controller_url}/#/query and try")
+    print(f"demo: open the dashboard at {settings.dashboard.url}")
+    print(f"demo: or the Pinot query console at {p.controller_url}/#/query and try")
     print("        SELECT type, COUNT(*) FROM events_raw GROUP BY type")
     print("        SELECT window_start, type, SUM(event_count), DISTINCTCOUNTTHETASKETCH(distinct_theta)")
     print("          FROM aggregates WHERE rollup_name = 'geo_10s' GROUP BY window_start, type")
@@ -111,7 +122,8 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     time.sleep(3)  # let the dataflow and Pinot catch up before counting
     print(f"demo: {summary.sent} events sent ({summary.malformed} malformed on purpose); "
           f"events_raw holds {sample.count_in_pinot(settings)} events")  # fmt: skip
-    print("demo: the stack and the dataflow keep running; stop them with `bin/livedash down`")
+    print(f"demo: the stack, the dataflow and the dashboard ({settings.dashboard.url}) keep running; "
+          "stop them with `bin/livedash down`")  # fmt: skip
     return 0
 
 
@@ -122,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_up = sub.add_parser("up", help="fetch (first time) and start Kafka, ZooKeeper and Pinot; reuse what runs")
     p_up.add_argument("--apply", action="store_true", help="also create or update topics and Pinot tables")
     p_up.add_argument("--dataflow", action="store_true", help="also start the aggregation dataflow (after --apply)")
+    p_up.add_argument("--dashboard", action="store_true", help="also start the Streamlit dashboard")
     p_up.set_defaults(func=_cmd_up)
     p_down = sub.add_parser("down", help="stop the servers `up` started (data is kept)")
     p_down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM before SIGKILL")

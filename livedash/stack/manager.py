@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.stack import jars, process
-from livedash.stack.services import Dataflow, Health, Pinot, Service, all_services
+from livedash.stack.services import Dashboard, Dataflow, Health, Pinot, Service, all_services
 from livedash.stack.toolchain import require_java
 
 Say = Callable[[str], None]
@@ -47,9 +47,10 @@ def check_ports(services: list[Service], host: str) -> None:
                 )
 
 
-def up(settings: Settings, say: Say = print, dataflow: bool = False) -> None:
+def up(settings: Settings, say: Say = print, dataflow: bool = False, dashboard: bool = False) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     services = all_services(settings) + ([Dataflow(settings)] if dataflow else [])
+    services += [Dashboard(settings)] if dashboard else []
     running = {svc.name: _pids(svc) for svc in services}
     to_start = [svc for svc in services if not running[svc.name]]
     # Every port is checked before anything starts, so a conflict leaves nothing half-started.
@@ -120,7 +121,7 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
 
 
 def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
-    for svc in reversed([*all_services(settings), Dataflow(settings)]):
+    for svc in reversed([*all_services(settings), Dataflow(settings), Dashboard(settings)]):
         pids = _pids(svc)
         if not pids:
             say(f"{svc.name}: not running")
@@ -134,8 +135,8 @@ def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     out = []
-    dataflow = Dataflow(settings)
-    extra = [dataflow] if _pids(dataflow) else []  # listed when running; the stack is healthy without it
+    # The dataflow and the dashboard are listed when running; the stack is healthy without them.
+    extra = [svc for svc in (Dataflow(settings), Dashboard(settings)) if _pids(svc)]
     for svc in [*all_services(settings), *extra]:
         pids = _pids(svc)
         health = svc.health() if pids else Health(False, "not running")

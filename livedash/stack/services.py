@@ -384,6 +384,42 @@ class Dataflow(Service):
         return Health(resp.status_code == 200, f"metrics {url}, consumer lag {lag:.0f} events")
 
 
+class Dashboard(Service):
+    """The Streamlit dashboard (`streamlit run dashboard/app.py`)."""
+
+    name = "dashboard"
+    artifact = ""  # a Python process: no jars
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"dashboard.port": self.settings.dashboard.port}
+
+    @property
+    def timeout_s(self) -> float:
+        return 60.0
+
+    @property
+    def log_file(self) -> Path:
+        return self.out_file
+
+    def command(self, java: Path, classpath: str) -> list[str]:
+        d = self.settings.dashboard
+        return [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
+                "--server.address", d.host, "--server.port", str(d.port), "--server.headless", "true",
+                "--browser.gatherUsageStats", "false"]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
+        env.update(marker_env(self.name, self.state_dir))
+        env["LIVEDASH_CONFIG"] = str(self.settings.config_file or "")
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+        return env
+
+    def health(self) -> Health:
+        health = _http_ok(f"{self.settings.dashboard.url}/_stcore/health")
+        return Health(health.ok, f"{self.settings.dashboard.url} ({health.detail})")
+
+
 def all_services(settings: Settings) -> list[Service]:
     """In start order; stop in reverse."""
     return [Kafka(settings), ZooKeeper(settings), Pinot(settings)]

@@ -160,3 +160,10 @@ def test_the_cache_is_bounded() -> None:
     for i in range(50):
         service.query(f"q{i}", ttl_s=60)
     assert len(service._cache) <= 10 and len(service._last_good) <= 10
+
+
+def test_live_windows_are_shared_within_a_step() -> None:
+    view = View(range="5m")
+    a, b = view.window(1_800_000_001_234, 5000), view.window(1_800_000_004_999, 5000)
+    assert a == b == (1_800_000_005_000 - 300_000, 1_800_000_005_000)
+    assert view.window(1_800_000_005_000, 5000)[1] == 1_800_000_010_000
