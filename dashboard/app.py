@@ -8,44 +8,25 @@ refreshes. SQL comes from dashboard/query.py only; results are cached per proces
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import health, query
-from dashboard.pinot import PinotClient, PinotError, QueryService, Result
+from dashboard.pinot import PinotError, Result
+from dashboard.runtime import Resources, resources
 from dashboard.state import PRESETS, REFRESH_CHOICES, View, format_time, from_params, parse_time, to_params
-from livedash import config
 from livedash.config import Settings
 from livedash.pipeline.settings import OTHER
 
 TITLES = {"overview": "Overview", "events": "Raw events"}
-
-
-@dataclass
-class Resources:
-    """One per process, shared by every viewer: settings, catalog, the Pinot session and query cache."""
-
-    settings: Settings
-    catalog: query.Catalog
-    service: QueryService
-    metrics_url: str
-    last_sample: health.Sample | None = None
-    samples: dict[str, Any] = field(default_factory=dict)
-
-
-@st.cache_resource
-def resources() -> Resources:
-    settings = config.load()
-    client = PinotClient(settings.pinot.broker_url, settings.dashboard.query_timeout_s)
-    metrics_url = f"http://127.0.0.1:{settings.dataflow.metrics_port}/metrics"
-    return Resources(settings, query.Catalog.from_settings(settings.pipeline), QueryService(client.query), metrics_url)
+EPOCH_MS = re.compile(r"\b\d{13}\b")
 
 
 def console_url(settings: Settings, sql: str) -> str:
@@ -68,11 +49,12 @@ def ago(seconds: float) -> str:
 # -- running a panel's query -------------------------------------------------------------------------------------
 
 
-def run(res: Resources, view: View, sql: query.Sql) -> Result | None:
+def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | None:
     """Rows for a panel, or None after showing why there are none. Never raises."""
     ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
     try:
-        return res.service.query(sql.text, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False))
+        panel = role + EPOCH_MS.sub("?", sql.text)  # the same panel over a later window
+        return res.service.query(sql.text, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False), panel=panel)
     except PinotError as exc:
         st.error(f"No data: {exc}", icon=":material/cloud_off:")
     return None
@@ -109,8 +91,13 @@ def current_view(res: Resources) -> View:
 
 
 def go_to(view: View) -> None:
-    st.query_params.from_dict(to_params(view))
+    st.session_state["next_view"] = view
     st.rerun()
+
+
+def _go_later(view: View) -> None:
+    """From a callback: the next full run puts the view in the URL (see main)."""
+    st.session_state["next_view"] = view
 
 
 def _on_nav() -> None:
@@ -202,8 +189,8 @@ def kpis(res: Resources, view: View, start: int, end: int) -> None:
     span = end - start
     now_sql, before_sql = query.totals(cat, start, end, f), query.totals(cat, start - span, start, f)
     types_now, types_before = query.by_type(cat, start, end, f), query.by_type(cat, start - span, start, f)
-    now, before = run(res, view, now_sql), run(res, view, before_sql)
-    tnow, tbefore = run(res, view, types_now), run(res, view, types_before)
+    now, before = run(res, view, now_sql), run(res, view, before_sql, role="previous:")
+    tnow, tbefore = run(res, view, types_now), run(res, view, types_before, role="previous:")
     seconds = span / 1000
 
     def total(r: Result | None, i: int) -> float | None:
@@ -305,14 +292,14 @@ def _on_pick(dim: str, key: str) -> None:
     even when the next run draws a newer chart)."""
     value = _picked(key)
     if value is not None:
-        st.query_params.from_dict(to_params(current_view(resources()).with_filter(dim, value)))
+        _go_later(current_view(resources()).with_filter(dim, value))
 
 
 def _on_drill(dim: str, key: str) -> None:
     value = st.session_state.get(key)
     st.session_state[key] = ""
     if value:
-        st.query_params.from_dict(to_params(current_view(resources()).with_filter(dim, value)))
+        _go_later(current_view(resources()).with_filter(dim, value))
 
 
 def overview(res: Resources, view: View) -> None:
@@ -354,6 +341,11 @@ def events_page(res: Resources, view: View) -> None:
 def main() -> None:
     st.set_page_config(page_title="livedash", page_icon=":material/monitoring:", layout="wide")
     res = resources()
+    # A drill-down or chip changes the view from inside the live fragment; the URL is written here, in a full
+    # run: written from the fragment (or its callbacks), the change did not reach the browser's address bar.
+    next_view = st.session_state.pop("next_view", None)
+    if next_view is not None:
+        st.query_params.from_dict(to_params(next_view))
     view = current_view(res)
     sidebar(res, view)
     st.title(TITLES[view.page])
@@ -361,7 +353,7 @@ def main() -> None:
 
     @st.fragment(run_every=every)
     def live() -> None:
-        if current_view(res) != view:  # a click in this fragment changed the URL: redraw the whole page
+        if "next_view" in st.session_state:  # a click in this fragment changed the view: redraw the whole page
             st.rerun()
         health_strip(res, view)
         filter_chips(view)

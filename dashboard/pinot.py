@@ -85,8 +85,11 @@ class QueryService:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     max_entries: int = 2000
 
-    def query(self, sql: str, ttl_s: float, fresh: bool = False) -> Result:
+    def query(self, sql: str, ttl_s: float, fresh: bool = False, panel: str | None = None) -> Result:
+        """`panel` names what the rows are for, across time: a live panel's SQL changes with every step of its
+        time range, and its last good rows are still the right thing to show while Pinot is down."""
         now = self.clock()
+        last_key = panel or sql
         with self._lock:
             entry = self._cache.get(sql)
             if entry is not None and entry.expires > now and not fresh:
@@ -95,7 +98,7 @@ class QueryService:
             result = self.run(sql)
         except PinotError as exc:
             with self._lock:
-                good = self._last_good.get(sql)
+                good = self._last_good.get(last_key)
             if good is None:
                 raise
             return replace(good, stale=True, error=str(exc))
@@ -107,6 +110,6 @@ class QueryService:
                 while len(store) >= self.max_entries:
                     del store[next(iter(store))]
             self._cache[sql] = _Entry(result, now + ttl_s)
-            self._last_good.pop(sql, None)
-            self._last_good[sql] = result  # re-inserted: the newest stays longest
+            self._last_good.pop(last_key, None)
+            self._last_good[last_key] = result  # re-inserted: the newest stays longest
         return result

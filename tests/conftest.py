@@ -41,6 +41,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
 PORT_KEYS = (
     "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "PINOT__ZOOKEEPER_PORT", "PINOT__CONTROLLER_PORT",
     "PINOT__BROKER_PORT", "PINOT__SERVER_NETTY_PORT", "PINOT__SERVER_ADMIN_PORT", "DATAFLOW__METRICS_PORT",
+    "DASHBOARD__PORT",
 )  # fmt: skip
 
 

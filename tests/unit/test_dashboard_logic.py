@@ -167,3 +167,12 @@ def test_live_windows_are_shared_within_a_step() -> None:
     a, b = view.window(1_800_000_001_234, 5000), view.window(1_800_000_004_999, 5000)
     assert a == b == (1_800_000_005_000 - 300_000, 1_800_000_005_000)
     assert view.window(1_800_000_005_000, 5000)[1] == 1_800_000_010_000
+
+
+def test_a_live_panel_falls_back_to_its_rows_from_an_earlier_window() -> None:
+    pinot = Flaky()
+    service = QueryService(pinot)
+    service.query("SELECT 1 WHERE ts >= 1800000000000", ttl_s=1, panel="SELECT 1 WHERE ts >= ?")
+    pinot.down = True
+    stale = service.query("SELECT 1 WHERE ts >= 1800000005000", ttl_s=1, panel="SELECT 1 WHERE ts >= ?")
+    assert stale.stale and stale.rows == ((1,),)

@@ -1,0 +1,224 @@
+"""The dashboard on the live test stack: every page through Streamlit's AppTest with seeded URLs, and the real
+thing in headless Chromium (Debian's chromium, driven by Playwright): data shows, a click on a bar drills
+down, and screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from livedash.config import Settings
+from tests.conftest import ARTIFACTS, ROOT, TEST_CONFIG, free_port, run_cli
+from tests.pinot_query import query, scalar, wait_for
+
+APP = str(ROOT / "dashboard" / "app.py")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def live(stack: Settings) -> Settings:
+    """The quick start's demo on the test stack: dataflow, dashboard and a burst of live events."""
+    result = run_cli("demo", "--count", "8000", "--rate", "4000", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"dashboard at {stack.dashboard.url}" in result.stdout  # the demo tells users where to look
+    since = int(time.time() * 1000) - 600_000
+    sql = f"SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s' AND window_start >= {since}"
+    assert wait_for(lambda: (scalar(stack, sql) or 0) >= 7000, True, timeout_s=120) is True
+    return stack
+
+
+@pytest.fixture
+def app(live: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+    for var in [v for v in os.environ if v.startswith("LIVEDASH_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("LIVEDASH_CONFIG", str(TEST_CONFIG))
+    from dashboard.runtime import resources
+
+    resources.clear()  # built from the test config on the first run
+
+    def make(**params: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=90)
+        for key, value in params.items():
+            at.query_params[key] = value
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    yield make
+    resources.clear()
+
+
+def param(at: AppTest, key: str) -> list[str]:
+    value = at.query_params[key]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def metric(at: AppTest, prefix: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(prefix))
+
+
+def console_sql(at: AppTest, index: int = 0) -> str:
+    links = [re.search(r"\((http://[^)]*/#/query\?query=[^)]*)\)", c.value) for c in at.caption]
+    url = [m.group(1) for m in links if m][index]
+    return urllib.parse.parse_qs(urllib.parse.urlparse(url.replace("/#/", "/")).query)["query"][0]
+
+
+def test_overview_shows_live_numbers_that_match_pinot(app: Callable[..., AppTest], live: Settings) -> None:
+    at = app(range="15m", refresh="0")
+    events_per_s = float(metric(at, "Events / s").replace(",", ""))
+    assert events_per_s > 0
+    assert float(metric(at, "Unique users").replace(",", "")) > 100
+    assert float(metric(at, "p95").replace(",", "")) > 0
+    assert "%" in metric(at, "Conversion")
+    strip = [s.value for s in at.success] + [e.value for e in at.error]
+    assert any("newest data" in text for text in strip), strip  # the health strip is always there
+    captions = " ".join(c.value for c in at.caption)
+    assert "data as of" in captions and "Open in Pinot console" in captions and "roll-up `" in captions
+    # The first panel's console link carries its SQL; run as is, it gives the number on the tile.
+    sql = console_sql(at, 0)
+    total = query(live, sql)[0][0]
+    assert round(float(total) / 900, 1) == pytest.approx(events_per_s, abs=0.11)
+    assert len(at.selectbox) >= 7  # a drill-down for every dimension, plus the sidebar pickers
+
+
+def test_drill_down_filters_every_panel_and_lists_raw_events(app: Callable[..., AppTest]) -> None:
+    at = app(range="15m", refresh="0")
+    before = float(metric(at, "Events / s").replace(",", ""))
+    drill = next(s for s in at.selectbox if s.label == "Drill into country")
+    value = drill.options[1]
+    drill.set_value(value).run()
+    assert param(at, "f") == [f"country:{value}"]
+    assert any(b.label == f"country = {value}" for b in at.button)  # the filter shows as a removable chip
+    assert not any(s.label == "Drill into country" for s in at.selectbox)  # already filtered
+    after = float(metric(at, "Events / s").replace(",", ""))
+    assert 0 < after < before
+    assert '"country" = \'' + value.replace("'", "''") + "'" in console_sql(at, 0)
+    # deepest level: the raw events of that value
+    at.query_params["page"] = "events"
+    at.run()
+    rows = at.dataframe[0].value
+    assert len(rows) > 0 and set(rows["country"]) == {value}
+    # removing the chip removes the filter
+    next(b for b in at.button if b.label == f"country = {value}").click().run()
+    assert "f" not in at.query_params
+
+
+def test_events_page_is_paged_and_newest_first(app: Callable[..., AppTest]) -> None:
+    at = app(page="events", range="15m", refresh="0", f="type:click")
+    rows = at.dataframe[0].value
+    assert len(rows) == 50 and set(rows["type"]) == {"click"}
+    assert list(rows["ts"]) == sorted(rows["ts"], reverse=True)
+    next(b for b in at.button if b.label == "Older").click().run()
+    assert param(at, "p") == ["1"]
+    older = at.dataframe[0].value
+    assert max(older["ts"]) <= min(rows["ts"])
+
+
+def test_a_dimension_without_rollup_says_it_reads_raw_events(app: Callable[..., AppTest], live: Settings) -> None:
+    since = int(time.time() * 1000) - 600_000
+    campaign = scalar(live, f"SELECT campaign FROM events_raw WHERE campaign <> 'null' AND ts >= {since} LIMIT 1")
+    at = app(range="15m", refresh="0", f=f"campaign:{campaign}")
+    captions = " ".join(c.value for c in at.caption)
+    assert "computed from raw events: no roll-up groups by campaign" in captions
+    assert float(metric(at, "Events / s").replace(",", "")) > 0
+
+
+def test_an_empty_range_shows_no_data_without_failing(app: Callable[..., AppTest]) -> None:
+    at = app(range="abs", **{"from": "2001-01-01T00:00:00Z", "to": "2001-01-01T01:00:00Z"}, refresh="0")
+    assert metric(at, "Events / s") == "0.0"
+    assert metric(at, "Unique users") in ("0", "n/a")
+
+
+def test_pinot_down_shows_last_good_data_marked_stale(app: Callable[..., AppTest]) -> None:
+    from dashboard.pinot import PinotClient
+    from dashboard.runtime import resources
+
+    at = app(range="1h", refresh="0")
+    good = metric(at, "Events / s")
+    res = resources()
+    real = res.service.run
+    res.service.run = PinotClient(f"http://127.0.0.1:{free_port()}", timeout_s=1).query  # nothing listens there
+    try:
+        at.session_state["refresh_now"] = True
+        at.run()
+        assert not at.exception
+        warnings = " ".join(w.value for w in at.warning)
+        assert "last good data (stale)" in warnings and "unreachable" in warnings
+        assert metric(at, "Events / s") == good
+        fresh = app(range="5m", refresh="0", f="device:tablet")  # never asked before: nothing to fall back on
+        assert any("No data: Pinot is unreachable" in e.value for e in fresh.error)
+    finally:
+        res.service.run = real
+
+
+# -- a real browser ----------------------------------------------------------------------------------------------
+
+
+def test_real_browser_drill_down(live: Settings) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"{live.dashboard.url}/?range=15m&refresh=0", timeout=60_000)
+            page.get_by_text("Unique users").first.wait_for(timeout=90_000)
+            page.wait_for_selector(".js-plotly-plot .bars path", timeout=90_000)
+            time.sleep(2)  # let every panel finish drawing
+            before = events_per_s(page)
+            assert before > 0
+            page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+            chart = country_chart(page)
+            assert chart is not None, "no country breakdown on the page"
+            value = (chart.locator(".ytick text").last.text_content() or "").strip()  # the top bar (the largest value)
+            bar = chart.locator(".bars path").last.bounding_box()
+            assert bar is not None
+            x, y = bar["x"] + 8, bar["y"] + bar["height"] / 2  # the bar's left end: the mode bar covers its right
+            page.mouse.move(x - 3, y)
+            time.sleep(0.5)
+            page.mouse.move(x, y)
+            time.sleep(0.5)
+            page.mouse.click(x, y)
+            # Streamlit rewrites the address with history.replaceState, which Playwright's page.url does not
+            # follow: read what the address bar shows.
+            deadline = time.monotonic() + 60
+            while "f=country" not in page.evaluate("location.href") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            address = page.evaluate("location.href")
+            assert f"f=country%3A{urllib.parse.quote(value)}" in address, address
+            page.get_by_role("button", name=f"country = {value}").wait_for(timeout=60_000)
+            page.wait_for_selector(".js-plotly-plot .bars path", timeout=60_000)
+            time.sleep(2)
+            after = events_per_s(page)
+            assert 0 < after < before  # the panels are filtered
+            assert country_chart(page) is None  # a filtered dimension has no breakdown any more
+            page.screenshot(path=str(ARTIFACTS / "dashboard-drilldown.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def events_per_s(page: Any) -> float:
+    tile = page.locator('[data-testid="stMetric"]').filter(has_text="Events / s").first
+    text = tile.locator('[data-testid="stMetricValue"]').inner_text()
+    return float(text.replace(",", ""))
+
+
+def country_chart(page: Any) -> Any | None:
+    charts = page.locator(".js-plotly-plot")
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        ticks = [t.strip() for t in chart.locator(".ytick text").all_text_contents()]
+        if ticks and all(re.fullmatch(r"[A-Z]{2}|__other__|__none__", t) for t in ticks):
+            return chart
+    return None
