@@ -149,18 +149,18 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         return self.next_publish
 
     def on_eof(self) -> tuple[list[Out], bool]:
-        return self._publish(self.clock()), StatefulBatchLogic.RETAIN
+        return self._publish(self.clock(), flush=True), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
         assert self.windows is not None and self.partition is not None
         return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot(),
                 "input_watermark": self.input_watermark}  # fmt: skip
 
-    def _publish(self, now: datetime) -> list[Out]:
+    def _publish(self, now: datetime, flush: bool = False) -> list[Out]:
         self.next_publish = now + self.every
         if self.windows is None:
             return []
-        out = [Out("aggregates", row.key, row.value) for row in self.windows.publish()]
+        out = [Out("aggregates", row.key, row.value) for row in self.windows.publish(flush)]
         label = str(self.partition)
         metrics.ROWS_OUT.labels(label).inc(len(out))
         metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)

@@ -61,10 +61,8 @@ def ensure_topic(settings: Settings, name: str, say: Say = print) -> None:
     )
     try:
         current = _partition_count(admin, name)
+        configs = wanted.configs()
         if current is None:
-            configs = {}
-            if wanted.retention_hours is not None:
-                configs["retention.ms"] = str(int(wanted.retention_hours * 3_600_000))
             try:
                 admin.create_topics([NewTopic(name, wanted.partitions, 1, topic_configs=configs)])
                 say(f"topic {name}: created ({wanted.partitions} partitions)")
@@ -77,9 +75,24 @@ def ensure_topic(settings: Settings, name: str, say: Say = print) -> None:
                     "Kafka cannot shrink a topic and growing one breaks keyed upserts; fix the config or "
                     "delete and recreate the topic"
                 )
-            say(f"topic {name}: exists ({current} partitions)")
+            if configs and _topic_configs(admin, name, list(configs)) != configs:
+                from kafka.admin import ConfigResource, ConfigResourceType
+
+                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
+                say(f"topic {name}: exists ({current} partitions), settings updated: {configs}")
+            else:
+                say(f"topic {name}: exists ({current} partitions)")
     finally:
         admin.close()
+
+
+def _topic_configs(admin: Any, name: str, keys: list[str]) -> dict[str, str]:
+    """The topic's non-default settings among `keys` (kafka-python 3: {type: {name: {key: {"value": ...}}}})."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    entries = response.get("topic", {}).get(name, {})
+    return {key: entry["value"] for key, entry in entries.items() if key in keys}
 
 
 def _partition_count(admin: Any, name: str) -> int | None:

@@ -48,6 +48,17 @@ class TopicSettings(_Model):
     name: str
     partitions: int = Field(ge=1, le=10_000)
     retention_hours: float | None = Field(default=None, gt=0)  # None: the broker's default (7 days)
+    compact: bool = False  # keep the newest message per key (upsert topics), not every version
+
+    def configs(self) -> dict[str, str]:
+        """The topic-level settings `apply` creates the topic with and keeps it at."""
+        out = {}
+        if self.retention_hours is not None:
+            out["retention.ms"] = str(int(self.retention_hours * 3_600_000))
+        if self.compact:
+            # Closed log segments every 10 minutes become compactable: older versions of a key go away.
+            out.update({"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.2"})
+        return out
 
     @field_validator("name")
     @classmethod

@@ -187,9 +187,11 @@ def run(
     opts: GeneratorOptions,
     truth: Path | None = None,
     progress: bool = True,
+    start_ms: int | None = None,
 ) -> Summary:
     """Produce to Kafka. rate > 0: paced so event time follows the wall clock; rate 0: as fast as possible.
-    Stops after `count` events or `duration_s` seconds, whichever comes first. Every delivery is checked."""
+    Stops after `count` events or `duration_s` seconds, whichever comes first. Every delivery is checked.
+    start_ms: the first event time (default now); earlier for a backfill (with rate 0)."""
     from livedash.producer import CheckedProducer
 
     if rate > 0:  # chunks of ~0.1 s of event time, so paced events leave close to their event time
@@ -201,7 +203,7 @@ def run(
     summary = Summary()
     bar = Progress(count, enabled=progress)
     start_wall = time.monotonic()
-    start_ms = int(time.time() * 1000)
+    start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     out = truth.open("wb") if truth else None
     try:
         try:

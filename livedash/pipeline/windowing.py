@@ -70,6 +70,7 @@ class RollupWindows:
         self.panes: dict[int, Pane] = {}
         self.closed_upto: int | None = None  # every window ending at or before this is final
         self.popular: list[dict[str, float]] = [{} for _ in names]  # per dimension: value -> decayed events
+        self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
 
     def window_starts(self, pane_start: int) -> range:
         """Starts of the windows containing the pane."""
@@ -264,11 +265,17 @@ class PartitionWindows:
 
     # -- output ----------------------------------------------------------------------------------------------
 
-    def publish(self) -> list[Row]:
-        """Final rows of windows closed since the last call, then provisional rows of changed open windows."""
+    def publish(self, flush: bool = False) -> list[Row]:
+        """Final rows of windows closed since the last call, then provisional rows of changed open windows.
+
+        Sliding windows are published from the moment they are current (they end within one slide of the
+        watermark) on: every event falls in size/slide windows, most of which end minutes ahead, and
+        re-publishing all of them every second multiplied the output by that factor (30 for 5 min every 10 s)
+        for values nobody reads yet. Their changes wait and go out when the window becomes current (or at once
+        with flush, at the end of the input)."""
         rows, self.pending = self.pending, []
         for rw in self.rollups:
-            rows.extend(self._provisional(rw))
+            rows.extend(self._provisional(rw, flush))
         return rows
 
     def _close(self, rw: RollupWindows, new_closed: int) -> list[Row]:
@@ -284,7 +291,7 @@ class PartitionWindows:
             del rw.panes[ps]
         return rows
 
-    def _provisional(self, rw: RollupWindows) -> Iterable[Row]:
+    def _provisional(self, rw: RollupWindows, flush: bool) -> Iterable[Row]:
         dirty: dict[int, set[tuple[str, ...]]] = {}
         for ps, pane in rw.panes.items():
             if pane.dirty:
@@ -292,6 +299,16 @@ class PartitionWindows:
                     if not rw.is_closed(ws):
                         dirty.setdefault(ws, set()).update(pane.dirty)
                 pane.dirty = set()
+        if rw.size_ms > rw.pane_ms:  # sliding: only windows that are current or have ended
+            for ws, groups in dirty.items():
+                rw.waiting.setdefault(ws, set()).update(groups)
+            due = None if flush or self.watermark is None else self.watermark + rw.pane_ms
+            dirty = {}
+            for ws in sorted(rw.waiting):
+                if rw.is_closed(ws):
+                    del rw.waiting[ws]  # its final row covers every change
+                elif due is None or ws + rw.size_ms <= due:
+                    dirty[ws] = rw.waiting.pop(ws)
         for ws in sorted(dirty):
             yield from self._rows(rw, ws, dirty[ws], final=False)
 

@@ -377,3 +377,25 @@ def test_batches_of_any_size_give_what_one_record_at_a_time_gives(size: int) -> 
     for pk, (version, row) in one.items():
         assert many[pk][0] == version
         assert strip_sketches(many[pk][1]) == strip_sketches(row)
+
+
+def test_sliding_windows_are_published_once_current_not_minutes_ahead() -> None:
+    cfg = settings()  # slide_30s: 30 s windows every 10 s
+    validator = Validator(cfg.events)
+    windows = PartitionWindows(cfg, 0)
+
+    def add(offset: int, at: int) -> None:
+        windows.add(validator.parse(event(at), at), offset)  # type: ignore[arg-type]
+
+    def published(flush: bool = False) -> dict[int, int]:
+        rows = [orjson.loads(r.value) for r in windows.publish(flush)]
+        return {r["window_start"]: r["event_count"] for r in rows if r["rollup_name"] == "slide_30s"}
+
+    for i in range(5):
+        add(i, BASE + 1000 + i)  # pane [BASE, BASE+10s): in the windows starting BASE-20s, BASE-10s and BASE
+    # watermark BASE+1s: only the window ending within one slide (BASE-20s .. BASE+10s) is current
+    assert published() == {BASE - 20_000: 5}
+    add(5, BASE + 12_000)  # the watermark moves into the next pane: the window ending at BASE+20s is current
+    assert published() == {BASE - 10_000: 6}  # both panes; the window starting at BASE still waits
+    rows = published(flush=True)  # the end of the input: everything still waiting goes out
+    assert rows == {BASE: 6, BASE + 10_000: 1}

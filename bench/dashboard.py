@@ -1,0 +1,126 @@
+"""A full dashboard refresh (every panel's query) over 24 hours of data: from the roll-ups, and the same panels
+computed from the raw-events table.
+
+    bin/livedash up --apply --dataflow                        # the dev stack with its dataflow
+    .venv/bin/python -m bench.dashboard --events 50000000 --hours 24 [--runs 15] [--skip-load]
+
+Load: the generator backfills `--events` events whose event times cover the last `--hours` hours (as fast as
+Kafka takes them), the dataflow aggregates them, and the script waits until Pinot holds them all (the
+roll-up's SUM(event_count) over the range equals the valid events sent). Refresh: the overview's panels for
+the 24-hour view, unfiltered and with one filter, exactly as dashboard/query.py builds them, run one after the
+other without the dashboard's cache (what one viewer's refresh costs Pinot), `--runs` times; then the same
+panels with every roll-up hidden from the catalog, so they read the raw events. Figures: p50 and p95 of the
+whole refresh, and the median per panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+from bench.common import machine
+from dashboard import query
+from dashboard.pinot import PinotClient
+from livedash import config
+from livedash.generator import GeneratorOptions, run
+
+
+def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str]) -> list[tuple[str, str]]:
+    span = end - start
+    out = [
+        ("totals", query.totals(catalog, start, end, filters).text),
+        ("totals, previous period", query.totals(catalog, start - span, start, filters).text),
+        ("by type", query.by_type(catalog, start, end, filters).text),
+        ("by type, previous period", query.by_type(catalog, start - span, start, filters).text),
+        ("series", query.timeseries(catalog, start, end, filters, query.bucket_for(start, end)).text),
+    ]
+    out += [(f"top {d}", query.breakdown(catalog, d, start, end, filters).text) for d in catalog.dimensions
+            if d not in filters]  # fmt: skip
+    return out
+
+
+def refresh(client: PinotClient, sqls: list[tuple[str, str]]) -> tuple[float, dict[str, float]]:
+    per: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for name, sql in sqls:
+        t = time.perf_counter()
+        client.query(sql)
+        per[name] = time.perf_counter() - t
+    return time.perf_counter() - t0, per
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def load(settings: config.Settings, client: PinotClient, events: int, hours: float) -> tuple[int, int]:
+    end_ms = int(time.time() * 1000)
+    start_ms = end_ms - int(hours * 3_600_000)
+    opts = GeneratorOptions(seed=11, nominal_rate=events / (hours * 3600), late_fraction=0.0)
+    sql = ("SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s' "
+           f"AND window_start >= {start_ms - start_ms % 10_000} AND window_start < {end_ms + 3_600_000}")  # fmt: skip
+    before = float(client.query(sql).rows[0][0] or 0)
+    t0 = time.monotonic()
+    summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, events, None, 0, opts, progress=True,
+                  start_ms=start_ms)  # fmt: skip
+    valid = summary.sent - summary.malformed
+    print(f"sent {summary.sent:,} events ({summary.malformed:,} malformed) in {summary.seconds:.0f}s, "
+          f"event times {hours:g} h back")  # fmt: skip
+    while True:
+        got = float(client.query(sql).rows[0][0] or 0) - before
+        print(f"  aggregated {got:,.0f} / {valid:,} after {time.monotonic() - t0:.0f}s", flush=True)
+        if got >= valid:
+            break
+        time.sleep(30)
+    if got != valid:
+        raise SystemExit(f"aggregates hold {got:,.0f} events, {valid:,} were sent: not exact")
+    return valid, int(time.monotonic() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=50_000_000)
+    parser.add_argument("--hours", type=float, default=24)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
+    args = parser.parse_args()
+    settings = config.load()
+    client = PinotClient(settings.pinot.broker_url, timeout_s=120)
+    if not args.skip_load:
+        valid, seconds = load(settings, client, args.events, args.hours)
+        print(f"loaded: {valid:,} valid events aggregated exactly, {seconds}s from the first send")
+    rollups = query.Catalog.from_settings(settings.pipeline)
+    raw = dataclasses.replace(rollups, rollups=())
+    end = int(time.time() * 1000)
+    start = end - int(args.hours * 3_600_000)
+    raw_rows = client.query(f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start}").rows[0][0]
+    agg_rows = client.query(f"SELECT COUNT(*) FROM aggregates WHERE window_start >= {start}").rows[0][0]
+    print(f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows, aggregates {agg_rows:,} rows")
+    for label, filters in (("unfiltered", {}), ("country = US", {"country": "US"})):
+        results = {}
+        for name, catalog in (("roll-ups", rollups), ("raw events", raw)):
+            sqls = panels(catalog, start, end, filters)
+            refresh(client, sqls)  # warm-up
+            totals, per = [], {n: [] for n, _ in sqls}
+            for _ in range(args.runs):
+                total, each = refresh(client, sqls)
+                totals.append(total)
+                for n, v in each.items():
+                    per[n].append(v)
+            results[name] = totals
+            print(f"{label}, {name}: {len(sqls)} panels, full refresh p50 {pct(totals, 0.5):.3f}s "
+                  f"p95 {pct(totals, 0.95):.3f}s over {args.runs} runs")  # fmt: skip
+            print(
+                "   per panel (median): "
+                + ", ".join(f"{n} {statistics.median(v) * 1000:.0f} ms" for n, v in per.items())
+            )
+        ratio = pct(results["raw events"], 0.5) / pct(results["roll-ups"], 0.5)
+        print(f"{label}: raw events / roll-ups (p50): {ratio:.1f}x")
+    print(f"machine: {machine()}")
+
+
+if __name__ == "__main__":
+    main()
