@@ -135,13 +135,15 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
 
     def on_notify(self) -> tuple[list[Out], bool]:
         now = self.clock()
-        if self.windows is not None and self.input_watermark is not None and now - self.last_input >= self.idle:
+        quiet = self.windows is not None and now - self.last_input >= self.idle
+        if quiet and self.windows is not None and self.input_watermark is not None:
             # Quiet partition: event time follows the clock from the last input on (after the idle timeout), so
             # its windows close. Measured from the input's watermark, not the advanced one: no run-away.
             idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
             if idle_ms > 0:
                 self.windows.advance_idle(self.input_watermark + idle_ms)
-        return self._publish(now), StatefulBatchLogic.RETAIN
+        # Quiet: nothing churns any more, so sliding windows that are not current yet show what they hold now.
+        return self._publish(now, flush=quiet), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.windows is None or not self.windows.has_open_windows():

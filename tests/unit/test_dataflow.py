@@ -399,3 +399,16 @@ def test_sliding_windows_are_published_once_current_not_minutes_ahead() -> None:
     assert published() == {BASE - 10_000: 6}  # both panes; the window starting at BASE still waits
     rows = published(flush=True)  # the end of the input: everything still waiting goes out
     assert rows == {BASE: 6, BASE + 10_000: 1}
+
+
+def test_a_quiet_partition_publishes_its_sliding_windows_ahead_of_the_watermark() -> None:
+    cfg = settings()
+    clock = InputClock()
+    logic = PartitionLogic(cfg, clock, None)
+    rec = records([(BASE + 1000, event(BASE + 1000))])[0]
+    clock.see(rec)
+    first = {r["window_start"] for r in rows(logic.on_batch([batch_of([rec])])[0]) if r["rollup_name"] == "slide_30s"}
+    assert first == {BASE - 20_000}  # only the current window while input flows
+    clock.now += timedelta(seconds=11)  # past the 10 s idle timeout
+    later = {r["window_start"] for r in rows(logic.on_notify()[0]) if r["rollup_name"] == "slide_30s"}
+    assert {BASE - 10_000, BASE} <= later  # the windows ending ahead show their running value too
