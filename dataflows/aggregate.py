@@ -28,11 +28,13 @@ from dataflows import metrics
 from dataflows.metrics import EndOffset, EndOffsets
 from livedash.kafka_source import RecordBatch
 from livedash.pipeline.contract import Validator
+from livedash.pipeline.marker import MARKER_KEY, marker_value, parse_marker
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windowing import PartitionWindows
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("livedash.dataflow")
+MARKER_RETRY = timedelta(seconds=5)  # a watermark marker not read back by then is proposed again
 
 
 def utc_now() -> datetime:
@@ -57,12 +59,13 @@ def batch_of(records: list[Record]) -> RecordBatch:
 
 
 class Out(NamedTuple):
-    """A message for the sink: `role` names the topic (aggregates, dead_letter, late)."""
+    """A message for the sink: `role` names the topic (aggregates, dead_letter, late, marker: the raw topic)."""
 
     role: str
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None  # None: by key; markers go back to the partition they are for
 
 
 class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
@@ -96,54 +99,89 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         now = clock()
         self.last_input = now
         self.next_publish = now
+        self.marker_due = now  # when a watermark marker may be proposed (see _propose_marker)
 
     def on_batch(self, values: list[RecordBatch]) -> tuple[list[Out], bool]:
         out: list[Out] = []
         if self.windows is None:
             self.partition = values[0].partition
             self.windows = PartitionWindows(self.settings, self.partition)
-        windows, parse = self.windows, self.validator.parse_batch
-        dead = late_n = n = 0
+        n = 0
         for batch in values:
-            n += len(batch)
-            events, indices, invalid = parse(batch.values, batch.timestamps)
-            for i, reason in invalid:
-                out.append(self._dead_letter(batch, i, reason))
-            dead += len(invalid)
-            offsets = batch.offsets
-            corrections, late = windows.add_batch(events, [offsets[i] for i in indices] if invalid else offsets)
-            if late:
-                late_n += len(late)
-                where = {offset: i for i, offset in enumerate(offsets)}
-                for marker in late:
-                    i = where[marker.offset]
-                    out.append(Out("late", batch.keys[i], batch.values[i] or b"", _headers(batch, i, marker.reason)))
-                out.extend(Out("aggregates", row.key, row.value) for row in corrections)
-            self.last_offset = offsets[-1]
-        self.dead_letters += dead
-        self.input_watermark = windows.watermark
-        label = str(self.partition)
-        metrics.EVENTS_IN.labels(label).inc(n)
-        if dead:
-            metrics.DEAD_LETTERED.labels(label).inc(dead)
-        if late_n:
-            metrics.LATE.labels(label).inc(late_n)
-        self.last_input = self.clock()
-        if self.last_input >= self.next_publish:
-            out.extend(self._publish(self.last_input))
+            if MARKER_KEY in batch.keys:  # rare: only a quiet partition gets markers
+                for part, marker in _split_at_markers(batch):
+                    if len(part):
+                        n += self._events(part, out)
+                    if marker is not None:
+                        self._marker(batch, marker, out)
+            else:
+                n += self._events(batch, out)
+            self.last_offset = batch.offsets[-1]
+        if n:
+            metrics.EVENTS_IN.labels(str(self.partition)).inc(n)
+            self.last_input = self.clock()  # markers are not input: they must not keep a partition 'busy'
+        now = self.clock()
+        if now >= self.next_publish:
+            out.extend(self._publish(now))
         return out, StatefulBatchLogic.RETAIN
+
+    def _events(self, batch: RecordBatch, out: list[Out]) -> int:
+        """Fold one run of messages (no markers) in: dead letters, late events and corrections go to out."""
+        assert self.windows is not None
+        events, indices, invalid = self.validator.parse_batch(batch.values, batch.timestamps)
+        for i, reason in invalid:
+            out.append(self._dead_letter(batch, i, reason))
+        offsets = batch.offsets
+        corrections, late = self.windows.add_batch(events, [offsets[i] for i in indices] if invalid else offsets)
+        label = str(self.partition)
+        if invalid:
+            self.dead_letters += len(invalid)
+            metrics.DEAD_LETTERED.labels(label).inc(len(invalid))
+        if late:
+            metrics.LATE.labels(label).inc(len(late))
+            where = {offset: i for i, offset in enumerate(offsets)}
+            for marker in late:
+                i = where[marker.offset]
+                out.append(Out("late", batch.keys[i], batch.values[i] or b"", _headers(batch, i, marker.reason)))
+            out.extend(Out("aggregates", row.key, row.value) for row in corrections)
+        self.input_watermark = self.windows.watermark
+        return len(batch)
+
+    def _marker(self, batch: RecordBatch, i: int, out: list[Out]) -> None:
+        """A watermark marker read back from the partition: the advance happens here, at its offset."""
+        assert self.windows is not None
+        watermark = parse_marker(batch.values[i])
+        if watermark is None:
+            out.append(self._dead_letter(batch, i, "invalid watermark marker (reserved key)"))
+            self.dead_letters += 1
+            metrics.DEAD_LETTERED.labels(str(self.partition)).inc()
+            return
+        self.windows.advance_idle(watermark)
+        self.marker_due = self.clock()  # read back: the next one may be proposed at once
 
     def on_notify(self) -> tuple[list[Out], bool]:
         now = self.clock()
         quiet = self.windows is not None and now - self.last_input >= self.idle
-        if quiet and self.windows is not None and self.input_watermark is not None:
-            # Quiet partition: event time follows the clock from the last input on (after the idle timeout), so
-            # its windows close. Measured from the input's watermark, not the advanced one: no run-away.
-            idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
-            if idle_ms > 0:
-                self.windows.advance_idle(self.input_watermark + idle_ms)
+        out: list[Out] = []
+        if quiet:
+            out.extend(self._propose_marker(now))
         # Quiet: nothing churns any more, so sliding windows that are not current yet show what they hold now.
-        return self._publish(now, flush=quiet), StatefulBatchLogic.RETAIN
+        out.extend(self._publish(now, flush=quiet))
+        return out, StatefulBatchLogic.RETAIN
+
+    def _propose_marker(self, now: datetime) -> list[Out]:
+        """Quiet partition: event time follows the clock from the last input on, after the idle timeout, so
+        its windows close. Measured from the input's watermark, not the advanced one (no run-away), and only
+        proposed: the marker goes into the partition and takes effect when read back (see marker.py)."""
+        windows, partition = self.windows, self.partition
+        if windows is None or partition is None or windows.watermark is None or self.input_watermark is None:
+            return []
+        idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
+        target = self.input_watermark + idle_ms
+        if idle_ms <= 0 or target <= windows.watermark or target < windows.next_close or now < self.marker_due:
+            return []  # nothing would close yet, or the last proposal is still on its way
+        self.marker_due = now + MARKER_RETRY
+        return [Out("marker", MARKER_KEY, marker_value(partition, target), partition=partition)]
 
     def notify_at(self) -> datetime | None:
         if self.windows is None or not self.windows.has_open_windows():
@@ -176,6 +214,24 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
 
     def _dead_letter(self, batch: RecordBatch, i: int, reason: str) -> Out:
         return Out("dead_letter", batch.keys[i], batch.values[i] or b"", _headers(batch, i, reason))
+
+
+def _split_at_markers(batch: RecordBatch) -> list[tuple[RecordBatch, int | None]]:
+    """The batch cut at its markers: (messages before the marker, the marker's index in batch), in order."""
+    parts: list[tuple[RecordBatch, int | None]] = []
+    start = 0
+    for i, key in enumerate(batch.keys):
+        if key == MARKER_KEY:
+            parts.append((_slice(batch, start, i), i))
+            start = i + 1
+    if start < len(batch):
+        parts.append((_slice(batch, start, len(batch)), None))
+    return parts
+
+
+def _slice(batch: RecordBatch, a: int, b: int) -> RecordBatch:
+    return RecordBatch(batch.partition, batch.offsets[a:b], batch.timestamps[a:b], batch.keys[a:b],
+                       batch.values[a:b])  # fmt: skip
 
 
 def _headers(batch: RecordBatch, i: int, reason: str) -> tuple[tuple[str, bytes], ...]:
@@ -213,7 +269,7 @@ def _kafka_flow() -> Dataflow:
     topics = settings.pipeline.topics
     source = KafkaBatchSource(settings.kafka.bootstrap, topics.raw)
     sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
-                                                "late": topics.late})  # fmt: skip
+                                                "late": topics.late, "marker": topics.raw})  # fmt: skip
     return build_flow(settings.pipeline, source, sink, end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))
 
 

@@ -45,8 +45,12 @@ class _TopicPartition(StatelessSinkPartition[Out]):
         for item in items:
             while True:
                 try:
-                    produce(self.topics[item.role], value=item.value, key=item.key,
-                            headers=list(item.headers) or None, on_delivery=self._on_delivery)  # fmt: skip
+                    if item.partition is None:
+                        produce(self.topics[item.role], value=item.value, key=item.key,
+                                headers=list(item.headers) or None, on_delivery=self._on_delivery)  # fmt: skip
+                    else:  # a watermark marker: back into the partition it is for
+                        produce(self.topics[item.role], value=item.value, key=item.key, partition=item.partition,
+                                on_delivery=self._on_delivery)  # fmt: skip
                     break
                 except BufferError:  # queue full: back-pressure until deliveries free room
                     poll(0.05)

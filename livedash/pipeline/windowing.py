@@ -372,13 +372,13 @@ class PartitionWindows:
                     "panes": {
                         ps: (
                             {dims: agg.to_state() for dims, agg in pane.groups.items()},
-                            pane.admitted,
+                            [set(a) for a in pane.admitted],  # copies: the snapshot is pickled later
                             [(raw, hits) for raw, (_, hits) in pane.route.items()],
                             pane.retired,
                         )
                         for ps, pane in rw.panes.items()
                     },
-                    "popular": rw.popular,
+                    "popular": [dict(pop) for pop in rw.popular],
                 }
                 for rw in self.rollups
             ],
