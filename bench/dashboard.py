@@ -2,7 +2,7 @@
 computed from the raw-events table.
 
     bin/livedash up --apply --dataflow                        # the dev stack with its dataflow
-    .venv/bin/python -m bench.dashboard --events 50000000 --hours 24 [--runs 15] [--skip-load]
+    .venv/bin/python -m bench.dashboard --events 50000000 --hours 24 [--runs 15] [--raw-runs 5] [--skip-load]
 
 Load: the generator backfills `--events` events whose event times cover the last `--hours` hours (as fast as
 Kafka takes them), the dataflow aggregates them, and the script waits until Pinot holds them all (the
@@ -28,15 +28,15 @@ from livedash.generator import GeneratorOptions, run
 
 
 def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str]) -> list[tuple[str, str]]:
-    span = end - start
+    span, bucket = end - start, query.bucket_for(start, end)
     out = [
-        ("totals", query.totals(catalog, start, end, filters).text),
-        ("totals, previous period", query.totals(catalog, start - span, start, filters).text),
-        ("by type", query.by_type(catalog, start, end, filters).text),
-        ("by type, previous period", query.by_type(catalog, start - span, start, filters).text),
-        ("series", query.timeseries(catalog, start, end, filters, query.bucket_for(start, end)).text),
+        ("totals", query.totals(catalog, start, end, filters, end).text),
+        ("totals, previous period", query.totals(catalog, start - span, start, filters, end).text),
+        ("by type", query.by_type(catalog, start, end, filters, end).text),
+        ("by type, previous period", query.by_type(catalog, start - span, start, filters, end).text),
+        ("series", query.timeseries(catalog, start, end, filters, bucket, now_ms=end).text),
     ]
-    out += [(f"top {d}", query.breakdown(catalog, d, start, end, filters).text) for d in catalog.dimensions
+    out += [(f"top {d}", query.breakdown(catalog, d, start, end, filters, now_ms=end).text) for d in catalog.dimensions
             if d not in filters]  # fmt: skip
     return out
 
@@ -60,8 +60,12 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     end_ms = int(time.time() * 1000)
     start_ms = end_ms - int(hours * 3_600_000)
     opts = GeneratorOptions(seed=11, nominal_rate=events / (hours * 3600), late_fraction=0.0)
-    sql = ("SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s' "
-           f"AND window_start >= {start_ms - start_ms % 10_000} AND window_start < {end_ms + 3_600_000}")  # fmt: skip
+    # The history tier holds the whole range (the recent tier only its last hours): count there.
+    pipeline = settings.pipeline
+    rollup = next(r for r in pipeline.rollups if r.tier == "history" and r.window.every_s is None)
+    size = rollup.window.size_s * 1000
+    sql = (f"SELECT SUM(event_count) FROM {pipeline.table_of(rollup)} WHERE rollup_name = '{rollup.name}' "
+           f"AND window_start >= {start_ms - start_ms % size} AND window_start < {end_ms + 3_600_000}")  # fmt: skip
     before = float(client.query(sql).rows[0][0] or 0)
     t0 = time.monotonic()
     summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, events, None, 0, opts, progress=True,
@@ -77,6 +81,17 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
         time.sleep(30)
     if got != valid:
         raise SystemExit(f"aggregates hold {got:,.0f} events, {valid:,} were sent: not exact")
+    # Pinot ingests the raw events on its own (and keeps malformed messages it can decode): wait until the
+    # raw table has at least every valid event and stops growing, so both sides see the same data.
+    raw_sql = f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start_ms}"
+    last = -1
+    while True:
+        rows = int(client.query(raw_sql).rows[0][0])
+        print(f"  events_raw holds {rows:,} rows after {time.monotonic() - t0:.0f}s", flush=True)
+        if rows >= valid and rows == last:
+            break
+        last = rows
+        time.sleep(30)
     return valid, int(time.monotonic() - t0)
 
 
@@ -85,6 +100,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long)")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
     args = parser.parse_args()
     settings = config.load()
@@ -97,22 +113,25 @@ def main() -> None:
     end = int(time.time() * 1000)
     start = end - int(args.hours * 3_600_000)
     raw_rows = client.query(f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start}").rows[0][0]
-    agg_rows = client.query(f"SELECT COUNT(*) FROM aggregates WHERE window_start >= {start}").rows[0][0]
-    print(f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows, aggregates {agg_rows:,} rows")
+    tables = {settings.pipeline.table_of(r) for r in settings.pipeline.rollups}
+    agg_rows = {t: client.query(f"SELECT COUNT(*) FROM {t} WHERE window_start >= {start}").rows[0][0] for t in tables}
+    held = ", ".join(f"{t} {n:,} rows" for t, n in sorted(agg_rows.items()))
+    print(f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows, {held}")
     for label, filters in (("unfiltered", {}), ("country = US", {"country": "US"})):
         results = {}
         for name, catalog in (("roll-ups", rollups), ("raw events", raw)):
             sqls = panels(catalog, start, end, filters)
             refresh(client, sqls)  # warm-up
             totals, per = [], {n: [] for n, _ in sqls}
-            for _ in range(args.runs):
+            runs = args.runs if name == "roll-ups" else args.raw_runs
+            for _ in range(runs):
                 total, each = refresh(client, sqls)
                 totals.append(total)
                 for n, v in each.items():
                     per[n].append(v)
             results[name] = totals
             print(f"{label}, {name}: {len(sqls)} panels, full refresh p50 {pct(totals, 0.5):.3f}s "
-                  f"p95 {pct(totals, 0.95):.3f}s over {args.runs} runs")  # fmt: skip
+                  f"p95 {pct(totals, 0.95):.3f}s over {runs} runs")  # fmt: skip
             print(
                 "   per panel (median): "
                 + ", ".join(f"{n} {statistics.median(v) * 1000:.0f} ms" for n, v in per.items())

@@ -29,6 +29,10 @@ TITLES = {"overview": "Overview", "events": "Raw events"}
 EPOCH_MS = re.compile(r"\b\d{13}\b")
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def console_url(settings: Settings, sql: str) -> str:
     return f"{settings.pinot.controller_url}/#/query?{urllib.parse.urlencode({'query': sql})}"
 
@@ -187,8 +191,9 @@ def health_strip(res: Resources, view: View) -> None:
 def kpis(res: Resources, view: View, start: int, end: int) -> None:
     cat, f = res.catalog, view.filter_map
     span = end - start
-    now_sql, before_sql = query.totals(cat, start, end, f), query.totals(cat, start - span, start, f)
-    types_now, types_before = query.by_type(cat, start, end, f), query.by_type(cat, start - span, start, f)
+    at = wall_ms()  # which tiers still hold a range depends on how far back it starts from now
+    now_sql, before_sql = query.totals(cat, start, end, f, at), query.totals(cat, start - span, start, f, at)
+    types_now, types_before = query.by_type(cat, start, end, f, at), query.by_type(cat, start - span, start, f, at)
     now, before = run(res, view, now_sql), run(res, view, before_sql, role="previous:")
     tnow, tbefore = run(res, view, types_now), run(res, view, types_before, role="previous:")
     seconds = span / 1000
@@ -226,7 +231,7 @@ def kpis(res: Resources, view: View, start: int, end: int) -> None:
 
 def series(res: Resources, view: View, start: int, end: int) -> None:
     bucket = query.bucket_for(start, end)
-    sql = query.timeseries(res.catalog, start, end, view.filter_map, bucket)
+    sql = query.timeseries(res.catalog, start, end, view.filter_map, bucket, now_ms=wall_ms())
     result = run(res, view, sql)
     st.subheader(f"Events per {bucket // 1000} s, by type")
     fig = go.Figure()
@@ -255,7 +260,7 @@ def breakdowns(res: Resources, view: View, start: int, end: int) -> None:
 
 
 def breakdown(res: Resources, view: View, dim: str, start: int, end: int) -> None:
-    sql = query.breakdown(res.catalog, dim, start, end, view.filter_map, limit=10)
+    sql = query.breakdown(res.catalog, dim, start, end, view.filter_map, limit=10, now_ms=wall_ms())
     result = run(res, view, sql)
     st.markdown(f"**{dim}**")
     values = [str(r[0]) for r in result.rows] if result is not None else []

@@ -34,6 +34,8 @@ class RollupInfo:
     dimensions: frozenset[str]
     size_ms: int
     max_rows_per_s: float  # product of the dimensions' caps per window second: what a query may have to scan
+    table: str = "aggregates"  # its tier's table
+    retention_ms: int = 2**62  # how far back from now its table keeps rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ class Catalog:
         caps = settings.events.dimensions
         rollups = sorted(
             (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
-                        math.prod(caps[d] for d in r.dimensions) / r.window.size_s)
+                        math.prod(caps[d] for d in r.dimensions) / r.window.size_s, settings.table_of(r),
+                        settings.retention_ms(r))
              for r in settings.rollups if r.window.every_s is None),
             key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
@@ -112,21 +115,44 @@ def check_filters(catalog: Catalog, filters: Mapping[str, str]) -> dict[str, str
 # -- choosing the table ----------------------------------------------------------------------------------------
 
 
-def choose_source(catalog: Catalog, dims: Iterable[str], bucket_ms: int | None = None) -> Source:
-    """The smallest roll-up (fewest rows per second at its caps, then the largest window) covering `dims` and
-    dividing the bucket, or the raw events."""
+EDGE_WINDOWS = 20  # a roll-up is precise for a range at least this many of its windows long
+
+
+def choose_source(
+    catalog: Catalog,
+    dims: Iterable[str],
+    bucket_ms: int | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    now_ms: int | None = None,
+) -> Source:
+    """The smallest roll-up (fewest rows per second at its caps, then the largest window) covering `dims`,
+    dividing the bucket and kept by its tier back to the range's start; among those, one whose windows are
+    small against the range (ranges take whole windows, so the first may reach up to a window before the
+    start) when there is one. Else the raw events, with the reason."""
     needed = set(dims)
     for name in needed:
         column(name, catalog.dimensions)
-    fits = [r for r in catalog.rollups if needed <= r.dimensions and (bucket_ms is None or bucket_ms % r.size_ms == 0)]
+    covering = [r for r in catalog.rollups if needed <= r.dimensions]
+    fits = [r for r in covering if bucket_ms is None or bucket_ms % r.size_ms == 0]
+    if start_ms is not None:
+        now = now_ms if now_ms is not None else end_ms
+        if now is not None:
+            fits = [r for r in fits if start_ms >= now - r.retention_ms]
+        if end_ms is not None and fits:
+            precise = [r for r in fits if r.size_ms * EDGE_WINDOWS <= end_ms - start_ms]
+            if not precise:  # a short range: the finest windows, then the fewest rows
+                return Source(min(fits, key=lambda r: (r.size_ms, r.max_rows_per_s)))
+            fits = precise
     if fits:
         return Source(min(fits, key=lambda r: (r.max_rows_per_s, -r.size_ms)))
     missing = sorted(needed - set(catalog.rollup_dimensions))
-    covering = [r for r in catalog.rollups if needed <= r.dimensions]
     if missing:
         why = f"no roll-up groups by {', '.join(missing)}"
-    elif covering and bucket_ms is not None:
+    elif covering and bucket_ms is not None and not any(bucket_ms % r.size_ms == 0 for r in covering):
         why = f"no roll-up covering {', '.join(sorted(needed))} has windows that divide {bucket_ms // 1000} s buckets"
+    elif covering:
+        why = f"no roll-up covering {', '.join(sorted(needed))} is kept that far back"
     else:
         why = f"no roll-up groups by {', '.join(sorted(needed))} together"
     return Source(None, f"computed from raw events: {why}")
@@ -162,7 +188,7 @@ def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters:
 
 
 def _table(catalog: Catalog, source: Source) -> str:
-    return catalog.raw_table if source.is_raw else catalog.aggregates_table
+    return catalog.raw_table if source.rollup is None else source.rollup.table
 
 
 def _measures(catalog: Catalog, source: Source) -> list[str]:
@@ -177,25 +203,31 @@ def _measures(catalog: Catalog, source: Source) -> list[str]:
     ]
 
 
-def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> Sql:
-    """One row: events, unique users, p95."""
-    source = choose_source(catalog, filters)
+def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
+    """One row: events, unique users, p95. now_ms (default end_ms): which tiers still hold the range."""
+    source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {where(catalog, source, start_ms, end_ms, filters)}"
     return Sql(sql, source)
 
 
-def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> Sql:
+def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
     """Events per type (for the rates: conversion, click-through)."""
-    return breakdown(catalog, "type", start_ms, end_ms, filters, limit=len(catalog.types) + 2)
+    return breakdown(catalog, "type", start_ms, end_ms, filters, limit=len(catalog.types) + 2, now_ms=now_ms)
 
 
 def breakdown(
-    catalog: Catalog, dim: str, start_ms: int, end_ms: int, filters: Mapping[str, str], limit: int = 10
+    catalog: Catalog,
+    dim: str,
+    start_ms: int,
+    end_ms: int,
+    filters: Mapping[str, str],
+    limit: int = 10,
+    now_ms: int | None = None,
 ) -> Sql:
     """Top values of a dimension by events: value, events, unique users, p95."""
     col = column(dim, catalog.dimensions)
-    source = choose_source(catalog, {dim, *filters})
+    source = choose_source(catalog, {dim, *filters}, None, start_ms, end_ms, now_ms)
     measures = _measures(catalog, source)
     sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} "
            f"WHERE {where(catalog, source, start_ms, end_ms, filters)} GROUP BY {col} "
@@ -204,13 +236,19 @@ def breakdown(
 
 
 def timeseries(
-    catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], bucket_ms: int, split: str = "type"
+    catalog: Catalog,
+    start_ms: int,
+    end_ms: int,
+    filters: Mapping[str, str],
+    bucket_ms: int,
+    split: str = "type",
+    now_ms: int | None = None,
 ) -> Sql:
     """Per bucket and value of `split`: bucket start (ms), value, events, unique users, p95."""
     col = column(split, catalog.dimensions)
     if bucket_ms <= 0 or bucket_ms % 1000:
         raise QueryError("the bucket must be a positive number of whole seconds")
-    source = choose_source(catalog, {split, *filters}, bucket_ms)
+    source = choose_source(catalog, {split, *filters}, bucket_ms, start_ms, end_ms, now_ms)
     time_col = '"ts"' if source.is_raw else '"window_start"'
     bucket = (
         f"DATETIMECONVERT({time_col}, '1:MILLISECONDS:EPOCH', '1:MILLISECONDS:EPOCH', '{bucket_ms // 1000}:SECONDS')"
@@ -236,7 +274,7 @@ def raw_events(
 
 
 def freshest(catalog: Catalog) -> str:
-    """The newest event time folded into any roll-up row (freshness of the aggregates)."""
+    """The newest event time folded into any roll-up row (freshness of the aggregates: the recent tier)."""
     return f'SELECT MAX("last_event_ts") FROM {catalog.aggregates_table}'
 
 

@@ -59,7 +59,8 @@ def batch_of(records: list[Record]) -> RecordBatch:
 
 
 class Out(NamedTuple):
-    """A message for the sink: `role` names the topic (aggregates, dead_letter, late, marker: the raw topic)."""
+    """A message for the sink: `role` names the topic (aggregates, history, dead_letter, late, marker: the raw
+    topic)."""
 
     role: str
     key: bytes | None
@@ -107,6 +108,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             self.partition = values[0].partition
             self.windows = PartitionWindows(self.settings, self.partition)
         n = 0
+        self.windows.now_ms = int(self.clock().timestamp() * 1000)
         for batch in values:
             if MARKER_KEY in batch.keys:  # rare: only a quiet partition gets markers
                 for part, marker in _split_at_markers(batch):
@@ -143,7 +145,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             for marker in late:
                 i = where[marker.offset]
                 out.append(Out("late", batch.keys[i], batch.values[i] or b"", _headers(batch, i, marker.reason)))
-            out.extend(Out("aggregates", row.key, row.value) for row in corrections)
+            out.extend(Out(row.role, row.key, row.value) for row in corrections)
         self.input_watermark = self.windows.watermark
         return len(batch)
 
@@ -200,7 +202,8 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         self.next_publish = now + self.every
         if self.windows is None:
             return []
-        out = [Out("aggregates", row.key, row.value) for row in self.windows.publish(flush)]
+        self.windows.now_ms = int(now.timestamp() * 1000)
+        out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush)]
         label = str(self.partition)
         metrics.ROWS_OUT.labels(label).inc(len(out))
         metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
@@ -268,8 +271,9 @@ def _kafka_flow() -> Dataflow:
     settings = config.load()
     topics = settings.pipeline.topics
     source = KafkaBatchSource(settings.kafka.bootstrap, topics.raw)
-    sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "dead_letter": topics.dead_letter,
-                                                "late": topics.late, "marker": topics.raw})  # fmt: skip
+    sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "history": topics.history,
+                                                "dead_letter": topics.dead_letter, "late": topics.late,
+                                                "marker": topics.raw})  # fmt: skip
     return build_flow(settings.pipeline, source, sink, end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))
 
 

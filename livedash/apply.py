@@ -28,7 +28,9 @@ def load_table(name: str, settings: Settings, tables_dir: Path = TABLES_DIR) -> 
     folder = tables_dir / name
     if not folder.is_dir():
         raise LivedashError(f"pinot.tables names {name!r}, but {folder} does not exist")
-    values = {"kafka_bootstrap": settings.kafka.bootstrap}
+    retention = settings.pipeline.retention
+    values = {"kafka_bootstrap": settings.kafka.bootstrap, "recent_retention_h": str(retention.recent_h),
+              "history_retention_h": str(retention.history_h)}  # fmt: skip
     schema = json.loads(Template((folder / "schema.json").read_text()).substitute(values))
     table = json.loads(Template((folder / "table.json").read_text()).substitute(values))
     if schema.get("schemaName") != name or table.get("tableName") != name:

@@ -57,7 +57,9 @@ class TopicSettings(_Model):
             out["retention.ms"] = str(int(self.retention_hours * 3_600_000))
         if self.compact:
             # Closed log segments every 10 minutes become compactable: older versions of a key go away.
-            out.update({"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.2"})
+            # With a retention as well, keys older than it go too (an upsert tier's rows expire in Pinot anyway).
+            policy = "compact,delete" if self.retention_hours is not None else "compact"
+            out.update({"cleanup.policy": policy, "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.2"})
         return out
 
     @field_validator("name")
@@ -178,6 +180,14 @@ class Settings(_Model):
         for role, topic in self.pipeline.topics.model_dump().items():
             if topic not in names:
                 raise ValueError(f"pipeline topic {topic!r} ({role}) is not declared in kafka.topics")
+        topics = self.pipeline.topics
+        if topics.aggregates != topics.history:  # (tests and benchmarks may put both tiers in one topic)
+            retention = self.pipeline.retention
+            for topic, hours in ((topics.aggregates, retention.recent_h), (topics.history, retention.history_h)):
+                declared = self.kafka.topic(topic).retention_hours
+                if declared is not None and declared != hours:
+                    raise ValueError(f"kafka topic {topic!r} keeps {declared:g} h but its tier keeps {hours} h "
+                                     "(pipeline retention): make them agree")  # fmt: skip
         return self
 
     def ports(self) -> dict[str, int]:

@@ -60,6 +60,7 @@ class Pipeline:
                 "LIVEDASH_KAFKA__TOPICS": json.dumps(topics),
                 "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw,
                 "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.table,
+                "LIVEDASH_PIPELINE__TOPICS__HISTORY": self.table,  # both tiers in one table: one place to compare
                 "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dead_letter,
                 "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
                 "LIVEDASH_PIPELINE__WINDOWS__ALLOWED_LATENESS_S": str(self.lateness_s),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,6 +86,9 @@ class Rollup(_Model):
     name: str
     dimensions: tuple[str, ...] = Field(min_length=1)
     window: RollupWindow
+    # recent: the `aggregates` topic and table, kept `retention.recent_h` (fine windows for live views);
+    # history: `aggregates_history`, kept `retention.history_h` (coarse windows for long ranges).
+    tier: Literal["recent", "history"] = "recent"
 
     @field_validator("name")
     @classmethod
@@ -96,14 +100,25 @@ class Rollup(_Model):
 
 class TopicNames(_Model):
     raw: str = "events_raw"
-    aggregates: str = "aggregates"
+    aggregates: str = "aggregates"  # the recent tier's rows (and the Pinot table reading them)
+    history: str = "aggregates_history"  # the history tier's rows (and the Pinot table reading them)
     dead_letter: str = "events_dead_letter"
     late: str = "events_late"
+
+
+class RetentionSettings(_Model):
+    """Hours each tier's Pinot table keeps rows (`livedash apply` writes them into the table configs). Upsert
+    keys stay in Pinot's memory for as long, so fine windows are kept briefly and long ranges read the coarse
+    windows of the history tier."""
+
+    recent_h: int = Field(default=6, gt=0)
+    history_h: int = Field(default=720, gt=0)
 
 
 class PipelineSettings(_Model):
     events: EventContract
     windows: WindowSettings = WindowSettings()
+    retention: RetentionSettings = RetentionSettings()
     sketches: SketchSettings = SketchSettings()
     rollups: tuple[Rollup, ...] = Field(min_length=1)
     topics: TopicNames = TopicNames()
@@ -131,6 +146,14 @@ class PipelineSettings(_Model):
         if s.quantile_field not in self.events.metrics:
             raise ValueError(f"sketches.quantile_field {s.quantile_field!r} is not a declared metric")
         return self
+
+    def table_of(self, rollup: Rollup) -> str:
+        """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
+        return self.topics.history if rollup.tier == "history" else self.topics.aggregates
+
+    def retention_ms(self, rollup: Rollup) -> int:
+        hours = self.retention.history_h if rollup.tier == "history" else self.retention.recent_h
+        return int(hours * 3_600_000)
 
     def rollup(self, name: str) -> Rollup:
         for rollup in self.rollups:

@@ -46,6 +46,7 @@ class Pane:
 class Row(NamedTuple):
     key: bytes  # Kafka message key = Pinot primary key
     value: bytes  # the row as JSON (see pinot/tables/aggregates/schema.json)
+    role: str = "aggregates"  # the sink's name for its tier's topic: aggregates (recent) or history
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,8 +58,10 @@ class LateEvent:
 class RollupWindows:
     """Panes and closing state of one roll-up in one partition."""
 
-    def __init__(self, rollup: Rollup, caps: tuple[int, ...]) -> None:
+    def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int) -> None:
         self.rollup = rollup
+        self.role = "history" if rollup.tier == "history" else "aggregates"
+        self.retention_ms = retention_ms
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.caps = caps
@@ -164,13 +167,18 @@ class PartitionWindows:
         self.params = SketchParams(metrics, s.distinct_field, s.quantile_field, s.theta_lg_k, s.kll_k)
         self.dimensions = settings.all_dimensions
         self.rollups = [
-            RollupWindows(r, tuple(settings.events.dimensions[d] for d in r.dimensions)) for r in settings.rollups
+            RollupWindows(r, tuple(settings.events.dimensions[d] for d in r.dimensions), settings.retention_ms(r))
+            for r in settings.rollups
         ]
         self.watermark: int | None = None  # highest event time seen (ms)
         self.events_in = 0
         self.late_events = 0
         self.pending: list[Row] = []  # final rows of windows closed since the last publish()
         self.next_close = -(2**63)  # the watermark at which some window may close (see _close_due)
+        # The wall clock (ms), set by the dataflow: rows of windows that ended longer ago than their tier's
+        # retention are not published. Pinot would delete them anyway, but only after their upsert keys had
+        # taken memory (a backfill of a day would fill the recent tier with a day of fine windows). None: all.
+        self.now_ms: int | None = None
 
     # -- input -----------------------------------------------------------------------------------------------
 
@@ -312,7 +320,12 @@ class PartitionWindows:
         for ws in sorted(dirty):
             yield from self._rows(rw, ws, dirty[ws], final=False)
 
+    def _expired(self, rw: RollupWindows, ws: int) -> bool:
+        return self.now_ms is not None and ws + rw.size_ms < self.now_ms - rw.retention_ms
+
     def _rows(self, rw: RollupWindows, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
+        if self._expired(rw, ws):
+            return
         panes = [rw.panes[ps] for ps in range(ws, ws + rw.size_ms, rw.pane_ms) if ps in rw.panes]
         keys = only if only is not None else {dims for pane in panes for dims in pane.groups}
         for dims in sorted(keys):
@@ -322,6 +335,9 @@ class PartitionWindows:
 
     def _corrections(self, rw: RollupWindows, starts: range, event: Event, offset: int) -> list[Row]:
         """One additive row per closed window the late event belongs to (same aggregates in each)."""
+        starts = range(0) if self._expired(rw, starts[-1]) else starts
+        if not starts:
+            return []
         agg = Agg(self.params)
         agg.add(event, offset)
         fields = agg.fields()
@@ -356,7 +372,7 @@ class PartitionWindows:
             "is_final": int(final),
             "version": 2 * agg.max_offset + int(final),
         }
-        return Row(pk, orjson.dumps(value))
+        return Row(pk, orjson.dumps(value), rw.role)
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -365,7 +381,7 @@ class PartitionWindows:
             "watermark": self.watermark,
             "events_in": self.events_in,
             "late_events": self.late_events,
-            "pending": [(row.key, row.value) for row in self.pending],
+            "pending": [tuple(row) for row in self.pending],
             "rollups": [
                 {
                     "closed_upto": rw.closed_upto,
@@ -390,7 +406,7 @@ class PartitionWindows:
         out.watermark = state["watermark"]
         out.events_in = state["events_in"]
         out.late_events = state["late_events"]
-        out.pending = [Row(key, value) for key, value in state["pending"]]
+        out.pending = [Row(*row) for row in state["pending"]]  # (key, value[, role]): older snapshots had no role
         for rw, saved in zip(out.rollups, state["rollups"], strict=True):
             rw.closed_upto = saved["closed_upto"]
             rw.popular = [dict(pop) for pop in saved["popular"]]

@@ -11,9 +11,15 @@ from livedash.config import Settings
 def test_the_aggregates_topic_keeps_the_newest_row_per_key(stack: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap)
     try:
-        got = apply._topic_configs(admin, stack.pipeline.topics.aggregates, ["cleanup.policy", "segment.ms"])
+        keys = ["cleanup.policy", "segment.ms", "retention.ms"]
+        got = apply._topic_configs(admin, stack.pipeline.topics.aggregates, keys)
+        history = apply._topic_configs(admin, stack.pipeline.topics.history, keys)
         raw = apply._topic_configs(admin, stack.pipeline.topics.raw, ["cleanup.policy"])
     finally:
         admin.close()
-    assert got == {"cleanup.policy": "compact", "segment.ms": "600000"}
+    # Newest row per key, and gone after the tier's retention (as in Pinot)
+    hour = 3_600_000
+    recent, kept = stack.pipeline.retention.recent_h, stack.pipeline.retention.history_h
+    assert got == {"cleanup.policy": "compact,delete", "segment.ms": "600000", "retention.ms": str(recent * hour)}
+    assert history == {"cleanup.policy": "compact,delete", "segment.ms": "600000", "retention.ms": str(kept * hour)}
     assert raw == {}  # the raw events keep the broker's delete policy: every event stays until retention

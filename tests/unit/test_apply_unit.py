@@ -61,7 +61,19 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
     windows.add(event, 0)
     row = orjson.loads(windows.publish()[0].value)
     assert set(row) == columns
-    assert schema["primaryKeyColumns"] == ["pk"]
-    assert table["upsertConfig"] == {"mode": "FULL", "comparisonColumn": "version"}
-    assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
-    assert apply.topic_of(table) == settings.pipeline.topics.aggregates
+    kept, topics = settings.pipeline.retention, settings.pipeline.topics
+    for name, topic, hours in (("aggregates", topics.aggregates, kept.recent_h),
+                               ("aggregates_history", topics.history, kept.history_h)):  # fmt: skip
+        tier_schema, table = apply.load_table(name, settings)
+        assert {k: v for k, v in tier_schema.items() if k != "schemaName"} == {
+            k: v for k, v in schema.items() if k != "schemaName"
+        }, "both tiers hold the same rows"
+        assert tier_schema["primaryKeyColumns"] == ["pk"]
+        # MD5 keys: Pinot keeps every key in memory for as long as the row (about 100 bytes less per key)
+        assert table["upsertConfig"] == {"mode": "FULL", "comparisonColumn": "version", "hashFunction": "MD5"}
+        assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+        assert apply.topic_of(table) == topic
+        assert (table["segmentsConfig"]["retentionTimeUnit"], table["segmentsConfig"]["retentionTimeValue"]) == (
+            "HOURS",
+            str(hours),
+        )

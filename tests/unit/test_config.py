@@ -92,3 +92,11 @@ def test_settings_are_frozen() -> None:
     s = config.load(environ={})
     with pytest.raises(Exception, match="frozen"):
         s.kafka.port = 1  # type: ignore[misc]
+
+
+def test_tier_topics_keep_what_their_tables_keep() -> None:
+    settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    assert settings.kafka.topic("aggregates").retention_hours == settings.pipeline.retention.recent_h
+    assert settings.kafka.topic("aggregates_history").retention_hours == settings.pipeline.retention.history_h
+    with pytest.raises(ConfigError, match="keeps 3 h but its tier keeps 5 h"):
+        config.load(ROOT / "config" / "livedash.yaml", environ={"LIVEDASH_PIPELINE__RETENTION__RECENT_H": "5"})

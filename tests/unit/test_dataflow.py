@@ -510,3 +510,28 @@ def test_tdigest_column_puts_the_median_mass_at_the_median(n: int) -> None:
         rank = sum(1 for v in ordered if v <= means[i]) / n
         bound = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(200, False) + 2 / min(n, 100)
         assert abs(rank - q) <= bound, (q, rank)
+
+
+def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
+    """History roll-ups go to their own topic; a recent roll-up's windows older than its tier's retention are
+    not published (Pinot would only keep their upsert keys in memory until retention deleted them)."""
+    cfg = PipelineSettings.model_validate(
+        {
+            **settings().model_dump(exclude={"rollups", "retention"}),
+            "retention": {"recent_h": 1, "history_h": 24},
+            "rollups": [
+                {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
+                {"name": "coarse", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history"},
+            ],
+        }
+    )
+    clock = InputClock()
+    logic = PartitionLogic(cfg, clock, None)
+    two_hours_ago = BASE - 7_200_000
+    out = logic.on_batch([batch_of(records([(BASE, event(two_hours_ago)), (BASE, event(BASE))]))])[0]
+    out += logic.on_eof()[0]
+    published = {(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"]) for o in out}
+    assert ("aggregates", "fine", BASE) in published
+    assert ("history", "coarse", BASE) in published
+    assert ("history", "coarse", two_hours_ago) in published  # within the history tier's 24 h
+    assert ("aggregates", "fine", two_hours_ago) not in published  # beyond the recent tier's hour

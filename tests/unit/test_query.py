@@ -106,14 +106,48 @@ def test_identifiers_are_quoted_configured_names(catalog: Catalog) -> None:
 
 
 def test_smallest_covering_rollup_is_picked(catalog: Catalog) -> None:
-    pick = lambda dims, bucket=None: query.choose_source(catalog, dims, bucket)  # noqa: E731
-    assert pick({"type", "country"}).rollup.name == "geo_10s"  # type: ignore[union-attr]
-    assert pick({"page", "referrer"}).rollup.name == "page_1m"  # type: ignore[union-attr]
-    # type alone: both cover it; page_1m has fewer rows per second at its caps, unless the bucket is 10 s
-    assert pick({"type"}).rollup.name == "page_1m"  # type: ignore[union-attr]
-    assert pick({"type"}, 10_000).rollup.name == "geo_10s"  # type: ignore[union-attr]
-    assert pick({"type"}, 30_000).rollup.name == "geo_10s"  # type: ignore[union-attr]
+    def pick(dims: set[str], bucket: int | None = None, start: int = START, end: int = END) -> str:
+        source = query.choose_source(catalog, dims, bucket, start, end)
+        assert source.rollup is not None, source.note
+        return source.rollup.name
+
+    # 15 minutes: the recent tier's fine windows; the history tier's 5 and 15 minute windows are too coarse
+    assert pick({"type", "country"}) == "geo_10s"
+    assert pick({"page", "referrer"}) == "page_1m"
+    # type alone over an hour: both fine roll-ups cover it; page_1m has fewer rows per second at its caps,
+    # unless the bucket is 10 s. Over 15 minutes, 1-minute windows are too coarse (20 windows at least).
+    hour = START + 3_600_000
+    assert pick({"type"}, None, START, hour) == "page_1m"
+    assert pick({"type"}, 10_000, START, hour) == "geo_10s"
+    assert pick({"type"}, 30_000, START, hour) == "geo_10s"
+    assert pick({"type"}) == "geo_10s"
     assert all(r.name != "type_5m_sliding" for r in catalog.rollups)  # overlapping windows are never summed
+    # Short ranges take the finest windows there are, even when they are long against the range
+    assert pick({"page"}, None, START, START + 120_000) == "page_1m"
+
+
+def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
+    day = 86_400_000
+    now = START + day
+
+    def pick(dims: set[str], start: int, end: int, bucket: int | None = None) -> query.Source:
+        return query.choose_source(catalog, dims, bucket, start, end, now)
+
+    # The last 24 hours: the recent tier keeps 6, so the coarse windows of the history tier answer
+    src = pick({"type", "country"}, now - day, now)
+    assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_5m", "aggregates_history")
+    assert pick({"page"}, now - day, now, 900_000).rollup.name == "page_15m"  # type: ignore[union-attr]
+    # The last hour: still in the recent tier, with windows small against the range
+    assert pick({"type", "country"}, now - 3_600_000, now).rollup.name == "geo_10s"  # type: ignore[union-attr]
+    # An hour a week ago: only the history tier still holds it
+    old = now - 7 * day
+    assert pick({"type", "country"}, old, old + 3_600_000).rollup.name == "geo_5m"  # type: ignore[union-attr]
+    # Beyond every tier's retention: raw events, and the panel says why
+    ancient = now - 40 * day
+    src = pick({"type", "country"}, ancient, ancient + day)
+    assert src.is_raw and "that far back" in src.note
+    sql = query.totals(catalog, now - day, now, {}, now_ms=now).text
+    assert "FROM aggregates_history" in sql
 
 
 def test_raw_fallback_says_why(catalog: Catalog) -> None:
