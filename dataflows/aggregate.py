@@ -203,16 +203,19 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         if self.windows is None:
             return []
         self.windows.now_ms = int(now.timestamp() * 1000)
-        out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush)]
         label = str(self.partition)
+        lag = None
+        if self.end_offset is not None and self.partition is not None:
+            end = self.end_offset(self.partition)
+            if end is not None:
+                lag = max(0, end - 1 - self.last_offset)
+                metrics.CONSUMER_LAG.labels(label).set(lag)
+        catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
+        out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush, provisional=not catching_up)]
         metrics.ROWS_OUT.labels(label).inc(len(out))
         metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
         if self.windows.watermark is not None:
             metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)
-        if self.end_offset is not None and self.partition is not None:
-            end = self.end_offset(self.partition)
-            if end is not None:
-                metrics.CONSUMER_LAG.labels(label).set(max(0, end - 1 - self.last_offset))
         return out
 
     def _dead_letter(self, batch: RecordBatch, i: int, reason: str) -> Out:

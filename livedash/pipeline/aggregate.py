@@ -81,7 +81,7 @@ _TS = attrgetter("ts")
 
 class Agg:
     __slots__ = ("buf", "buf_last", "compact", "count", "home", "kll", "last_ts", "max_offset", "mcount", "mmax",
-                 "mmin", "msum", "p", "theta", "theta_base")  # fmt: skip
+                 "mmin", "msum", "p", "state", "theta", "theta_base")  # fmt: skip
 
     def __init__(self, p: SketchParams) -> None:
         self.p = p
@@ -98,6 +98,7 @@ class Agg:
         self.last_ts = 0
         self.home: Any = None  # where the windowing keeps this group (not part of the state)
         self.compact: ds.compact_theta_sketch | None = None  # cached theta_compact(), until the next add
+        self.state: tuple[Any, ...] | None = None  # cached to_state(), until the next add
         self.buf: list[Event] = []  # events gathered for the next fold() (the windowing's batch)
         self.buf_last = -1  # source offset of the last of them
 
@@ -113,7 +114,7 @@ class Agg:
     def add_many(self, events: list[Event], last_offset: int) -> None:
         """Fold events in, in order; last_offset is the source offset of the last one (offsets only grow)."""
         p = self.p
-        self.compact = None
+        self.compact = self.state = None
         self.count += len(events)
         msum, mmin, mmax, mcount = self.msum, self.mmin, self.mmax, self.mcount
         if len(events) == 1:  # the common case in fine-grained groups: no lists to build
@@ -206,9 +207,14 @@ class Agg:
         return row
 
     def to_state(self) -> tuple[Any, ...]:
-        # Copies: a snapshot must not change when the group does (Bytewax pickles it later, not at once).
-        return (self.count, self.msum[:], self.mmin[:], self.mmax[:], self.mcount[:],
-                self.theta_compact().serialize(), self.kll.serialize(), self.max_offset, self.last_ts)  # fmt: skip
+        """Snapshot form, cached until the group changes: snapshots come every few seconds and most groups of
+        the panes still open (waiting out the allowed lateness) no longer change."""
+        if self.state is None:
+            # Copies: a snapshot must not change when the group does (Bytewax pickles it later, not at once).
+            self.state = (self.count, self.msum[:], self.mmin[:], self.mmax[:], self.mcount[:],
+                          self.theta_compact().serialize(), self.kll.serialize(), self.max_offset,
+                          self.last_ts)  # fmt: skip
+        return self.state
 
     @classmethod
     def from_state(cls, p: SketchParams, state: tuple[Any, ...]) -> Agg:

@@ -53,6 +53,10 @@ class WindowSettings(_Model):
     allowed_lateness_s: float = Field(default=300, ge=0)
     publish_every_s: float = Field(default=1, gt=0, le=60)
     idle_timeout_s: float = Field(default=10, gt=0)
+    # Further behind the raw topic's end than this (messages), a partition publishes final rows only: running
+    # values of windows it is racing through are stale at once, and re-publishing them every second was most
+    # of a catch-up's work. They go out again once it is this close.
+    provisional_max_lag: int = Field(default=50_000, ge=0)
 
 
 class SketchSettings(_Model):

@@ -273,17 +273,20 @@ class PartitionWindows:
 
     # -- output ----------------------------------------------------------------------------------------------
 
-    def publish(self, flush: bool = False) -> list[Row]:
+    def publish(self, flush: bool = False, provisional: bool = True) -> list[Row]:
         """Final rows of windows closed since the last call, then provisional rows of changed open windows.
 
         Sliding windows are published from the moment they are current (they end within one slide of the
         watermark) on: every event falls in size/slide windows, most of which end minutes ahead, and
         re-publishing all of them every second multiplied the output by that factor (30 for 5 min every 10 s)
         for values nobody reads yet. Their changes wait and go out when the window becomes current (or at once
-        with flush, at the end of the input)."""
+        with flush, at the end of the input).
+
+        provisional=False: final rows only; the changed open windows stay marked and go out at a later call."""
         rows, self.pending = self.pending, []
-        for rw in self.rollups:
-            rows.extend(self._provisional(rw, flush))
+        if provisional or flush:
+            for rw in self.rollups:
+                rows.extend(self._provisional(rw, flush))
         return rows
 
     def _close(self, rw: RollupWindows, new_closed: int) -> list[Row]:

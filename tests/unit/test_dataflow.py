@@ -535,3 +535,24 @@ def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
     assert ("history", "coarse", BASE) in published
     assert ("history", "coarse", two_hours_ago) in published  # within the history tier's 24 h
     assert ("aggregates", "fine", two_hours_ago) not in published  # beyond the recent tier's hour
+
+
+def test_a_partition_far_behind_publishes_final_rows_only_until_it_catches_up() -> None:
+    """Running values of windows a catch-up races through are stale at once: while the partition is more than
+    provisional_max_lag behind the topic's end it publishes final rows only, then running values again."""
+    cfg = settings(provisional_max_lag=100)
+    clock = InputClock()
+    end = {"offset": 10_000}
+    logic = PartitionLogic(cfg, clock, None, end_offset=lambda partition: end["offset"])
+    behind = records([(BASE + i * 1000, event(BASE + i * 1000)) for i in range(30)])
+    out: list[Out] = []
+    for rec in behind:
+        clock.see(rec)
+        out += logic.on_batch([batch_of([rec])])[0]
+    published = rows(out)
+    assert published and all(r["is_final"] for r in published)  # the windows it closed, nothing running
+    assert finals(out, "tumble_10s")
+    end["offset"] = 31  # caught up: the open windows' running values go out at the next publish
+    clock.now += timedelta(seconds=1)
+    running = [r for r in rows(logic.on_notify()[0]) if not r["is_final"]]
+    assert {r["window_start"] for r in running if r["rollup_name"] == "tumble_10s"} == {BASE + 20_000}

@@ -1,0 +1,363 @@
+"""`livedash verify`: recount the raw events straight from Kafka and compare with what Pinot holds. Pure logic.
+
+Independent of the dataflow's code (only the contract's validator and the marker format are shared, since
+they define what an event is): plain dictionaries, one event at a time, in each partition's offset order.
+
+What the dataflow must have produced, per roll-up window and dimension values, summed over source partitions:
+- Every valid event counts once. Which events were late is replayed from the partition itself: the
+  watermark is the highest event time (or watermark marker) read so far, and a window is closed once the
+  watermark minus the allowed lateness reaches its end. On-time events land in window rows, whose dimension
+  values went through the caps; late events land in correction rows with their own values.
+- Caps: within one pane of one partition a value either has its own row for all its events or is folded into
+  "__other__" for all of them, so the values a pane admitted are read from Pinot's rows of that pane; verify
+  checks there are no more than the cap and maps the recount through them.
+- Exact: count, and per metric sum, count, min, max. Within documented bounds: distinct users (Theta, lg_k
+  12: exact below 4096 entries, else 3 standard errors) and, for the busiest groups, p50/p95 of the merged KLL
+  sketches (twice KLL's normalised rank error).
+
+Only windows that are due (closed in every partition that has events in them) are compared; the others are
+reported as pending. Windows older than their tier keeps are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasketches as ds
+
+from livedash.pipeline.contract import MISSING, Validator
+from livedash.pipeline.marker import MARKER_KEY, parse_marker
+from livedash.pipeline.settings import OTHER, PipelineSettings, Rollup
+
+DBL_MAX = 1.7976931348623157e308
+
+GroupKey = tuple[str, int, tuple[str, ...]]  # roll-up, window start, dimension values
+
+
+@dataclass(slots=True)
+class Tally:
+    """Exact aggregates of one group, and what the sketches are checked against."""
+
+    count: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    mins: dict[str, float] = field(default_factory=dict)
+    maxs: dict[str, float] = field(default_factory=dict)
+    users: set[str] = field(default_factory=set)
+    quantiles: list[float] = field(default_factory=list)
+
+    def add(self, event: Any, metrics: tuple[str, ...], distinct: str, quantile: str) -> None:
+        self.count += 1
+        for m in metrics:
+            v = getattr(event, m)
+            if v is None:
+                continue
+            v = float(v)
+            self.sums[m] = self.sums.get(m, 0.0) + v
+            self.counts[m] = self.counts.get(m, 0) + 1
+            self.mins[m] = min(self.mins.get(m, v), v)
+            self.maxs[m] = max(self.maxs.get(m, v), v)
+            if m == quantile:
+                self.quantiles.append(v)
+        user = getattr(event, distinct)
+        if user is not None:
+            self.users.add(user)
+
+
+@dataclass(slots=True)
+class _Partition:
+    watermark: int | None = None
+    messages: int = 0
+    invalid: int = 0
+
+
+@dataclass(slots=True)
+class Found:
+    """One group as Pinot answers it (summed over partitions and row kinds)."""
+
+    count: int
+    metrics: dict[str, tuple[float, int, float, float]]  # sum, count, min, max
+    distinct: float
+    final: bool  # every row of the group is final
+
+
+class Recount:
+    """Feed every raw message of each partition in offset order, then ask for the expected groups."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self.validator = Validator(settings.events)
+        self.metrics = tuple(settings.events.metrics)
+        self.distinct = settings.sketches.distinct_field
+        self.quantile = settings.sketches.quantile_field
+        self.lateness_ms = int(settings.windows.allowed_lateness_s * 1000)
+        self.partitions: dict[int, _Partition] = defaultdict(_Partition)
+        # On time: (roll-up, window start, pane start, partition, raw dims) -> Tally, per window the event met
+        # open (a sliding window closed before a late event must not count it; its correction row does).
+        # Caps are applied at compare time.
+        self.on_time: dict[tuple[str, int, int, int, tuple[str, ...]], Tally] = defaultdict(Tally)
+        # Late: (roll-up, window start, raw dims) -> Tally, per window the event missed
+        self.late: dict[GroupKey, Tally] = defaultdict(Tally)
+        # Which (roll-up, window start) each partition has events in: a window is due when all have closed it
+        self.windows: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.valid = 0
+        self.late_events = 0
+
+    def feed(self, partition: int, key: bytes | None, value: bytes | None, kafka_ts: int) -> None:
+        part = self.partitions[partition]
+        part.messages += 1
+        if key == MARKER_KEY:
+            wm = parse_marker(value)
+            if wm is None:
+                part.invalid += 1
+            elif part.watermark is not None and wm > part.watermark:
+                part.watermark = wm  # like the dataflow: a marker only moves a partition that has seen events
+            return
+        event = self.validator.parse(value, kafka_ts)
+        if isinstance(event, str):
+            part.invalid += 1
+            return
+        self.valid += 1
+        ts = event.ts
+        if part.watermark is None or ts > part.watermark:
+            part.watermark = ts
+        horizon = part.watermark - self.lateness_ms
+        was_late = False
+        for rollup in self.settings.rollups:
+            size = rollup.window.size_s * 1000
+            pane = rollup.window.pane_s * 1000
+            pane_start = ts - ts % pane
+            raw = tuple(MISSING if (v := getattr(event, d)) is None else v for d in rollup.dimensions)
+            closed_upto = horizon - horizon % pane
+            for ws in range(pane_start - size + pane, pane_start + 1, pane):
+                self.windows[(rollup.name, ws)].add(partition)
+                if ws + size <= closed_upto:
+                    tally = self.late[(rollup.name, ws, raw)]
+                    was_late = True
+                else:
+                    tally = self.on_time[(rollup.name, ws, pane_start, partition, raw)]
+                tally.add(event, self.metrics, self.distinct, self.quantile)
+        self.late_events += was_late
+
+    def due(self, rollup: Rollup, window_start: int) -> bool:
+        """Closed in every partition with events in it (so Pinot must hold its final rows)."""
+        size = rollup.window.size_s * 1000
+        for p in self.windows.get((rollup.name, window_start), ()):
+            wm = self.partitions[p].watermark
+            if wm is None or wm - self.lateness_ms < window_start + size:
+                return False
+        return True
+
+    @property
+    def invalid(self) -> int:
+        return sum(p.invalid for p in self.partitions.values())
+
+    def expected(
+        self, rollup: Rollup, start_ms: int, end_ms: int, admitted: Mapping[tuple[int, int, int], set[str]]
+    ) -> dict[GroupKey, Tally]:
+        """The groups Pinot must hold for windows of this roll-up starting in [start_ms, end_ms) that are due.
+
+        admitted: (pane start, partition, dimension index) -> the values Pinot's window rows of that pane show;
+        a value not among them was folded into "__other__" (only for tumbling roll-ups: sliding rows merge
+        panes, so their caps cannot be read back and are compared on window totals instead)."""
+        size = rollup.window.size_s * 1000
+        pane = rollup.window.pane_s * 1000
+        out: dict[GroupKey, Tally] = defaultdict(Tally)
+        tumbling = size == pane
+        for (name, ws, pane_start, partition, raw), tally in self.on_time.items():
+            if name != rollup.name or not start_ms <= ws < end_ms or not self.due(rollup, ws):
+                continue
+            dims = raw
+            if tumbling:
+                dims = tuple(
+                    v if v in admitted.get((pane_start, partition, i), ()) else OTHER for i, v in enumerate(raw)
+                )
+            _merge(out[(name, ws, dims)], tally)
+        for (name, ws, raw), tally in self.late.items():
+            if name == rollup.name and start_ms <= ws < end_ms and self.due(rollup, ws):
+                _merge(out[(name, ws, raw)], tally)
+        return out
+
+
+def _merge(into: Tally, part: Tally) -> None:
+    into.count += part.count
+    for m, v in part.sums.items():
+        into.sums[m] = into.sums.get(m, 0.0) + v
+        into.counts[m] = into.counts.get(m, 0) + part.counts[m]
+        into.mins[m] = min(into.mins.get(m, part.mins[m]), part.mins[m])
+        into.maxs[m] = max(into.maxs.get(m, part.maxs[m]), part.maxs[m])
+    into.users |= part.users
+    into.quantiles += part.quantiles
+
+
+def totals(groups: Mapping[GroupKey, Any], count: Any) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = defaultdict(int)
+    for (name, ws, _), g in groups.items():
+        out[(name, ws)] += count(g)
+    return out
+
+
+@dataclass
+class Report:
+    compared: int = 0
+    equal: int = 0
+    different: int = 0
+    missing: int = 0
+    extra: int = 0
+    pending_windows: int = 0
+    skipped_rollups: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def note(self, problem: str) -> None:
+        if len(self.problems) < 1000:
+            self.problems.append(problem)
+
+    @property
+    def ok(self) -> bool:
+        return self.compared > 0 and not (self.different or self.missing or self.extra)
+
+    def summary(self) -> str:
+        return (f"{self.compared} groups compared: {self.equal} equal, {self.different} different, "
+                f"{self.missing} missing, {self.extra} extra; "
+                f"{self.pending_windows} windows not final yet")  # fmt: skip
+
+
+def distinct_bound(exact: int, lg_k: int) -> float:
+    k = 2**lg_k
+    return 0.0 if exact < k else 3 * exact / math.sqrt(k)  # exact below k entries; 3 standard errors above
+
+
+def check_group(key: GroupKey, want: Tally, got: Found, metrics: Iterable[str], lg_k: int) -> list[str]:
+    out = []
+    if got.count != want.count:
+        out.append(f"{key}: count {got.count} != {want.count}")
+    for m in metrics:
+        s, c, lo, hi = got.metrics[m]
+        wc = want.counts.get(m, 0)
+        if c != wc:
+            out.append(f"{key}: {m} count {c} != {wc}")
+        if not math.isclose(s, want.sums.get(m, 0.0), rel_tol=1e-9, abs_tol=1e-6):
+            out.append(f"{key}: {m} sum {s} != {want.sums.get(m, 0.0)}")
+        if wc and (lo != want.mins[m] or hi != want.maxs[m]):
+            out.append(f"{key}: {m} min/max {lo}/{hi} != {want.mins[m]}/{want.maxs[m]}")
+        if not wc and (lo != DBL_MAX or hi != -DBL_MAX):
+            out.append(f"{key}: {m} min/max {lo}/{hi} without values")
+    exact = len(want.users)
+    if not math.isnan(got.distinct) and abs(got.distinct - exact) > distinct_bound(exact, lg_k):
+        out.append(f"{key}: distinct users {got.distinct:.0f} vs {exact} (bound {distinct_bound(exact, lg_k):.0f})")
+    if not got.final:
+        out.append(f"{key}: window is due but some of its rows are not final")
+    return out
+
+
+def check_quantiles(key: GroupKey, want: Tally, kll_hex: Iterable[str], k: int) -> list[str]:
+    """p50 and p95 of the merged KLL sketches within twice KLL's normalised rank error (+ one item)."""
+    if not want.quantiles:
+        return []
+    merged = ds.kll_doubles_sketch(k)
+    for hexed in kll_hex:
+        merged.merge(ds.kll_doubles_sketch.deserialize(bytes.fromhex(hexed)))
+    values = sorted(want.quantiles)
+    n = len(values)
+    eps = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(k, False) + 1 / n
+    out = []
+    for q in (0.5, 0.95):
+        est = merged.get_quantile(q)
+        lo = sum(1 for v in values if v < est) / n
+        hi = sum(1 for v in values if v <= est) / n
+        if not lo - eps <= q <= hi + eps:
+            out.append(f"{key}: p{int(q * 100)} {est} has true rank [{lo:.3f}, {hi:.3f}], bound {eps:.3f}")
+    return out
+
+
+def admitted_values(
+    window_rows: Iterable[tuple[int, int, tuple[str, ...]]],
+) -> dict[tuple[int, int, int], set[str]]:
+    """(pane start, partition, dimension index) -> values with their own rows, from (window start, source
+    partition, dimension values) of a tumbling roll-up's window rows."""
+    out: dict[tuple[int, int, int], set[str]] = defaultdict(set)
+    for ws, partition, dims in window_rows:
+        for i, v in enumerate(dims):
+            if v != OTHER:
+                out[(ws, partition, i)].add(v)
+    return out
+
+
+def compare_rollup(
+    report: Report,
+    recount: Recount,
+    rollup: Rollup,
+    start_ms: int,
+    end_ms: int,
+    window_rows: Iterable[tuple[int, int, tuple[str, ...]]],
+    found: Mapping[GroupKey, Found],
+) -> dict[GroupKey, Tally]:
+    """Compare one roll-up's groups over [start_ms, end_ms); returns the expected groups that were compared."""
+    settings = recount.settings
+    tumbling = rollup.window.every_s is None
+    caps = [settings.events.dimensions[d] for d in rollup.dimensions]
+    admitted = admitted_values(window_rows) if tumbling else {}
+    for (ws, partition, i), values in admitted.items():
+        if len(values) > caps[i]:
+            report.different += 1
+            report.note(f"{rollup.name} window {ws} partition {partition}: {len(values)} values of "
+                        f"{rollup.dimensions[i]} have their own rows, over the cap of {caps[i]}")  # fmt: skip
+    want = recount.expected(rollup, start_ms, end_ms, admitted)
+    got = {k: v for k, v in found.items() if k[0] == rollup.name and start_ms <= k[1] < end_ms}
+    pending = {ws for (_, ws, _) in got if not recount.due(rollup, ws)}
+    report.pending_windows += len(pending)
+    got = {k: v for k, v in got.items() if k[1] not in pending}
+    if not tumbling:  # caps of merged panes cannot be read back: windows with "__other__" compare as totals
+        folded = {ws for (_, ws, dims) in got if OTHER in dims}
+        want, got = _collapse(want, folded), _collapse_found(got, folded)
+    for key in sorted(set(want) | set(got)):
+        report.compared += 1
+        if key not in got:
+            report.missing += 1
+            report.note(f"{key}: missing in Pinot (expected count {want[key].count})")
+        elif key not in want:
+            report.extra += 1
+            report.note(f"{key}: in Pinot (count {got[key].count}) but no event of the recount belongs there")
+        else:
+            problems = check_group(key, want[key], got[key], recount.metrics, settings.sketches.theta_lg_k)
+            if problems:
+                report.different += 1
+                for problem in problems:
+                    report.note(problem)
+            else:
+                report.equal += 1
+    return want
+
+
+def _collapse(groups: Mapping[GroupKey, Tally], windows: set[int]) -> dict[GroupKey, Tally]:
+    out: dict[GroupKey, Tally] = {}
+    for (name, ws, dims), tally in groups.items():
+        if ws in windows:
+            _merge(out.setdefault((name, ws, ("*",)), Tally()), tally)
+        else:
+            out[(name, ws, dims)] = tally
+    return out
+
+
+def _collapse_found(groups: Mapping[GroupKey, Found], windows: set[int]) -> dict[GroupKey, Found]:
+    out: dict[GroupKey, Found] = {}
+    for (name, ws, dims), f in groups.items():
+        if ws not in windows:
+            out[(name, ws, dims)] = f
+            continue
+        key = (name, ws, ("*",))
+        have = out.get(key)
+        if have is None:
+            out[key] = Found(f.count, dict(f.metrics), f.distinct, f.final)
+            continue
+        have.count += f.count
+        for m, (s, c, lo, hi) in f.metrics.items():
+            hs, hc, hlo, hhi = have.metrics[m]
+            have.metrics[m] = (hs + s, hc + c, min(hlo, lo), max(hhi, hi))
+        have.distinct = math.nan  # no union of the parts' sketches here: not checked
+        have.final = have.final and f.final
+    return out

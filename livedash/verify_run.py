@@ -1,0 +1,220 @@
+"""`livedash verify --from T1 --to T2`: the I/O around livedash/verify.py (Kafka scan, Pinot queries, output).
+
+Reads every partition of the raw topic from `--warmup` before T1 (by message timestamp, so the replayed
+watermark has seen what came before the range; events can be at most `events.max_future_s` ahead of their
+message) up to the end offsets at start, recounts, then asks Pinot for every roll-up's groups in the range and
+compares. Exit 0 only when every compared group is exact (sketches within bounds) and something was compared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from livedash.config import Settings
+from livedash.errors import LivedashError
+from livedash.pipeline.settings import Rollup
+from livedash.verify import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
+
+Say = Callable[[str], None]
+GROUPS_PER_QUERY = 50_000  # below Pinot's default numGroupsLimit (100,000): a query never truncates silently
+
+
+def parse_time(text: str, now_ms: int) -> int:
+    """Epoch milliseconds, an ISO 8601 time (UTC unless it says otherwise), 'now', or 'now-30m' / 'now-2h'."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("now"):
+        rest = text[3:]
+        if not rest:
+            return now_ms
+        units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+        if rest[0] in "+-" and rest[-1] in units and rest[1:-1].replace(".", "", 1).isdigit():
+            delta = float(rest[1:-1]) * units[rest[-1]]
+            return int(now_ms + delta if rest[0] == "+" else now_ms - delta)
+        raise LivedashError(f"cannot read the time {text!r}: use now, now-30m, now-2h, epoch ms or ISO 8601")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise LivedashError(f"cannot read the time {text!r}: use now, now-30m, epoch ms or ISO 8601") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, progress: bool = True) -> int:
+    """Feed the raw topic, from message time from_ms (None: the beginning) to the end offsets seen now."""
+    topic = settings.pipeline.topics.raw
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "livedash-verify",
+                         "enable.auto.commit": False, "enable.partition.eof": False})  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise LivedashError(f"Kafka topic {topic!r} does not exist")
+        parts = sorted(meta.partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        if from_ms is None:
+            starts = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0] for p in parts}
+        else:
+            found = consumer.offsets_for_times([TopicPartition(topic, p, from_ms) for p in parts], timeout=10)
+            starts = {tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition]) for tp in found}
+        total = sum(max(0, ends[p] - starts[p]) for p in parts)
+        todo = {p for p in parts if starts[p] < ends[p]}
+        consumer.assign([TopicPartition(topic, p, starts[p] if starts[p] >= 0 else OFFSET_BEGINNING) for p in todo])
+        done, last_say = 0, time.monotonic()
+        say(f"recounting {total:,} messages of {topic} ({len(parts)} partitions)")
+        while todo:
+            msgs = consumer.consume(10_000, 1.0)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(err)
+                p, offset = msg.partition(), msg.offset()
+                if p not in todo or offset >= ends[p]:
+                    continue
+                recount.feed(p, msg.key(), msg.value(), msg.timestamp()[1])
+                done += 1
+                if offset + 1 >= ends[p]:
+                    todo.discard(p)
+            if progress and time.monotonic() - last_say > 5:
+                say(f"  {done:,} / {total:,} messages ({done / max(total, 1):.0%})")
+                last_say = time.monotonic()
+        return done
+    finally:
+        consumer.close()
+
+
+def _sql(settings: Settings, sql: str) -> dict[str, Any]:
+    answer = requests.post(f"{settings.pinot.broker_url}/query/sql",
+                           json={"sql": sql, "queryOptions": "timeoutMs=120000"}, timeout=130).json()  # fmt: skip
+    if answer.get("exceptions"):
+        raise LivedashError(f"Pinot: {answer['exceptions'][0].get('message', '')[:300]}")
+    return answer
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _rows(settings: Settings, sql: str, limit: int) -> list[list[Any]]:
+    answer = _sql(settings, sql)
+    rows: list[list[Any]] = answer["resultTable"]["rows"]
+    if answer.get("numGroupsLimitReached") or len(rows) >= limit:
+        raise _Truncated
+    return rows
+
+
+def fetch(settings: Settings, rollup: Rollup, start: int, end: int) -> tuple[
+    list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found]
+]:  # fmt: skip
+    """(window rows' start, partition and values for the caps, groups summed over partitions and kinds).
+    Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate."""
+    table = settings.pipeline.table_of(rollup)
+    pane = rollup.window.pane_s * 1000
+    dims = ", ".join(f'"{d}"' for d in rollup.dimensions)
+    n = len(rollup.dimensions)
+    metrics = list(settings.pipeline.events.metrics)
+    aggs = ", ".join(f'SUM("{m}_sum"), SUM("{m}_count"), MIN("{m}_min"), MAX("{m}_max")' for m in metrics)
+    window_rows: list[tuple[int, int, tuple[str, ...]]] = []
+    found: dict[GroupKey, Found] = {}
+    limit = GROUPS_PER_QUERY
+
+    def one(a: int, b: int) -> None:
+        where = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b}'
+        rows_w: list[list[Any]] = []
+        if rollup.window.every_s is None:
+            sql = (f'SELECT "window_start", "source_partition", {dims}, COUNT(*) FROM {table} '
+                   f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"source_partition\", {dims} "
+                   f"LIMIT {limit}")  # fmt: skip
+            rows_w = _rows(settings, sql, limit)
+        sql = (f'SELECT "window_start", {dims}, SUM("event_count"), {aggs}, '
+               f'DISTINCTCOUNTTHETASKETCH("distinct_theta"), MIN("is_final") FROM {table} WHERE {where} '
+               f'GROUP BY "window_start", {dims} LIMIT {limit}')  # fmt: skip
+        rows_g = _rows(settings, sql, limit)
+        window_rows.extend((int(r[0]), int(r[1]), tuple(str(v) for v in r[2 : 2 + n])) for r in rows_w)
+        for row in rows_g:
+            v = row[1 + n :]
+            per = {m: (float(v[1 + 4 * i]), int(v[2 + 4 * i]), float(v[3 + 4 * i]), float(v[4 + 4 * i]))
+                   for i, m in enumerate(metrics)}  # fmt: skip
+            key = (rollup.name, int(row[0]), tuple(str(x) for x in row[1 : 1 + n]))
+            found[key] = Found(int(v[0]), per, float(v[1 + 4 * len(metrics)]), int(v[2 + 4 * len(metrics)]) == 1)
+
+    def span(a: int, b: int) -> None:
+        try:
+            one(a, b)
+        except _Truncated:
+            if b - a <= pane:
+                raise LivedashError(f"{rollup.name}: one window holds more than {limit:,} groups") from None
+            mid = a + ((b - a) // 2 // pane) * pane or a + pane
+            span(a, mid)
+            span(mid, b)
+
+    first = start - start % pane
+    step = max(pane, 3_600_000 - 3_600_000 % pane)
+    for a in range(first, end, step):
+        span(a, min(a + step, end))
+    return window_rows, found
+
+
+def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey) -> list[str]:
+    table = settings.pipeline.table_of(rollup)
+    conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
+                                                                                          strict=True))  # fmt: skip
+    sql = (f"SELECT \"quantile_kll\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
+           f'"window_start" = {key[1]} AND {conds} LIMIT 100000')  # fmt: skip
+    return [row[0] for row in _sql(settings, sql)["resultTable"]["rows"]]
+
+
+def verify(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    say: Say = print,
+    warmup_ms: int | None = 7_200_000,
+    quantile_groups: int = 10,
+    progress: bool = True,
+    now_ms: int | None = None,
+) -> Report:
+    """Recount [start_ms, end_ms) from Kafka and compare every roll-up with Pinot. warmup_ms None: the scan
+    starts at the beginning of the topic."""
+    if end_ms <= start_ms:
+        raise LivedashError("--to must be after --from")
+    pipeline = settings.pipeline
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    recount = Recount(pipeline)
+    scan_from = None if warmup_ms is None else start_ms - warmup_ms - int(pipeline.events.max_future_s * 1000)
+    scanned = scan(settings, recount, scan_from, say, progress)
+    say(f"recounted {scanned:,} messages: {recount.valid:,} valid events ({recount.late_events:,} late), "
+        f"{recount.invalid:,} invalid")  # fmt: skip
+    report = Report()
+    for rollup in pipeline.rollups:
+        size = rollup.window.size_s * 1000
+        kept_from = now - pipeline.retention_ms(rollup) + size  # older windows are not published (tiers)
+        start = max(start_ms, kept_from - kept_from % (rollup.window.pane_s * 1000))
+        if start >= end_ms:
+            report.skipped_rollups.append(rollup.name)
+            say(f"{rollup.name}: skipped, its tier keeps {pipeline.retention_ms(rollup) // 3_600_000} h only")
+            continue
+        window_rows, found = fetch(settings, rollup, start, end_ms)
+        before = (report.compared, report.equal)
+        want = compare_rollup(report, recount, rollup, start, end_ms, window_rows, found)
+        say(f"{rollup.name}: {report.compared - before[0]} groups compared, {report.equal - before[1]} equal")
+        busiest: list[tuple[GroupKey, Tally]] = sorted(
+            ((k, t) for k, t in want.items() if t.quantiles and k in found and "*" not in k[2]),
+            key=lambda kt: -kt[1].count,
+        )[:quantile_groups]
+        for key, tally in busiest:
+            problems = check_quantiles(key, tally, quantile_rows(settings, rollup, key), pipeline.sketches.kll_k)
+            if problems:
+                report.different += 1
+                for problem in problems:
+                    report.note(problem)
+    return report

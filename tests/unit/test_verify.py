@@ -1,0 +1,167 @@
+"""`livedash verify`'s logic without servers: the dataflow's rows (kept as Pinot's upsert would) against an
+independent recount of the same messages, and sinks broken on purpose that verify must catch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from livedash.pipeline.aggregate import DBL_MAX
+from livedash.pipeline.settings import PipelineSettings
+from livedash.verify import Found, GroupKey, Recount, Report, compare_rollup
+from tests.unit.test_dataflow import BASE, Out, Record, event, records, run, settings
+
+CAPPED = 2  # country cap in these tests: with 4 countries, "__other__" rows appear
+
+
+def cfg() -> PipelineSettings:
+    base = settings().model_dump()
+    base["events"]["dimensions"]["country"] = CAPPED
+    return PipelineSettings.model_validate(base)
+
+
+def workload() -> list[Record]:
+    out = []
+    for p in range(3):
+        values = []
+        for i in range(400):
+            ts = BASE + i * 200 + p * 70
+            late = i % 40 == 39  # 20 s behind: past the 5 s lateness of its window
+            values.append((ts, event(ts - (20_000 if late else 0), kind="click" if i % 3 else "view",
+                                     country=["DE", "FR", "US", "JP"][(i * 7 + p) % 4], user=f"u{i % 31}",
+                                     latency=None if i % 11 == 0 else float(i % 23))))  # fmt: skip
+        values.append((BASE + 200_000, event(BASE + 200_000)))  # closes every window of the partition
+        values.append((BASE + 200_001, b'{"not": "an event"}'))
+        out += records(values, partition=p)
+    return out
+
+
+def upserted(out: list[Out]) -> list[dict[str, Any]]:
+    """What Pinot's upsert keeps: per primary key, the row with the highest version."""
+    best: dict[str, dict[str, Any]] = {}
+    for o in out:
+        if o.role not in ("aggregates", "history"):
+            continue
+        row = orjson.loads(o.value)
+        if row["pk"] not in best or row["version"] >= best[row["pk"]]["version"]:
+            best[row["pk"]] = row
+    return list(best.values())
+
+
+def as_pinot(rows: list[dict[str, Any]], pipeline: PipelineSettings) -> tuple[
+    dict[str, list[tuple[int, int, tuple[str, ...]]]], dict[GroupKey, Found]
+]:  # fmt: skip
+    """The two answers verify asks Pinot for: window rows (for the caps) and groups summed over rows."""
+    windows: dict[str, list[tuple[int, int, tuple[str, ...]]]] = defaultdict(list)
+    found: dict[GroupKey, Found] = {}
+    for row in rows:
+        rollup = pipeline.rollup(row["rollup_name"])
+        dims = tuple(row[d] for d in rollup.dimensions)
+        if row["kind"] == "window":
+            windows[rollup.name].append((row["window_start"], row["source_partition"], dims))
+        key = (rollup.name, row["window_start"], dims)
+        metrics = {m: (row[f"{m}_sum"], row[f"{m}_count"], row[f"{m}_min"], row[f"{m}_max"])
+                   for m in pipeline.events.metrics}  # fmt: skip
+        have = found.get(key)
+        if have is None:
+            found[key] = Found(row["event_count"], metrics, float("nan"), bool(row["is_final"]))
+            continue
+        have.count += row["event_count"]
+        for m, (s, c, lo, hi) in metrics.items():
+            hs, hc, hlo, hhi = have.metrics[m]
+            have.metrics[m] = (hs + s, hc + c, min(hlo, lo), max(hhi, hi))
+        have.final = have.final and bool(row["is_final"])
+    return windows, found
+
+
+def verify_rows(rows: list[dict[str, Any]], recs: list[Record], pipeline: PipelineSettings) -> Report:
+    recount = Recount(pipeline)
+    for rec in recs:
+        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
+    windows, found = as_pinot(rows, pipeline)
+    report = Report()
+    for rollup in pipeline.rollups:
+        compare_rollup(report, recount, rollup, 0, 2**62, windows[rollup.name], found)
+    return report
+
+
+def test_the_dataflows_rows_verify_exactly() -> None:
+    pipeline = cfg()
+    recs = workload()
+    rows = upserted(run(pipeline, recs, batch_size=9))
+    assert any(r["country"] == "__other__" for r in rows), "the caps must bind for this test to mean anything"
+    assert any(r["kind"] == "late" for r in rows), "and late corrections must be among the rows"
+    report = verify_rows(rows, recs, pipeline)
+    assert report.ok, report.problems[:5]
+    assert report.compared == report.equal > 100
+
+
+def _duplicate_a_window(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sink that publishes one window twice, the second time under another key with other contents."""
+    victim = next(
+        r for r in rows if r["kind"] == "window" and r["rollup_name"] == "tumble_10s" and r["event_count"] > 2
+    )
+    twin = {**victim, "pk": victim["pk"] + "-again", "source_partition": victim["source_partition"] + 10,
+            "event_count": victim["event_count"] - 1}  # fmt: skip
+    return [*rows, twin]
+
+
+def _keep_an_older_version(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sink (or table) that skips the version check: an earlier, partial value of a window wins."""
+    out = []
+    done = False
+    for r in rows:
+        if not done and r["kind"] == "window" and r["event_count"] > 2:
+            r = {**r, "event_count": r["event_count"] - 1, "is_final": 0}
+            done = True
+        out.append(r)
+    return out
+
+
+def _lose_a_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sink that drops a delivery silently."""
+    i = next(i for i, r in enumerate(rows) if r["kind"] == "late")
+    return rows[:i] + rows[i + 1 :]
+
+
+def _wrong_max(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    i = next(i for i, r in enumerate(rows) if r["latency_ms_count"] > 0)
+    return [*rows[:i], {**rows[i], "latency_ms_max": DBL_MAX}, *rows[i + 1 :]]
+
+
+@pytest.mark.parametrize(
+    ("broken", "finding"),
+    [
+        (_duplicate_a_window, "count"),
+        (_keep_an_older_version, "count"),
+        (_lose_a_row, "missing"),
+        (_wrong_max, "min/max"),
+    ],
+)
+def test_verify_catches_a_broken_sink(
+    broken: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], finding: str
+) -> None:
+    pipeline = cfg()
+    recs = workload()
+    rows = broken(upserted(run(pipeline, recs, batch_size=9)))
+    report = verify_rows(rows, recs, pipeline)
+    assert not report.ok
+    assert any(finding in p for p in report.problems), report.problems[:5]
+
+
+def test_windows_still_open_are_pending_not_compared() -> None:
+    pipeline = cfg()
+    recs = [r for r in workload() if r.timestamp_ms < BASE + 100_000]  # no closing event at the end
+    rows = upserted(run(pipeline, recs[: len(recs) // 3], batch_size=9))  # partition 0 only, no EOF close
+    recount = Recount(pipeline)
+    for rec in recs[: len(recs) // 3]:
+        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
+    assert not recount.due(pipeline.rollups[0], BASE + 70_000)
+    windows, found = as_pinot(rows, pipeline)
+    report = Report()
+    compare_rollup(report, recount, pipeline.rollups[0], 0, 2**62, windows["tumble_10s"], found)
+    assert report.pending_windows > 0
