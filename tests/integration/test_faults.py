@@ -1,0 +1,144 @@
+"""Fault scenarios on the real stack (issue 5). Each is bounded in time and uses loopback addresses only; after
+each, `livedash verify` must pass. Long ones carry the `faults` marker: `bin/test -m faults` runs them alone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from hypothesis import HealthCheck, given, settings
+
+from livedash.config import Settings
+from livedash.pipeline.contract import Validator
+from tests.conftest import run_cli
+from tests.malformed import NOW, malformed, odd_unicode_valid, valid_event
+from tests.pipeline_harness import Pipeline, query_all, wait_stable
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+MALFORMED: list[tuple[str, bytes]] = []  # (category, message), collected by the hypothesis run below
+
+
+def close_every_window(producer: Producer, topic: str, stack: Settings, partitions: int = 4) -> int:
+    """One valid event per partition 30 minutes ahead (within max_future_s): every earlier window closes (verify
+    looks up to now+10m, short of these events' own windows)."""
+    for partition in range(partitions):
+        event = valid_event(10**7 + partition, ts=NOW + 1_800_000)
+        producer.produce(topic, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
+    return partitions
+
+
+def summary_line(stdout: str) -> str:
+    return next((line for line in stdout.splitlines() if "groups compared" in line and line.startswith("verify")),
+                stdout[-300:])  # fmt: skip
+
+
+def verify_when_final(p: Pipeline, timeout_s: float = 180) -> Any:
+    """`livedash verify` once every window it looks at is final in Pinot (none pending)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = run_cli("verify", "--from", "now-3h", "--to", "now+10m", "--from-beginning", "--quiet",
+                         env=p.env(), timeout=300)  # fmt: skip
+        if " 0 windows not final yet" in summary_line(result.stdout) or time.monotonic() > deadline:
+            return result
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def contract(stack: Settings) -> Validator:
+    return Validator(stack.pipeline.events)
+
+
+def dead_letter_reasons(stack: Settings, topic: str, expected: int) -> dict[tuple[bytes, bytes], bytes]:
+    """(source partition, offset) -> reason header, for every dead letter."""
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.max.bytes": 64 * 1024 * 1024})  # fmt: skip
+    out: dict[tuple[bytes, bytes], bytes] = {}
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 120
+        while len(out) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(5_000, timeout=1.0):
+                if msg.error() is None:
+                    h = dict(msg.headers() or [])
+                    out[(h["livedash.source.partition"], h["livedash.source.offset"])] = h.get("livedash.reason", b"")
+    finally:
+        consumer.close()
+    return out
+
+
+def test_hypothesis_malformed_messages_are_dead_lettered_and_valid_ones_counted_exactly(
+    stack: Settings, contract: Validator, tmp_path: Path
+) -> None:
+    MALFORMED.clear()
+
+    lenient = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+    @settings(max_examples=10_500, deadline=None, database=None, suppress_health_check=lenient)
+    @given(malformed())
+    def collect(case: tuple[str, bytes]) -> None:
+        category, raw = case
+        reason = contract.parse(raw, NOW)
+        assert isinstance(reason, str) and reason, f"{category} message accepted: {raw[:200]!r}"
+        MALFORMED.append(case)
+
+    collect()
+    odd: list[dict[str, Any]] = []
+
+    @settings(max_examples=500, deadline=None, database=None)
+    @given(odd_unicode_valid())
+    def collect_odd(event: dict[str, Any]) -> None:
+        assert not isinstance(contract.parse(orjson.dumps(event), NOW), str), event
+        odd.append(event)
+
+    collect_odd()
+    assert len(MALFORMED) >= 10_000
+    categories = {c for c, _ in MALFORMED}
+    assert len(categories) >= 12, categories
+
+    p = Pipeline(stack)
+    p.create()
+    try:
+        proc = p.start_dataflow()
+        producer = Producer({"bootstrap.servers": stack.kafka.bootstrap, "message.max.bytes": 2_000_000})
+        valid = 0
+        for i, (_, raw) in enumerate(MALFORMED):
+            producer.produce(p.raw, value=raw, key=None)  # null keys too
+            if i % 2 == 0:
+                event = valid_event(i)
+                producer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode())
+                valid += 1
+            if i % 1000 == 0:
+                producer.poll(0)
+        for event in odd:
+            producer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode())
+            valid += 1
+        valid += close_every_window(producer, p.raw, stack)
+        assert producer.flush(60) == 0
+        dead = wait_stable(lambda: p.distinct_sources(p.dead_letter), len(MALFORMED), timeout_s=240)
+        assert dead == len(MALFORMED)
+        assert proc.poll() is None, "the dataflow must survive every malformed message"
+        reasons = dead_letter_reasons(stack, p.dead_letter, len(MALFORMED))
+        assert len(reasons) == len(MALFORMED) and all(reasons.values()), "every dead letter carries its reason"
+        # Valid events in the same stream are counted exactly: verify recounts and compares every roll-up
+        settings_ = p.settings()
+        sql = f"SELECT SUM(event_count) FROM {p.table} WHERE rollup_name = 'geo_10s'"
+        total = wait_stable(lambda: int(query_all(settings_, sql)[0][0] or 0), valid, timeout_s=240)
+        assert total == valid
+        result = verify_when_final(p)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+        assert proc.poll() is None
+        print(f"faults/malformed: {len(MALFORMED)} malformed ({len(categories)} kinds), {valid} valid, "
+              f"{dead} dead-lettered; {summary_line(result.stdout)}")  # fmt: skip
+    finally:
+        p.stop()
+        p.drop()
