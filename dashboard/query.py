@@ -64,7 +64,7 @@ class Catalog:
         dims = tuple(settings.events.dimensions)
         dims = ("type", *(d for d in dims if d != "type"))
         return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
-                   tuple(rollups), settings.sketches.quantile_field)  # fmt: skip
+                   tuple(rollups), settings.sketches.quantile_field, settings.topics.aggregates)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,19 @@ def rhythm(epoch_s: float) -> float:
     return 0.625 + 0.375 * math.sin((hour - 9) / 24 * 2 * math.pi)
 
 
+RHYTHM_MEAN = 0.625  # rhythm() averaged over a whole day
+BURST_FACTOR = 5.0
+
+
+def mean_rate(opts: GeneratorOptions) -> float:
+    """Events per second of event time, averaged over whole days: the rhythm runs at 0.625 of the nominal rate
+    on average, and bursts (BURST_FACTOR times the rate for a chunk) take a little time at a higher rate. A
+    backfill of N events over H hours needs nominal_rate = N / (H * 3600) / mean_rate(nominal_rate=1)."""
+    p = opts.burst_probability
+    burst_time = (p / BURST_FACTOR) / ((1 - p) + p / BURST_FACTOR)
+    return opts.nominal_rate * RHYTHM_MEAN * ((1 - burst_time) + BURST_FACTOR * burst_time)
+
+
 def generate(count: int, start_ms: int, opts: GeneratorOptions = GeneratorOptions()) -> Iterator[Chunk]:
     """`count` events whose event time starts at start_ms and advances at the nominal rate (shaped)."""
     rng = np.random.default_rng(opts.seed)
@@ -106,7 +119,7 @@ def generate(count: int, start_ms: int, opts: GeneratorOptions = GeneratorOption
     os_offset = np.array([OS_OFFSET[i] for i in range(len(DEVICES))])
     while made < count:
         n = min(opts.chunk, count - made)
-        burst = 5.0 if rng.random() < opts.burst_probability else 1.0
+        burst = BURST_FACTOR if rng.random() < opts.burst_probability else 1.0
         rate = opts.nominal_rate * rhythm(clock_s) * burst
         gaps = rng.exponential(1.0 / rate, n)
         times = clock_s + np.cumsum(gaps)

@@ -91,12 +91,15 @@ class Pipeline:
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(self.recovery_dir), "1"], check=True,
                        capture_output=True)  # fmt: skip
 
-    def start_dataflow(self) -> subprocess.Popen[bytes]:
+    def start_dataflow(self, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
         log = self.log_file(len(self.procs)).open("ab")
+        env = self.env()
+        if metrics_port is not None:  # its Prometheus endpoint, as the managed dataflow has
+            env.update(BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(metrics_port))
         proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow", "-r", str(self.recovery_dir),
              "-s", "1", "-b", "0"],
-            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.procs.append(proc)
         return proc

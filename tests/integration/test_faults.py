@@ -196,3 +196,116 @@ def test_kill9_five_times_during_a_million_events(stack: Settings) -> None:
     finally:
         p.stop()
         p.drop()
+
+
+def test_dataflow_stopped_for_60s_turns_health_red_and_recovers_on_its_own(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario 4: events keep arriving while the dataflow is down for 60 s. Staleness rises and the
+    dashboard's health strip turns red with the reason; after a restart the lag falls back to near zero by
+    itself, the strip is green again, and verify is exact."""
+    import os
+    import subprocess
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import health
+    from dashboard.runtime import resources
+    from tests.conftest import ROOT, TEST_CONFIG, free_port
+
+    rate, threshold = 2_000, stack.dashboard.stale_after_s
+    p = Pipeline(stack)
+    p.create()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    settings_ = p.settings()
+    newest_sql = f"SELECT MAX(last_event_ts) FROM {p.table}"
+
+    def state() -> tuple[health.Health, health.Sample]:
+        now = time.time()
+        newest = query_all(settings_, newest_sql)[0][0]
+        newest_s = float(newest) / 1000 if newest and float(newest) > 0 else None
+        sample = health.scrape(url, now)
+        return health.assess(None, sample, newest_s, now, threshold), sample
+
+    def level() -> str:
+        return state()[0].level
+
+    def strip() -> str:
+        """The dashboard's health strip, rendered by the app itself against this pipeline."""
+        for var in [v for v in os.environ if v.startswith("LIVEDASH_")]:
+            monkeypatch.delenv(var)
+        for key, value in p.env().items():
+            if key.startswith("LIVEDASH_"):
+                monkeypatch.setenv(key, value)
+        monkeypatch.setenv("LIVEDASH_CONFIG", str(TEST_CONFIG))
+        monkeypatch.setenv("LIVEDASH_DATAFLOW__METRICS_PORT", str(port))
+        resources.clear()
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=90)
+        at.query_params["range"] = "5m"
+        at.query_params["refresh"] = "0"
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        resources.clear()
+        return " ".join([*(s.value for s in at.success), *(e.value for e in at.error)])
+
+    figures: dict[str, Any] = {}
+    producer: subprocess.Popen[bytes] | None = None
+    try:
+        proc = p.start_dataflow(metrics_port=port)
+        # Events keep arriving all along: the generator as a user runs it, stopped at the end whatever happens
+        cmd = [sys.executable, "-m", "livedash.cli", "generate", "--duration", "150", "--rate", str(rate),
+               "--late", "0", "--topic", p.raw, "--seed", "3", "--quiet"]  # fmt: skip
+        producer = subprocess.Popen(cmd, cwd=ROOT, env=p.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert wait_stable(level, "ok", timeout_s=90, quiet_s=3) == "ok"
+        assert "Pipeline healthy" in strip()
+        before = p.topic_size(p.raw)
+        p.kill9(proc)
+        stopped = time.monotonic()
+        worst = 0.0
+        while time.monotonic() - stopped < 60:
+            h, sample = state()
+            assert not sample.up and h.level == "red" and "dataflow stopped" in h.reason
+            worst = max(worst, h.staleness_s or 0.0)
+            time.sleep(5)
+        assert worst > threshold, f"staleness rose to {worst:.0f} s only"
+        red = strip()
+        assert "Data is stale: dataflow stopped" in red, red
+        arrived = p.topic_size(p.raw) - before  # the backlog the restart finds
+        per_s = arrived / (time.monotonic() - stopped)  # the generator's rate follows its daily rhythm
+        assert arrived > 10_000, arrived
+        proc = p.start_dataflow(metrics_port=port)
+        restarted = time.monotonic()
+        lags: list[float] = []
+        while time.monotonic() - restarted < 120:
+            h, sample = state()
+            if sample.up and sample.lag_events is not None:
+                lags.append(sample.lag_events)
+                if h.level == "ok" and sample.lag_events < per_s:  # under a second of input behind
+                    break
+            time.sleep(1)
+        recovered = time.monotonic() - restarted
+        # The lag shows the backlog while it is worked off (how much of it a scrape sees depends on how fast
+        # the dataflow catches up), then falls to under a second of input by itself.
+        assert lags and max(lags) > per_s, f"the backlog should show as lag: {lags[:5]}"
+        assert lags[-1] < per_s and h.level == "ok", (lags[-5:], h)
+        assert "Pipeline healthy" in strip()
+        out, _ = producer.communicate(timeout=200)
+        assert producer.returncode == 0, out[-2000:]
+        closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+        close_every_window(closer, p.raw, stack)
+        assert closer.flush(30) == 0
+        result = verify_when_final(p, timeout_s=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+        figures.update(generated=out.decode().strip().splitlines()[-1][:120], max_staleness_s=round(worst),
+                       backlog_events=arrived, max_lag_events=int(max(lags)),
+                       recovered_s=round(recovered, 1),
+                       verify=summary_line(result.stdout))  # fmt: skip
+        print(f"faults/stopped: {figures}")
+    finally:
+        if producer is not None and producer.poll() is None:
+            producer.kill()
+            producer.wait(timeout=30)
+        p.stop()
+        p.drop()

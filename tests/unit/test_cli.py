@@ -50,3 +50,18 @@ def test_status_of_a_stack_that_is_not_running_exits_non_zero() -> None:
     assert result.returncode == 1
     assert result.stdout.count("stopped") == 3
     assert "log:" in result.stdout
+
+
+def test_a_backfill_at_the_mean_rate_covers_the_hours_asked() -> None:
+    """bench/dashboard.py backfills N events over H hours: the nominal rate must account for the daily rhythm
+    and the bursts, or the events run hours past now (and are refused as too far in the future)."""
+    from livedash.generator import GeneratorOptions, generate, mean_rate
+
+    events, hours, start = 400_000, 24.0, 1_800_000_000_000
+    nominal = events / (hours * 3600) / mean_rate(GeneratorOptions(nominal_rate=1.0))
+    last = 0
+    opts = GeneratorOptions(nominal_rate=nominal, malformed_fraction=0.0, chunk=1024)  # the rate changes per chunk
+    for chunk in generate(events, start, opts):
+        last = chunk.end_ms
+    span_h = (last - start) / 3_600_000
+    assert abs(span_h - hours) < 0.05 * hours, span_h

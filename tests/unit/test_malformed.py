@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from livedash import config
 from livedash.pipeline.contract import Validator
 from tests.conftest import ROOT
+from tests.malformed import _WRONG as WRONG
 from tests.malformed import KINDS, NOW, malformed, odd_unicode_valid
 
 CONTRACT = Validator(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.events)
@@ -36,3 +37,10 @@ def test_every_malformed_message_is_refused_with_a_reason() -> None:
 def test_printable_odd_unicode_is_valid(event: dict[str, object]) -> None:
     parsed = CONTRACT.parse(orjson.dumps(event), NOW)
     assert not isinstance(parsed, str), parsed
+
+
+@settings(max_examples=2_000, deadline=None, database=None)
+@given(WRONG["country"] | WRONG["latency_ms"])
+def test_wrong_optional_values_stay_non_null_on_the_wire(value: object) -> None:
+    # orjson writes inf as null, and null is a valid optional value: CI once drew exactly that (country: inf)
+    assert orjson.loads(orjson.dumps({"v": value}))["v"] is not None
