@@ -44,7 +44,7 @@ def _start_dashboard(settings: config.Settings) -> None:
 def _cmd_down(args: argparse.Namespace, settings: config.Settings) -> int:
     from livedash.stack import manager
 
-    manager.down(settings, timeout_s=args.timeout)
+    manager.down(settings, timeout_s=args.timeout, only=args.services)
     return 0
 
 
@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_up.add_argument("--dashboard", action="store_true", help="also start the Streamlit dashboard")
     p_up.set_defaults(func=_cmd_up)
     p_down = sub.add_parser("down", help="stop the servers `up` started (data is kept)")
+    p_down.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="only these (kafka, zookeeper, pinot, dataflow, dashboard); `up` restarts them",
+    )
     p_down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM before SIGKILL")
     p_down.set_defaults(func=_cmd_down)
     sub.add_parser("status", help="health of each server; exit 1 when any is unhealthy").set_defaults(func=_cmd_status)

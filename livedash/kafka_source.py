@@ -4,11 +4,12 @@ Bytewax 0.21's KafkaSource emits a Python object per message, and every operator
 a third of the dataflow's time per event went there). Here a `RecordBatch` carries the columns of up to
 `batch_size` messages of one partition, so the dataflow pays Bytewax's overhead once per batch. Like Bytewax's
 source, offsets are kept in the recovery snapshots (the next offset to read, per partition), not in a consumer
-group; errors other than end-of-partition raise.
+group; errors other than end-of-partition and transient broker trouble raise.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from livedash.errors import LivedashError
 
+log = logging.getLogger(__name__)
 IDLE_WAIT = timedelta(milliseconds=20)  # how long an empty partition waits before polling again
 
 
@@ -73,10 +75,31 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
         self.consumer.close()
 
 
+# librdkafka reports these as events while it recovers by itself (a broker restarting, a leader moving): the
+# consumer keeps its position and resumes, so they are logged, not raised. Anything else stops the dataflow,
+# which resumes from its last snapshot.
+_TRANSIENT = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+    }
+)
+
+
 def _end_of_partition(err: KafkaError | None) -> bool:
+    """True for events to skip (end of partition, transient broker trouble); raises on real errors."""
     if err is None:
         return False
     if err.code() == KafkaError._PARTITION_EOF:
+        return True
+    if not err.fatal() and (err.code() in _TRANSIENT or err.retriable()):
+        log.warning("Kafka consumer: %s (transient; librdkafka retries)", err.str())
         return True
     raise KafkaException(err)
 

@@ -107,6 +107,16 @@ class Pipeline:
     def log_file(self, run: int) -> Path:
         return ROOT / ".livedash-test" / f"dataflow-{self.suffix}-{run}.log"
 
+    def committed_epoch(self) -> int:
+        """The epoch a restart would resume from (0: nothing snapshotted yet), from Bytewax's recovery store."""
+        import sqlite3
+
+        epochs = []
+        for part in self.recovery_dir.glob("part-*.sqlite3"):
+            with sqlite3.connect(part, timeout=10) as db:
+                epochs += [row[0] for row in db.execute("SELECT commit_epoch FROM commits")]
+        return min(epochs, default=0)
+
     def kill9(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

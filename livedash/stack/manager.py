@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from livedash.config import Settings
@@ -120,8 +120,17 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
     )
 
 
-def down(settings: Settings, say: Say = print, timeout_s: float = 30.0) -> None:
+SERVICE_NAMES = ("kafka", "zookeeper", "pinot", "dataflow", "dashboard")
+
+
+def down(settings: Settings, say: Say = print, timeout_s: float = 30.0, only: Sequence[str] = ()) -> None:
+    """Stop every service we started, or only the named ones (`up` then restarts what is missing)."""
+    unknown = set(only) - set(SERVICE_NAMES)
+    if unknown:
+        raise LivedashError(f"unknown service {sorted(unknown)[0]!r}: choose from {', '.join(SERVICE_NAMES)}")
     for svc in reversed([*all_services(settings), Dataflow(settings), Dashboard(settings)]):
+        if only and svc.name not in only:
+            continue
         pids = _pids(svc)
         if not pids:
             say(f"{svc.name}: not running")

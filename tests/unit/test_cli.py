@@ -65,3 +65,17 @@ def test_a_backfill_at_the_mean_rate_covers_the_hours_asked() -> None:
         last = chunk.end_ms
     span_h = (last - start) / 3_600_000
     assert abs(span_h - hours) < 0.05 * hours, span_h
+
+
+def test_down_names_the_services_it_knows_when_given_another() -> None:
+    _, env = isolated_env("down-unknown")
+    result = run_cli("down", "kafak", env=env, timeout=60)
+    assert result.returncode == 1
+    assert "unknown service 'kafak'" in result.stderr and "kafka, zookeeper, pinot" in result.stderr
+
+
+def test_down_of_one_service_that_is_not_running_stops_nothing_else() -> None:
+    _, env = isolated_env("down-one")
+    result = run_cli("down", "pinot", env=env, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "pinot: not running"

@@ -137,6 +137,10 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     src = pick({"type", "country"}, now - day, now)
     assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_5m", "aggregates_history")
     assert pick({"page"}, now - day, now, 900_000).rollup.name == "page_15m"  # type: ignore[union-attr]
+    # Totals, rates and series per type over a day: the type-only roll-up (a few rows per window)
+    assert pick(set(), now - day, now).rollup.name == "type_5m"  # type: ignore[union-attr]
+    assert pick({"type"}, now - day, now, 900_000).rollup.name == "type_5m"  # type: ignore[union-attr]
+    assert pick({"type"}, now - 6 * 3_600_000, now, 300_000).rollup.name == "type_5m"  # type: ignore[union-attr]
     # The last hour: still in the recent tier, with windows small against the range
     assert pick({"type", "country"}, now - 3_600_000, now).rollup.name == "geo_10s"  # type: ignore[union-attr]
     # An hour a week ago: only the history tier still holds it
