@@ -1,0 +1,274 @@
+"""Side by side with peer stream processors on the same pre-filled topic (issue 6). Work in progress: the
+harness pre-fills the topic, computes the expected windows independently, and runs Quix Streams; Flink SQL
+and Pinot's ingestion aggregation are still to come (docs/peers.md).
+
+    .venv/bin/python -m bench.peers [--events 1000000] [--partitions 4] [--runs 3] [--event-rate 200000]
+
+The task every peer runs: 10 s event-time tumbling windows per (type, country) with count, and sum, min and
+max of latency_ms, results to a Kafka topic. Each peer's run ends when its output topic holds every expected
+window (an outside consumer watches it); its rate is input events over the time from its first consumed
+message to then. Its output is checked window by window against the expected values. Each peer runs in its
+own virtual environment under .livedash/peers/, created on first use from bench/peers/requirements-*.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, median
+from livedash.config import PROJECT_ROOT
+from livedash.generator import GeneratorOptions, run
+
+HERE = Path(__file__).resolve().parent
+PEERS_DIR = PROJECT_ROOT / ".livedash" / "peers"
+WINDOW_MS = 10_000
+OUT_OF_ORDER_MS = 10_000  # covers the generator's out-of-order events (at most 5 s behind); no late events are sent
+EOF_TYPE = "__eof__"
+
+Key = tuple[int, str, str | None]  # window start, type, country
+
+
+@dataclass
+class Agg:
+    count: int = 0
+    sum: float = 0.0  # Quix sums a window with no value to 0 (Flink: NULL); compared as 0
+    min: float | None = None
+    max: float | None = None
+
+    def add(self, value: float | None) -> None:
+        self.count += 1
+        if value is None:
+            return
+        self.sum += value
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+
+
+def venv_python(name: str) -> Path:
+    """The peer's own interpreter: .livedash/peers/<name>, created from requirements-<name>.txt once."""
+    home = PEERS_DIR / name
+    python = home / "bin" / "python"
+    stamp = home / ".installed"
+    requirements = HERE / f"requirements-{name}.txt"
+    if not stamp.exists() or stamp.read_text() != requirements.read_text():
+        subprocess.run([sys.executable, "-m", "venv", str(home)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
+        stamp.write_text(requirements.read_text())
+    return python
+
+
+def prefill(events: int, partitions: int, event_rate: float) -> tuple[Topics, Path, int, int, str]:
+    """The input topic, the valid events sent (JSON lines), the grace every peer needs (ms), the newest event
+    time, and each partition's last offset ("partition:offset,...").
+
+    Quix Streams closes a window by the newest event time its (repartitioned) partition has seen, not by the
+    oldest over the input partitions as Flink's watermarks do. Reading a backlog one input partition at a time,
+    it would find most events late (a first try with 10 s of grace dropped 14,975 of 20,000). So the grace
+    covers the input's whole event-time span: every peer holds its windows until the input is read, and every
+    peer must then be exact."""
+    topics = Topics(partitions=partitions)
+    settings = topics.create()
+    truth = BENCH_DIR / f"peers-truth-{topics.suffix}.jsonl"
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    # Valid events only: the peers have no event contract, and would count a malformed event that still parses
+    # (a first try with 1% malformed: Quix counted 12 more events than were valid in one window)
+    opts = GeneratorOptions(seed=6, nominal_rate=event_rate, late_fraction=0.0, malformed_fraction=0.0)
+    summary = run(settings.kafka.bootstrap, topics.raw, events, None, 0, opts, truth=truth, progress=False)
+    times = [orjson.loads(line)["ts"] for line in truth.open("rb")]
+    grace = max(times) - min(times) + OUT_OF_ORDER_MS
+    last = mark_ends(settings.kafka.bootstrap, topics.raw, max(times), partitions)
+    print(f"pre-filled {topics.raw}: {summary.sent:,} events ({summary.malformed:,} malformed), {partitions} "
+          f"partitions, event time at {event_rate:,.0f}/s")  # fmt: skip
+    return topics, truth, grace, max(times), last
+
+
+def mark_ends(bootstrap: str, topic: str, newest: int, partitions: int) -> str:
+    """A valid event of the ignored type at the end of each partition (closing nothing: its time is the newest):
+    "partition:offset,..." of these, so a peer can tell when it has read everything."""
+    from confluent_kafka import Producer
+
+    offsets: dict[int, int] = {}
+
+    def delivered(err: object, msg: object) -> None:
+        assert err is None, err
+        offsets[msg.partition()] = msg.offset()  # type: ignore[attr-defined]
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in range(partitions):
+        event = {"event_id": f"end-{partition}", "ts": newest, "type": EOF_TYPE, "user_id": "eof", "country": "end"}
+        producer.produce(topic, orjson.dumps(event), partition=partition, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
+
+
+def close_windows(bootstrap: str, topic: str, newest: int, grace: int, partitions: int) -> None:
+    """Events of a type no peer reports, later than every window's end + grace, in every input partition and
+    under many keys (so every repartitioned partition sees one): peers that close windows only on newer
+    event time (Quix's .final()) then close the last ones. Sent once the peer has read every other message:
+    any event it read after them would be late."""
+    from confluent_kafka import Producer
+
+    ts = newest - newest % WINDOW_MS + 2 * WINDOW_MS + grace + 1
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in range(partitions):
+        for i in range(32):
+            event = {"event_id": f"eof-{partition}-{i}", "ts": ts, "type": EOF_TYPE, "user_id": "eof",
+                     "country": f"k{i}"}  # fmt: skip
+            producer.produce(topic, orjson.dumps(event), key=f"eof{i}".encode(), partition=partition)
+    assert producer.flush(30) == 0
+
+
+def expected(truth: Path) -> dict[Key, Agg]:
+    """Computed here from the events sent, independently of every peer."""
+    out: dict[Key, Agg] = {}
+    for line in truth.open("rb"):
+        e = orjson.loads(line)
+        key = (e["ts"] - e["ts"] % WINDOW_MS, e["type"], e.get("country"))
+        agg = out.get(key)
+        if agg is None:
+            agg = out[key] = Agg()
+        agg.add(e.get("latency_ms"))
+    return out
+
+
+def watch_output(
+    bootstrap: str, topic: str, want: set[Key], timeout_s: float
+) -> Iterator[tuple[float, dict[Key, Agg]]]:
+    """Yields (time all expected windows were seen, windows) once; raises on timeout."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    got: dict[Key, Agg] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.2):
+                if msg.error() is not None:
+                    continue
+                v = orjson.loads(msg.value())
+                if v["type"] == EOF_TYPE:
+                    continue
+                country = None if v["country"] in (None, "None") else v["country"]
+                got[(int(v["window_start"]), v["type"], country)] = Agg(int(v["count"]), float(v["sum"] or 0.0),
+                                                                         v["min"], v["max"])  # fmt: skip
+            if want <= got.keys():
+                yield time.time(), got
+                return
+        raise TimeoutError(f"{len(want - got.keys()):,} of {len(want):,} windows missing after {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def differences(want: dict[Key, Agg], got: dict[Key, Agg]) -> list[str]:
+    out = []
+    for key, w in want.items():
+        g = got.get(key)
+        if g is None:
+            out.append(f"{key}: missing")
+        elif (
+            g.count != w.count
+            or not math.isclose(g.sum, w.sum, rel_tol=1e-9, abs_tol=1e-6)
+            or (g.min, g.max) != (w.min, w.max)
+        ):
+            out.append(f"{key}: got {g}, want {w}")
+    out += [f"{key}: extra {got[key]}" for key in got.keys() - want.keys()]
+    return out
+
+
+@dataclass
+class Result:
+    peer: str
+    events_per_s: float
+    cpu_s_per_million: float
+    peak_rss_mb: float
+    exact: bool
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_quix(
+    topics: Topics, bootstrap: str, input_: tuple[str, int, int], want: dict[Key, Agg], label: str, events: int
+) -> Result:
+    """input_: each partition's last offset, the newest event time, the grace."""
+    last, newest, grace = input_
+    python = venv_python("quix")
+    work = BENCH_DIR / f"quix-{label}"
+    work.mkdir(parents=True, exist_ok=True)
+    ready = work / "ready"
+    drained = work / "drained"
+    for f in (ready, drained):
+        f.unlink(missing_ok=True)
+    out_topic = f"peers_quix_{topics.suffix}_{label}"
+    env = {**os.environ, "BROKER": bootstrap, "IN_TOPIC": topics.raw, "OUT_TOPIC": out_topic,
+           "GROUP": f"quix-{topics.suffix}-{label}", "STATE_DIR": str(work / "state"), "GRACE_MS": str(grace),
+           "READY_FILE": str(ready), "DRAINED_FILE": str(drained), "LAST_OFFSETS": last}  # fmt: skip
+    log = (work / "quix.log").open("wb")
+    proc = subprocess.Popen([str(python), str(HERE / "quix_app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 3600
+        while not drained.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert drained.exists(), f"quix did not read the input; see {work / 'quix.log'}"
+        close_windows(bootstrap, topics.raw, newest, grace, topics.partitions)
+        done, got = next(watch_output(bootstrap, out_topic, set(want), timeout_s=3600))
+        cpu, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
+        first = float(ready.read_text())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    diff = differences(want, got)
+    for line in diff[:5]:
+        print(f"  quix differs: {line}")
+    return Result("Quix Streams 3.28.1", events / (done - first), cpu / (events / 1e6), rss, not diff)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--event-rate", type=float, default=200_000.0)
+    args = parser.parse_args()
+    results: dict[str, list[Result]] = {}
+    for i in range(args.runs):
+        # A fresh topic per run (same seed): the events that close a run's windows stay in its topic
+        topics, truth, grace, newest, last = prefill(args.events, args.partitions, args.event_rate)
+        settings = topics.settings()
+        want = expected(truth)
+        print(f"expected: {len(want):,} windows of (type, country), computed from the events sent")
+        r = run_quix(topics, settings.kafka.bootstrap, (last, newest, grace), want, f"run{i}", args.events)
+        results.setdefault(r.peer, []).append(r)
+        print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per million "
+              f"events, peak RSS {r.peak_rss_mb:.0f} MB, {'exact' if r.exact else 'NOT exact'}")  # fmt: skip
+    print(f"machine: {machine()}")
+    for peer, rows in results.items():
+        print(f"median {peer}: {median([r.events_per_s for r in rows]):,.0f} events/s, "
+              f"{median([r.cpu_s_per_million for r in rows]):.1f} CPU s per million events, "
+              f"peak RSS {median([r.peak_rss_mb for r in rows]):.0f} MB, "
+              f"exact in {sum(r.exact for r in rows)} of {len(rows)} runs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
