@@ -1,14 +1,16 @@
-"""Side by side with peer stream processors on the same pre-filled topic (issue 6). Work in progress: the
-harness pre-fills the topic, computes the expected windows independently, and runs Quix Streams; Flink SQL
-and Pinot's ingestion aggregation are still to come (docs/peers.md).
+"""Side by side with peer stream processors on the same pre-filled topic (issue 6). Work in progress: our
+dataflow (1 and 2 processes) and Quix Streams so far; Flink SQL and Pinot's ingestion aggregation are still to
+come (docs/peers.md).
 
     .venv/bin/python -m bench.peers [--events 1000000] [--partitions 4] [--runs 3] [--event-rate 200000]
 
-The task every peer runs: 10 s event-time tumbling windows per (type, country) with count, and sum, min and
-max of latency_ms, results to a Kafka topic. Each peer's run ends when its output topic holds every expected
-window (an outside consumer watches it); its rate is input events over the time from its first consumed
-message to then. Its output is checked window by window against the expected values. Each peer runs in its
-own virtual environment under .livedash/peers/, created on first use from bench/peers/requirements-*.txt.
+The task: 10 s event-time tumbling windows per (type, country) with count, and sum, min and max of latency_ms,
+results to a Kafka topic. Our dataflow runs as it ships: every configured roll-up and sketch, of which the
+geo_10s roll-up (type, country, device, os) answers this task once merged. Each run pre-fills a fresh topic
+(same seed) and computes the expected windows from the events sent, independently of every peer. The rate is
+input events over the time from the first to the last one read (our events-in metric; Quix's
+on_message_processed); then each peer's output is checked window by window. Quix Streams runs in its own
+virtual environment under .livedash/peers/, created on first use from bench/peers/requirements-quix.txt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, median
+from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, median, metric_sum, start_dataflows, stop, wait_until
 from livedash.config import PROJECT_ROOT
 from livedash.generator import GeneratorOptions, run
 
@@ -230,7 +232,7 @@ def run_quix(
         close_windows(bootstrap, topics.raw, newest, grace, topics.partitions)
         done, got = next(watch_output(bootstrap, out_topic, set(want), timeout_s=3600))
         cpu, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
-        first = float(ready.read_text())
+        first, last_read = float(ready.read_text()), float(drained.read_text())
     finally:
         proc.terminate()
         try:
@@ -241,7 +243,77 @@ def run_quix(
     diff = differences(want, got)
     for line in diff[:5]:
         print(f"  quix differs: {line}")
-    return Result("Quix Streams 3.28.1", events / (done - first), cpu / (events / 1e6), rss, not diff)
+    # The rate: input read from first to last, as our metric counts; the last windows close after (sentinels)
+    print(f"  quix: every window out {done - last_read:.1f}s after the input was read")
+    return Result("Quix Streams 3.28.1", events / (last_read - first), cpu / (events / 1e6), rss, not diff)
+
+
+def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float) -> dict[Key, Agg]:
+    """Our geo_10s rows (one per window, type, country, device, os and source partition; the newest version of
+    each), merged to (window, type, country) as Pinot merges them at query time; returns once they equal
+    `want` or at the timeout."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    rows: dict[str, dict[str, object]] = {}
+    merged: dict[Key, Agg] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(10_000, timeout=0.5)
+            for msg in msgs:
+                if msg.error() is not None or msg.value() is None:
+                    continue
+                row = orjson.loads(msg.value())
+                if row.get("rollup_name") != "geo_10s":
+                    continue
+                old = rows.get(row["pk"])
+                if old is None or int(old["version"]) <= int(row["version"]):  # type: ignore[call-overload]
+                    rows[row["pk"]] = row
+            if msgs:
+                continue
+            merged = {}
+            for row in rows.values():
+                key = (int(row["window_start"]), str(row["type"]), row["country"])  # type: ignore[call-overload]
+                agg = merged.setdefault(key, Agg())  # type: ignore[arg-type]
+                agg.count += int(row["event_count"])  # type: ignore[call-overload]
+                if int(row["latency_ms_count"]):  # type: ignore[call-overload]
+                    agg.sum += float(row["latency_ms_sum"])  # type: ignore[arg-type]
+                    lo, hi = float(row["latency_ms_min"]), float(row["latency_ms_max"])  # type: ignore[arg-type]
+                    agg.min = lo if agg.min is None else min(agg.min, lo)
+                    agg.max = hi if agg.max is None else max(agg.max, hi)
+            if not differences(want, merged):
+                break
+    finally:
+        consumer.close()
+    return merged
+
+
+def run_ours(topics: Topics, bootstrap: str, events: int, processes: int, want: dict[Key, Agg], label: str) -> Result:
+    """Our dataflow as it ships (every configured roll-up, sketches included), 1 or 2 processes; the rate is
+    events folded in (its metric) from the first to the last."""
+    env = topics.env()
+    procs = start_dataflows(env, processes, f"peers-ours-{label}")
+    try:
+        ports = [port for _, port in procs]
+        total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
+        wait_until(lambda: total() > 0, 120, every_s=0.05)
+        t0, n0 = time.monotonic(), total()
+        cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
+        wait_until(lambda: total() >= events, 3600, every_s=0.2)
+        elapsed = time.monotonic() - t0
+        cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
+        rss = sum(peak_rss_mb(proc.pid) for proc, _ in procs)
+        got = read_ours(bootstrap, topics.agg, want, timeout_s=600)
+    finally:
+        stop(procs)
+    diff = differences(want, got)
+    for line in diff[:5]:
+        print(f"  ours ({processes}p) differs: {line}")
+    name = f"livedash, {processes} process{'es' if processes > 1 else ''}"
+    return Result(name, (events - n0) / elapsed, cpu / ((events - n0) / 1e6), rss, not diff)
 
 
 def main() -> None:
@@ -258,10 +330,13 @@ def main() -> None:
         settings = topics.settings()
         want = expected(truth)
         print(f"expected: {len(want):,} windows of (type, country), computed from the events sent")
-        r = run_quix(topics, settings.kafka.bootstrap, (last, newest, grace), want, f"run{i}", args.events)
-        results.setdefault(r.peer, []).append(r)
-        print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per million "
-              f"events, peak RSS {r.peak_rss_mb:.0f} MB, {'exact' if r.exact else 'NOT exact'}")  # fmt: skip
+        runs = [run_ours(topics, settings.kafka.bootstrap, args.events, n, want, f"run{i}-{n}p") for n in (1, 2)]
+        runs.append(run_quix(topics, settings.kafka.bootstrap, (last, newest, grace), want, f"run{i}", args.events))
+        for r in runs:
+            results.setdefault(r.peer, []).append(r)
+            exact = "exact" if r.exact else "NOT exact"
+            print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per "
+                  f"million events, peak RSS {r.peak_rss_mb:.0f} MB, {exact}")  # fmt: skip
     print(f"machine: {machine()}")
     for peer, rows in results.items():
         print(f"median {peer}: {median([r.events_per_s for r in rows]):,.0f} events/s, "
