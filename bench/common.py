@@ -114,3 +114,18 @@ def wait_until(check, timeout_s: float, every_s: float = 0.2) -> float:  # type:
             return time.monotonic() - start
         time.sleep(every_s)
     raise TimeoutError(f"not reached within {timeout_s}s")
+
+
+def measure_intake(procs: list[tuple[subprocess.Popen[bytes], int]], events: int, timeout_s: float,
+                   every_s: float) -> tuple[float, float]:  # fmt: skip
+    """Events folded in per second (the events-in metric, first event to `events`) and CPU seconds per
+    million events, summed over the dataflow processes."""
+    ports = [port for _, port in procs]
+    total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
+    wait_until(lambda: total() > 0, 120, every_s=0.05)
+    t0, n0 = time.monotonic(), total()
+    cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
+    wait_until(lambda: total() >= events, timeout_s, every_s=every_s)  # scrapes cost the measured process CPU
+    elapsed = time.monotonic() - t0
+    cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
+    return (events - n0) / elapsed, cpu / ((events - n0) / 1e6)

@@ -13,24 +13,15 @@ at 20,000 events/s but drained at 100,000 events/s makes it publish five times t
 from __future__ import annotations
 
 import argparse
-import time
 
-from bench.common import Topics, cpu_seconds, machine, median, metric_sum, start_dataflows, stop, wait_until
+from bench.common import Topics, machine, measure_intake, median, start_dataflows, stop
 from livedash.generator import GeneratorOptions, run
 
 
 def measure(env: dict[str, str], processes: int, events: int, label: str) -> tuple[float, float]:
     procs = start_dataflows(env, processes, label)
     try:
-        ports = [port for _, port in procs]
-        total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
-        wait_until(lambda: total() > 0, 120, every_s=0.05)
-        t0, n0 = time.monotonic(), total()
-        cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
-        wait_until(lambda: total() >= events, 900, every_s=0.5)  # scrapes cost the measured process CPU
-        elapsed = time.monotonic() - t0
-        cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
-        return (events - n0) / elapsed, cpu / ((events - n0) / 1e6)
+        return measure_intake(procs, events, 900, 0.5)
     finally:
         stop(procs)
 

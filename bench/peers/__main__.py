@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, median, metric_sum, start_dataflows, stop, wait_until
+from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, measure_intake, median, start_dataflows, stop
 from livedash.config import PROJECT_ROOT
 from livedash.generator import GeneratorOptions, run
 
@@ -297,14 +297,7 @@ def run_ours(topics: Topics, bootstrap: str, events: int, processes: int, want: 
     env = topics.env()
     procs = start_dataflows(env, processes, f"peers-ours-{label}")
     try:
-        ports = [port for _, port in procs]
-        total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
-        wait_until(lambda: total() > 0, 120, every_s=0.05)
-        t0, n0 = time.monotonic(), total()
-        cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
-        wait_until(lambda: total() >= events, 3600, every_s=0.2)
-        elapsed = time.monotonic() - t0
-        cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
+        rate, cpu = measure_intake(procs, events, 3600, 0.2)
         rss = sum(peak_rss_mb(proc.pid) for proc, _ in procs)
         got = read_ours(bootstrap, topics.agg, want, timeout_s=600)
     finally:
@@ -313,7 +306,7 @@ def run_ours(topics: Topics, bootstrap: str, events: int, processes: int, want: 
     for line in diff[:5]:
         print(f"  ours ({processes}p) differs: {line}")
     name = f"livedash, {processes} process{'es' if processes > 1 else ''}"
-    return Result(name, (events - n0) / elapsed, cpu / ((events - n0) / 1e6), rss, not diff)
+    return Result(name, rate, cpu, rss, not diff)
 
 
 def main() -> None:
