@@ -8,6 +8,7 @@ refreshes. SQL comes from dashboard/query.py only; results are cached per proces
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import urllib.parse
@@ -56,12 +57,23 @@ def ago(seconds: float) -> str:
 def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | None:
     """Rows for a panel, or None after showing why there are none. Never raises."""
     ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
+    fresh = st.session_state.get("refresh_now", False)
     try:
         panel = role + EPOCH_MS.sub("?", sql.text)  # the same panel over a later window
-        return res.service.query(sql.text, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False), panel=panel)
+        result = res.service.query(sql.text, ttl_s=ttl, fresh=fresh, panel=panel)
     except PinotError as exc:
         st.error(f"No data: {exc}", icon=":material/cloud_off:")
-    return None
+        return None
+    if sql.quantile is None:
+        return result
+    try:  # raw events: the p95 column from the rows that carry the field
+        q_sql = sql.quantile.statement(result.rows)
+        found = res.service.query(q_sql, ttl_s=ttl, fresh=fresh, panel="p95:" + EPOCH_MS.sub("?", q_sql))
+        return replace(result, rows=sql.quantile.merge(result.rows, found.rows), stale=result.stale or found.stale,
+                       error=result.error or found.error)  # fmt: skip
+    except (PinotError, query.QueryError) as exc:
+        st.warning(f"p95 unavailable: {exc}", icon=":material/warning:")
+        return replace(result, rows=sql.quantile.merge(result.rows, []))
 
 
 def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
@@ -74,6 +86,9 @@ def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
         bits.append(f"{result.time_used_ms} ms in Pinot")
     bits.append("raw events" if sql.source.is_raw else f"roll-up `{sql.source.rollup.name}`")  # type: ignore[union-attr]
     bits.append(f"[Open in Pinot console]({console_url(res.settings, sql.text)})")
+    if sql.quantile is not None and result is not None:
+        with contextlib.suppress(query.QueryError):  # a value the builder refuses: no link
+            bits.append(f"[p95 in Pinot console]({console_url(res.settings, sql.quantile.statement(result.rows))})")
     st.caption(" · ".join(bits))
     if sql.source.note:
         st.caption(f":orange[{sql.source.note}]")

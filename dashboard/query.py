@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from livedash.pipeline.contract import MISSING
 from livedash.pipeline.settings import PipelineSettings
@@ -49,6 +49,8 @@ class Catalog:
     rollups: tuple[RollupInfo, ...]  # tumbling only, smallest window first
     quantile_field: str
     aggregates_table: str = "aggregates"
+    distinct_field: str = "user_id"
+    theta_nominal_entries: int = 4096  # the roll-ups' Theta sketch size (2 ** lg_k)
     raw_table: str = "events_raw"
 
     @classmethod
@@ -64,7 +66,8 @@ class Catalog:
         dims = tuple(settings.events.dimensions)
         dims = ("type", *(d for d in dims if d != "type"))
         return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
-                   tuple(rollups), settings.sketches.quantile_field, settings.topics.aggregates)  # fmt: skip
+                   tuple(rollups), settings.sketches.quantile_field, settings.topics.aggregates,
+                   settings.sketches.distinct_field, 2**settings.sketches.theta_lg_k)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +82,38 @@ class Source:
         return self.rollup is None
 
 
+@dataclass(frozen=True, slots=True)
+class Quantile:
+    """Raw events only: the p95 over the rows that carry the quantile field, by the main statement's groups,
+    appended to its rows. A row without the field holds null there (the raw table's null vectors), which an
+    aggregate would read as 0; Pinot 0.11 refuses FILTER (WHERE ...) on one aggregate of a grouped query, so
+    the rows are filtered in a second statement."""
+
+    select: str  # SELECT <keys>, PERCENTILETDIGEST(..) FROM .. WHERE .. AND field IS NOT NULL
+    tail: str  # GROUP BY <keys> LIMIT n, or ""
+    keys: int  # leading columns of the main rows that name a group (0: one row)
+    restrict: str | None = None  # breakdowns: only the values the main statement returned
+
+    def statement(self, rows: Sequence[Sequence[Any]]) -> str:
+        sql = self.select
+        if self.restrict is not None:
+            values = sorted({str(r[0]) for r in rows})
+            sql += f" AND {self.restrict} IN ({', '.join(literal(v) for v in values) or literal('')})"
+        return f"{sql} {self.tail}".rstrip()
+
+    def merge(self, rows: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> tuple[tuple[Any, ...], ...]:
+        """The main rows, each with its group's p95 appended (None where no row carried the field)."""
+        if self.keys == 0:
+            p95 = found[0][0] if found else None
+            return tuple((*r, p95) for r in rows)
+        by_key = {tuple(f[: self.keys]): f[self.keys] for f in found}
+        return tuple((*r, by_key.get(tuple(r[: self.keys]))) for r in rows)
+
+
 class Sql(NamedTuple):
     text: str
     source: Source
+    quantile: Quantile | None = None  # raw events: the p95 column comes from a second statement
 
 
 # -- names and literals ----------------------------------------------------------------------------------------
@@ -116,6 +148,7 @@ def check_filters(catalog: Catalog, filters: Mapping[str, str]) -> dict[str, str
 
 
 EDGE_WINDOWS = 20  # a roll-up is precise for a range at least this many of its windows long
+MIN_WINDOWS = 2  # nor does a roll-up answer a range shorter than this many of its windows (raw events do)
 
 
 def choose_source(
@@ -129,7 +162,8 @@ def choose_source(
     """The smallest roll-up (fewest rows per second at its caps, then the largest window) covering `dims`,
     dividing the bucket and kept by its tier back to the range's start; among those, one whose windows are
     small against the range (ranges take whole windows, so the first may reach up to a window before the
-    start) when there is one. Else the raw events, with the reason."""
+    start) when there is one, else the finest if the range holds at least MIN_WINDOWS of its windows. Else the
+    raw events, with the reason."""
     needed = set(dims)
     for name in needed:
         column(name, catalog.dimensions)
@@ -141,8 +175,13 @@ def choose_source(
             fits = [r for r in fits if start_ms >= now - r.retention_ms]
         if end_ms is not None and fits:
             precise = [r for r in fits if r.size_ms * EDGE_WINDOWS <= end_ms - start_ms]
-            if not precise:  # a short range: the finest windows, then the fewest rows
-                return Source(min(fits, key=lambda r: (r.size_ms, r.max_rows_per_s)))
+            if not precise:  # a short range: the finest windows, then the fewest rows, if not too coarse
+                usable = [r for r in fits if r.size_ms * MIN_WINDOWS <= end_ms - start_ms]
+                if usable:
+                    return Source(min(usable, key=lambda r: (r.size_ms, r.max_rows_per_s)))
+                finest = min(r.size_ms for r in fits) // 1000
+                return Source(None, f"computed from raw events: the roll-ups grouping by {', '.join(sorted(needed))} "
+                                    f"have windows ({finest} s or more) too long for this range")  # fmt: skip
             fits = precise
     if fits:
         return Source(min(fits, key=lambda r: (r.max_rows_per_s, -r.size_ms)))
@@ -192,10 +231,12 @@ def _table(catalog: Catalog, source: Source) -> str:
 
 
 def _measures(catalog: Catalog, source: Source) -> list[str]:
-    """events, unique users, p95 of the quantile field (merged from sketches on roll-ups)."""
-    q = catalog.quantile_field
-    if source.is_raw:
-        return ["COUNT(*)", 'DISTINCTCOUNT("user_id")', f'PERCENTILE("{q}", 95)']
+    """events, unique users, p95 of the quantile field: merged from sketches on roll-ups, and built as sketches
+    from raw events too. Exact DISTINCTCOUNT and PERCENTILE keep every value per group on the server: over a
+    day of raw events (48 million rows) one refresh ran a 4 GB Pinot out of heap (docs/benchmarks.md)."""
+    if source.is_raw:  # the p95 comes from `_quantile`'s statement
+        theta = f"'nominalEntries={int(catalog.theta_nominal_entries)}'"  # as the roll-ups': the same error bound
+        return ["COUNT(*)", f'DISTINCTCOUNTTHETASKETCH("{catalog.distinct_field}", {theta})']
     return [
         'SUM("event_count")',
         'DISTINCTCOUNTTHETASKETCH("distinct_theta")',
@@ -203,12 +244,20 @@ def _measures(catalog: Catalog, source: Source) -> list[str]:
     ]
 
 
+def _quantile(catalog: Catalog, where_sql: str, keys: list[str], tail: str, restrict: str | None = None) -> Quantile:
+    q = f'"{catalog.quantile_field}"'
+    select = ", ".join([*keys, f"PERCENTILETDIGEST({q}, 95)"])
+    return Quantile(f"SELECT {select} FROM {catalog.raw_table} WHERE {where_sql} AND {q} IS NOT NULL", tail,
+                    len(keys), restrict)  # fmt: skip
+
+
 def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
     """One row: events, unique users, p95. now_ms (default end_ms): which tiers still hold the range."""
     source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
-    sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {where(catalog, source, start_ms, end_ms, filters)}"
-    return Sql(sql, source)
+    cond = where(catalog, source, start_ms, end_ms, filters)
+    sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
+    return Sql(sql, source, _quantile(catalog, cond, [], "") if source.is_raw else None)
 
 
 def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
@@ -229,10 +278,11 @@ def breakdown(
     col = column(dim, catalog.dimensions)
     source = choose_source(catalog, {dim, *filters}, None, start_ms, end_ms, now_ms)
     measures = _measures(catalog, source)
-    sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} "
-           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} GROUP BY {col} "
+    cond = where(catalog, source, start_ms, end_ms, filters)
+    sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
            f"ORDER BY {measures[0]} DESC LIMIT {_limit(limit)}")  # fmt: skip
-    return Sql(sql, source)
+    quantile = _quantile(catalog, cond, [col], f"GROUP BY {col} LIMIT {_limit(limit)}", col)
+    return Sql(sql, source, quantile if source.is_raw else None)
 
 
 def timeseries(
@@ -254,10 +304,13 @@ def timeseries(
         f"DATETIMECONVERT({time_col}, '1:MILLISECONDS:EPOCH', '1:MILLISECONDS:EPOCH', '{bucket_ms // 1000}:SECONDS')"
     )
     n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
+    cond = where(catalog, source, start_ms, end_ms, filters)
     sql = (f"SELECT {bucket} AS bucket, {col}, {', '.join(_measures(catalog, source))} FROM {_table(catalog, source)} "
-           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} GROUP BY bucket, {col} "
-           f"ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
-    return Sql(sql, source)
+           f"WHERE {cond} GROUP BY bucket, {col} ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
+    quantile = _quantile(
+        catalog, cond, [f"{bucket} AS bucket", col], f"GROUP BY bucket, {col} LIMIT {_limit(n, 100_000)}"
+    )
+    return Sql(sql, source, quantile if source.is_raw else None)
 
 
 def raw_events(

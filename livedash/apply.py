@@ -156,5 +156,11 @@ def apply_all(settings: Settings, say: Say = print) -> None:
     wait_for_controller(settings)
     for name in settings.pinot.tables:
         schema, table = load_table(name, settings)
-        say(f"schema {name}: {apply_schema(settings, schema)}")
-        say(f"table {name}_{table['tableType'].upper()}: {apply_table(settings, table)}")
+        changed = apply_schema(settings, schema)
+        say(f"schema {name}: {changed}")
+        kind = table["tableType"].upper()
+        say(f"table {name}_{kind}: {apply_table(settings, table)}")
+        if changed == "updated":
+            # Segments already loaded read a new column only once reloaded (it gets its default value there)
+            _call("POST", f"{settings.pinot.controller_url}/segments/{name}/reload", params={"type": kind})
+            say(f"table {name}_{kind}: segments reloaded for the new schema")

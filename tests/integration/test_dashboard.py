@@ -122,13 +122,51 @@ def test_events_page_is_paged_and_newest_first(app: Callable[..., AppTest]) -> N
     assert max(older["ts"]) <= min(rows["ts"])
 
 
-def test_a_dimension_without_rollup_says_it_reads_raw_events(app: Callable[..., AppTest], live: Settings) -> None:
+def test_a_range_too_short_for_the_rollups_reads_raw_events(app: Callable[..., AppTest], live: Settings) -> None:
     since = int(time.time() * 1000) - 600_000
     campaign = scalar(live, f"SELECT campaign FROM events_raw WHERE campaign <> 'null' AND ts >= {since} LIMIT 1")
     at = app(range="15m", refresh="0", f=f"campaign:{campaign}")
     captions = " ".join(c.value for c in at.caption)
-    assert "computed from raw events: no roll-up groups by campaign" in captions
+    assert "computed from raw events: the roll-ups grouping by campaign have windows (900 s or more) too long" in (
+        captions
+    )
     assert float(metric(at, "Events / s").replace(",", "")) > 0
+    assert float(metric(at, "Unique users").replace(",", "")) > 0
+
+
+def test_raw_panels_sketches_agree_with_exact_values(live: Settings) -> None:
+    """Raw panels build Theta and t-digest sketches (bounded memory) instead of exact sets, and take the p95
+    over the events that carry a latency only (clicks carry none: read as 0 they pulled p95 down). On real
+    Pinot the figures agree with DISTINCTCOUNT (within the Theta bound) and the exact rank (within 2%)."""
+    from dataclasses import replace
+
+    from dashboard.query import Catalog, breakdown, totals
+    from livedash.verify import distinct_bound
+
+    catalog = replace(Catalog.from_settings(live.pipeline), rollups=())  # every panel from raw events
+    end = int(time.time() * 1000)
+    start = end - 900_000
+    sql = totals(catalog, start, end, {})
+    assert sql.source.is_raw and sql.quantile is not None
+    count, users = query(live, sql.text)[0]
+    (p95,) = query(live, sql.quantile.statement([]))[0]
+    where = sql.text.split(" WHERE ", 1)[1]
+    exact_count, exact_users = query(live, f"SELECT COUNT(*), DISTINCTCOUNT(user_id) FROM events_raw WHERE {where}")[0]
+    assert count == exact_count > 5000
+    assert abs(users - exact_users) <= distinct_bound(exact_users, 12), (users, exact_users)
+    without = scalar(live, f"SELECT COUNT(*) FROM events_raw WHERE {where} AND latency_ms IS NULL")
+    assert without > 1000  # clicks: the rows a p95 over every row would read as 0
+    values = sorted(v for (v,) in query(live, f"SELECT latency_ms FROM events_raw WHERE {where} "
+                                              f"AND latency_ms IS NOT NULL LIMIT 100000"))  # fmt: skip
+    assert len(values) == exact_count - without
+    rank = sum(v <= p95 for v in values) / len(values)
+    assert abs(rank - 0.95) <= 0.02, (p95, rank, len(values))
+    # By type: clicks have no p95 at all, the others one each
+    top = breakdown(catalog, "type", start, end, {})
+    assert top.quantile is not None
+    rows = query(live, top.text)
+    merged = {r[0]: r[-1] for r in top.quantile.merge(rows, query(live, top.quantile.statement(rows)))}
+    assert merged["click"] is None and all(v > 0 for t, v in merged.items() if t != "click"), merged
 
 
 def test_an_empty_range_shows_no_data_without_failing(app: Callable[..., AppTest]) -> None:

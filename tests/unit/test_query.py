@@ -122,8 +122,11 @@ def test_smallest_covering_rollup_is_picked(catalog: Catalog) -> None:
     assert pick({"type"}, 30_000, START, hour) == "geo_10s"
     assert pick({"type"}) == "geo_10s"
     assert all(r.name != "type_5m_sliding" for r in catalog.rollups)  # overlapping windows are never summed
-    # Short ranges take the finest windows there are, even when they are long against the range
+    # Short ranges take the finest windows there are, even when they are long against the range, down to two
+    # windows per range; shorter, raw events answer
     assert pick({"page"}, None, START, START + 120_000) == "page_1m"
+    assert query.choose_source(catalog, {"page"}, None, START, START + 119_000).is_raw
+    assert pick({"campaign"}, None, START, START + 1_800_000) == "campaign_15m"
 
 
 def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
@@ -139,6 +142,7 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     assert pick({"page"}, now - day, now, 900_000).rollup.name == "page_15m"  # type: ignore[union-attr]
     # Totals, rates and series per type over a day: the type-only roll-up (a few rows per window)
     assert pick(set(), now - day, now).rollup.name == "type_5m"  # type: ignore[union-attr]
+    assert pick({"campaign"}, now - day, now).rollup.name == "campaign_15m"  # type: ignore[union-attr]
     assert pick({"type"}, now - day, now, 900_000).rollup.name == "type_5m"  # type: ignore[union-attr]
     assert pick({"type"}, now - 6 * 3_600_000, now, 300_000).rollup.name == "type_5m"  # type: ignore[union-attr]
     # The last hour: still in the recent tier, with windows small against the range
@@ -155,8 +159,9 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
 
 
 def test_raw_fallback_says_why(catalog: Catalog) -> None:
-    src = query.choose_source(catalog, {"campaign"})
-    assert src.is_raw and "campaign" in src.note
+    # 15 minutes of campaigns: the only roll-up by campaign has 15-minute windows, too long for the range
+    src = query.choose_source(catalog, {"campaign"}, None, START, END)
+    assert src.is_raw and "campaign" in src.note and "too long" in src.note
     src = query.choose_source(catalog, {"page", "country"})
     assert src.is_raw and "together" in src.note
     src = query.choose_source(catalog, {"page"}, 10_000)
@@ -187,3 +192,60 @@ def test_paging_and_buckets_are_validated(catalog: Catalog) -> None:
     assert query.bucket_for(0, 300_000) == 10_000
     assert query.bucket_for(0, 86_400_000) == 900_000
     assert "LIMIT 50 OFFSET 100" in query.raw_events(catalog, START, END, {}, page=2, page_size=50).text
+
+
+def test_raw_panels_build_bounded_sketches_not_exact_sets(catalog: Catalog) -> None:
+    """Exact DISTINCTCOUNT and PERCENTILE hold every value per group in Pinot's heap (a day of raw events ran a
+    4 GB Pinot out of memory); raw panels build sketches of the roll-ups' size instead."""
+    for sql in (query.totals(catalog, START, END, {"campaign": "x"}),
+                query.breakdown(catalog, "campaign", START, END, {}),
+                query.timeseries(catalog, START, END, {"campaign": "x"}, 10_000)):  # fmt: skip
+        assert sql.source.is_raw and sql.quantile is not None, sql.text
+        p95 = sql.quantile.statement([("a", 1, 1)])
+        assert "DISTINCTCOUNTTHETASKETCH(\"user_id\", 'nominalEntries=4096')" in sql.text
+        assert 'PERCENTILETDIGEST("latency_ms", 95)' in p95 and '"latency_ms" IS NOT NULL' in p95
+        for text in (sql.text, p95):
+            assert not re.search(r"DISTINCTCOUNT\(|PERCENTILE\(|DISTINCTCOUNTRAW|PERCENTILEEST", text), text
+    rollup = query.totals(catalog, START, END, {"country": "DE"})
+    assert rollup.quantile is None and 'PERCENTILETDIGEST("quantile_tdigest", 95)' in rollup.text
+
+
+def test_raw_p95_reads_only_rows_with_the_field_by_the_same_groups(catalog: Catalog) -> None:
+    """Pinot 0.11 reads a missing latency as 0 in an aggregate and refuses FILTER on a grouped one: the p95
+    comes from a second statement over the same range and filters, grouped alike, merged by group."""
+    filters = {"campaign": "spring"}
+    total = query.totals(catalog, START, END, filters)
+    assert total.quantile is not None
+    cond = total.text.split(" WHERE ", 1)[1]
+    assert total.quantile.statement([(10, 3)]) == (
+        f'SELECT PERCENTILETDIGEST("latency_ms", 95) FROM events_raw WHERE {cond} AND "latency_ms" IS NOT NULL'
+    )
+    assert total.quantile.merge([(10, 3)], [(120.5,)]) == ((10, 3, 120.5),)
+    assert total.quantile.merge([(0, 0)], []) == ((0, 0, None),)
+
+    top = query.breakdown(catalog, "campaign", START, END, {"type": "click"})
+    assert top.quantile is not None
+    rows = [("spring", 50, 20), ("it's", 7, 5), ("null", 3, 3)]
+    p95 = top.quantile.statement(rows)
+    assert "\"campaign\" IN ('it''s', 'null', 'spring')" in p95 and 'GROUP BY "campaign"' in p95
+    assert top.text.split(" WHERE ", 1)[1].split(" GROUP BY ")[0] in p95  # the same range and filters
+    merged = top.quantile.merge(rows, [("null", 9.0), ("spring", 200.0)])
+    assert merged == (("spring", 50, 20, 200.0), ("it's", 7, 5, None), ("null", 3, 3, 9.0))
+    assert "IN ('')" in top.quantile.statement([])  # nothing to look up: a statement that finds nothing
+
+    series = query.timeseries(catalog, START, END, {"campaign": "x"}, 60_000)
+    assert series.quantile is not None
+    assert 'GROUP BY bucket, "type"' in series.quantile.statement([])
+    merged = series.quantile.merge([(1, "click", 4, 4), (1, "purchase", 2, 2)], [(1, "purchase", 90.0)])
+    assert merged == ((1, "click", 4, 4, None), (1, "purchase", 2, 2, 90.0))
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_stay_inside_the_p95_statement_literals(catalog: Catalog, value: str) -> None:
+    for harmless, hostile in ((query.breakdown(catalog, "campaign", START, END, {"campaign": "DE"}),
+                               query.breakdown(catalog, "campaign", START, END, {"campaign": value})),):  # fmt: skip
+        assert harmless.quantile is not None and hostile.quantile is not None
+        safe = harmless.quantile.statement([("DE", 1, 1)])
+        built = hostile.quantile.statement([(value, 1, 1)])
+        assert skeleton(built) == skeleton(safe), built
+        assert ";" not in LITERAL.sub("", built)
