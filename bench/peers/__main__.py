@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, measure_intake, median, start_dataflows, stop
-from livedash.config import PROJECT_ROOT
+from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
 
 HERE = Path(__file__).resolve().parent
@@ -248,6 +248,164 @@ def run_quix(
     return Result("Quix Streams 3.28.1", events / (last_read - first), cpu / (events / 1e6), rss, not diff)
 
 
+def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()]).values():
+        future.result(30)
+
+
+FLINK_KAFKA = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"  # for Flink 2.2 (docs/peers.md)
+
+
+def connector_jar() -> Path:
+    """Flink's Kafka SQL connector from Maven Central, fetched once into .livedash/peers/jars."""
+    _group, artifact, version = FLINK_KAFKA.split(":")
+    jars = PEERS_DIR / "jars"
+    jar = jars / f"{artifact}-{version}.jar"
+    if not jar.exists():
+        jars.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={FLINK_KAFKA}",
+                        f"-DoutputDirectory={jars}"], check=True)  # fmt: skip
+    return jar
+
+
+def run_flink(
+    topics: Topics, bootstrap: str, want: dict[Key, Agg], label: str, events: int, parallelism: int
+) -> Result:
+    """Flink SQL (PyFlink 2.2.1, its own venv): a bounded job over the topic as it stands, timed from
+    submission to its end after a warm-up job in the same JVM (bench/peers/flink_job.py)."""
+    python = venv_python("flink")
+    work = BENCH_DIR / f"flink-{label}"
+    work.mkdir(parents=True, exist_ok=True)
+    result_file = work / "result.json"
+    result_file.unlink(missing_ok=True)
+    out_topic = f"peers_flink_{topics.suffix}_{label}"
+    create_topics(bootstrap, {out_topic: topics.partitions, f"{out_topic}_warmup": 1})  # Flink creates none
+    env = {**os.environ, "BROKER": bootstrap, "IN_TOPIC": topics.raw, "OUT_TOPIC": out_topic,
+           "GROUP": f"flink-{topics.suffix}-{label}", "JAR": str(connector_jar()), "PARALLELISM": str(parallelism),
+           "PARTITIONS": str(topics.partitions), "OUT_OF_ORDER_MS": str(OUT_OF_ORDER_MS),
+           "RESULT_FILE": str(result_file)}  # fmt: skip
+    with (work / "flink.log").open("wb") as log:
+        subprocess.run([str(python), str(HERE / "flink_job.py")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                       timeout=3600, check=False)  # fmt: skip
+    assert result_file.exists(), f"the Flink job failed; see {work / 'flink.log'}"
+    run = orjson.loads(result_file.read_bytes())
+    done, got = next(watch_output(bootstrap, out_topic, set(want), timeout_s=120))
+    diff = differences(want, got)
+    for line in diff[:5]:
+        print(f"  flink ({parallelism}p) differs: {line}")
+    print(f"  flink ({parallelism}p): job {run['seconds']:.1f}s, every window read back {done - run['end']:.1f}s after")
+    name = f"Flink SQL 2.2.1, parallelism {parallelism}"
+    return Result(name, events / run["seconds"], run["cpu_s"] / (events / 1e6), run["rss_mb"], not diff)
+
+
+def pinot_table(name: str, topic: str, bootstrap: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Schema and table of the baseline: Pinot's ingestion-time aggregation, COUNT(*) per (10 s, type,
+    country) only. Pinot 0.11 drops a whole row when an aggregated metric is missing from it (clicks carry no
+    latency) and fills no default first (docs/peers.md), so sum, min and max of latency_ms are left out."""
+    schema = {
+        "schemaName": name,
+        "dimensionFieldSpecs": [{"name": "type", "dataType": "STRING"}, {"name": "country", "dataType": "STRING"}],
+        "metricFieldSpecs": [{"name": "cnt", "dataType": "LONG"}],
+        "dateTimeFieldSpecs": [{"name": "window_start", "dataType": "LONG", "format": "1:MILLISECONDS:EPOCH",
+                                "granularity": "10:SECONDS"}],
+    }  # fmt: skip
+    table = {
+        "tableName": name,
+        "tableType": "REALTIME",
+        "segmentsConfig": {"schemaName": name, "timeColumnName": "window_start", "replicasPerPartition": "1"},
+        "tenants": {},
+        "tableIndexConfig": {
+            "loadMode": "MMAP",
+            "noDictionaryColumns": ["cnt"],
+            "streamConfigs": {
+                "streamType": "kafka",
+                "stream.kafka.topic.name": topic,
+                "stream.kafka.broker.list": bootstrap,
+                "stream.kafka.consumer.type": "lowlevel",
+                "stream.kafka.consumer.factory.class.name":
+                    "org.apache.pinot.plugin.stream.kafka20.KafkaConsumerFactory",
+                "stream.kafka.decoder.class.name": "org.apache.pinot.plugin.stream.kafka.KafkaJSONMessageDecoder",
+                "stream.kafka.consumer.prop.auto.offset.reset": "smallest",
+                "realtime.segment.flush.threshold.rows": "0",
+                "realtime.segment.flush.threshold.segment.size": "200M",
+                "realtime.segment.flush.threshold.time": "6h",
+            },
+        },
+        "ingestionConfig": {
+            "filterConfig": {"filterFunction": f"startsWith(type, '{EOF_TYPE}')"},
+            "transformConfigs": [{"columnName": "window_start", "transformFunction": f"round(ts, {WINDOW_MS})"}],
+            "aggregationConfigs": [{"columnName": "cnt", "aggregationFunction": "COUNT(*)"}],
+        },
+        "metadata": {},
+    }  # fmt: skip
+    return schema, table
+
+
+def pinot_pid(settings: Settings) -> int:
+    return int((settings.state_dir / "run" / "pinot.pid").read_text().split()[0])
+
+
+def vm_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_pinot(topics: Topics, settings: Settings, want: dict[Key, Agg], label: str, events: int) -> Result:
+    """The baseline without a stream processor: a Pinot table aggregating the topic as it ingests it. Timed
+    from the table's creation until it holds every event; CPU is the Pinot process's over that time (all of
+    Pinot runs in one JVM), memory its resident growth. Counts only (see pinot_table)."""
+    import requests
+
+    name = f"peers_pinot_{topics.suffix}_{label}"
+    schema, table = pinot_table(name, topics.raw, settings.kafka.bootstrap)
+    controller, broker = settings.pinot.controller_url, settings.pinot.broker_url
+    requests.post(f"{controller}/schemas", json=schema, timeout=30).raise_for_status()
+    pid = pinot_pid(settings)
+    cpu0, rss0 = cpu_seconds(pid), vm_kb(pid, "VmRSS")
+    t0 = time.time()
+    requests.post(f"{controller}/tables", json=table, timeout=30).raise_for_status()
+
+    def sql(text: str) -> list[list[object]]:
+        resp = requests.post(f"{broker}/query/sql", json={"sql": text}, timeout=60)
+        resp.raise_for_status()
+        body = resp.json()
+        if body.get("exceptions"):
+            raise RuntimeError(body["exceptions"])
+        return body.get("resultTable", {}).get("rows", [])  # type: ignore[no-any-return]
+
+    held = 0
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        try:
+            held = int(sql(f"SELECT SUM(cnt) FROM {name}")[0][0])
+        except (RuntimeError, requests.RequestException, IndexError, TypeError, ValueError):
+            held = 0  # the table is still being set up
+        if held >= events:
+            break
+        time.sleep(0.1)
+    t1 = time.time()
+    cpu, rss = cpu_seconds(pid) - cpu0, (vm_kb(pid, "VmRSS") - rss0) / 1024
+    rows = sql(f"SELECT window_start, type, country, SUM(cnt) FROM {name} GROUP BY window_start, type, country "
+               f"LIMIT 1000000")  # fmt: skip
+    got = {(int(w), str(t), None if c == "null" else str(c)): int(n) for w, t, c, n in rows}  # type: ignore[arg-type]
+    stored = int(sql(f"SELECT COUNT(*) FROM {name}")[0][0])  # type: ignore[call-overload]
+    print(f"  pinot: {stored:,} rows stored for {events:,} events (aggregated at ingestion per consuming segment)")
+    counts = {k: a.count for k, a in want.items()}
+    diff = [f"{k}: got {got.get(k)}, want {v}" for k, v in counts.items() if got.get(k) != v]
+    diff += [f"{k}: extra {got[k]}" for k in got.keys() - counts.keys()]
+    for line in diff[:5]:
+        print(f"  pinot differs: {line}")
+    requests.delete(f"{controller}/tables/{name}", params={"type": "realtime"}, timeout=60)
+    requests.delete(f"{controller}/schemas/{name}", timeout=60)
+    return Result("Pinot 0.11 ingestion aggregation (count only)", events / (t1 - t0), cpu / (events / 1e6),
+                  max(0.0, rss), not diff)  # fmt: skip
+
+
 def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float) -> dict[Key, Agg]:
     """Our geo_10s rows (one per window, type, country, device, os and source partition; the newest version of
     each), merged to (window, type, country) as Pinot merges them at query time; returns once they equal
@@ -315,7 +473,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--event-rate", type=float, default=200_000.0)
+    parser.add_argument("--peers", default="ours,quix,flink,pinot", help="which to run, comma-separated")
     args = parser.parse_args()
+    peers = set(args.peers.split(","))
     results: dict[str, list[Result]] = {}
     for i in range(args.runs):
         # A fresh topic per run (same seed): the events that close a run's windows stay in its topic
@@ -323,8 +483,15 @@ def main() -> None:
         settings = topics.settings()
         want = expected(truth)
         print(f"expected: {len(want):,} windows of (type, country), computed from the events sent")
-        runs = [run_ours(topics, settings.kafka.bootstrap, args.events, n, want, f"run{i}-{n}p") for n in (1, 2)]
-        runs.append(run_quix(topics, settings.kafka.bootstrap, (last, newest, grace), want, f"run{i}", args.events))
+        bootstrap, runs = settings.kafka.bootstrap, []
+        if "ours" in peers:
+            runs += [run_ours(topics, bootstrap, args.events, n, want, f"run{i}-{n}p") for n in (1, 2)]
+        if "quix" in peers:
+            runs.append(run_quix(topics, bootstrap, (last, newest, grace), want, f"run{i}", args.events))
+        if "flink" in peers:
+            runs += [run_flink(topics, bootstrap, want, f"run{i}-{n}p", args.events, n) for n in (1, 2)]
+        if "pinot" in peers:
+            runs.append(run_pinot(topics, settings, want, f"run{i}", args.events))
         for r in runs:
             results.setdefault(r.peer, []).append(r)
             exact = "exact" if r.exact else "NOT exact"
