@@ -33,6 +33,7 @@ def measure(events: list, offsets: list[int], flush: bool) -> tuple[Counter, Cou
             j += 1
         windows.add_batch(events[i:j], offsets[i:j])
         i = j
+        windows.now_ms = t  # the wall clock follows event time here: the tiers' publish intervals apply
         for row in windows.publish(flush):
             name = orjson.loads(row.value)["rollup_name"]
             rows[name] += 1

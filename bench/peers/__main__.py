@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, measure_intake, median, start_dataflows, stop
+from bench.peers import live
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
 
@@ -406,8 +407,13 @@ def run_pinot(topics: Topics, settings: Settings, want: dict[Key, Agg], label: s
                   max(0.0, rss), not diff)  # fmt: skip
 
 
-def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float) -> dict[Key, Agg]:
-    """Our geo_10s rows (one per window, type, country, device, os and source partition; the newest version of
+# Our dataflow's two configurations: the peers' task alone, and as it ships (config/pipeline.yaml); which roll-up
+# answers the task in each
+OURS = {"task": (str(HERE / "pipeline-task.yaml"), "task_10s"), "shipped": (None, "geo_10s")}
+
+
+def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float, rollup: str) -> dict[Key, Agg]:
+    """Our rows of the roll-up (one per window, its dimensions and source partition; the newest version of
     each), merged to (window, type, country) as Pinot merges them at query time; returns once they equal
     `want` or at the timeout."""
     from confluent_kafka import Consumer
@@ -425,7 +431,7 @@ def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float
                 if msg.error() is not None or msg.value() is None:
                     continue
                 row = orjson.loads(msg.value())
-                if row.get("rollup_name") != "geo_10s":
+                if row.get("rollup_name") != rollup:
                     continue
                 old = rows.get(row["pk"])
                 if old is None or int(old["version"]) <= int(row["version"]):  # type: ignore[call-overload]
@@ -449,22 +455,41 @@ def read_ours(bootstrap: str, topic: str, want: dict[Key, Agg], timeout_s: float
     return merged
 
 
-def run_ours(topics: Topics, bootstrap: str, events: int, processes: int, want: dict[Key, Agg], label: str) -> Result:
-    """Our dataflow as it ships (every configured roll-up, sketches included), 1 or 2 processes; the rate is
-    events folded in (its metric) from the first to the last."""
+def run_ours(
+    topics: Topics, bootstrap: str, events: int, processes: int, want: dict[Key, Agg], label: str, variant: str
+) -> Result:
+    """Our dataflow, 1 or 2 processes, with the task's roll-up only or as it ships (every configured roll-up);
+    sketches included either way. The rate is events folded in (its metric) from the first to the last."""
     env = topics.env()
+    pipeline_file, rollup = OURS[variant]
+    if pipeline_file is not None:
+        env["LIVEDASH_PIPELINE_FILE"] = pipeline_file
     procs = start_dataflows(env, processes, f"peers-ours-{label}")
     try:
         rate, cpu = measure_intake(procs, events, 3600, 0.2)
         rss = sum(peak_rss_mb(proc.pid) for proc, _ in procs)
-        got = read_ours(bootstrap, topics.agg, want, timeout_s=600)
+        got = read_ours(bootstrap, topics.agg, want, timeout_s=600, rollup=rollup)
     finally:
         stop(procs)
     diff = differences(want, got)
     for line in diff[:5]:
         print(f"  ours ({processes}p) differs: {line}")
-    name = f"livedash, {processes} process{'es' if processes > 1 else ''}"
+    name = f"livedash ({variant}), {processes} process{'es' if processes > 1 else ''}"
     return Result(name, rate, cpu, rss, not diff)
+
+
+def freshness(peers: set[str], rate: float, duration_s: float, warm_s: float) -> list[live.Freshness]:
+    out = []
+    if "ours" in peers:
+        out.append(live.ours(rate, duration_s, warm_s, *OURS["task"]))
+    if "quix" in peers:
+        out.append(live.quix(venv_python("quix"), HERE / "quix_app.py", rate, duration_s, warm_s))
+    if "flink" in peers:
+        out.append(live.flink(venv_python("flink"), HERE / "flink_job.py", connector_jar(), rate, duration_s, warm_s,
+                              create_topics))  # fmt: skip
+    if "pinot" in peers:
+        out.append(live.pinot(pinot_table, rate, duration_s, warm_s))
+    return out
 
 
 def main() -> None:
@@ -474,6 +499,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--event-rate", type=float, default=200_000.0)
     parser.add_argument("--peers", default="ours,quix,flink,pinot", help="which to run, comma-separated")
+    parser.add_argument("--ours", default="task", help="our configurations: task (the peers' roll-up only), shipped")
+    parser.add_argument("--freshness-rate", type=float, default=5000.0, help="events/s of the freshness runs (0: none)")
+    parser.add_argument("--freshness-s", type=float, default=90.0, help="how long each freshness run produces")
+    parser.add_argument("--warm-s", type=float, default=30.0, help="freshness samples dropped at the start")
     args = parser.parse_args()
     peers = set(args.peers.split(","))
     results: dict[str, list[Result]] = {}
@@ -485,7 +514,8 @@ def main() -> None:
         print(f"expected: {len(want):,} windows of (type, country), computed from the events sent")
         bootstrap, runs = settings.kafka.bootstrap, []
         if "ours" in peers:
-            runs += [run_ours(topics, bootstrap, args.events, n, want, f"run{i}-{n}p") for n in (1, 2)]
+            runs += [run_ours(topics, bootstrap, args.events, n, want, f"run{i}-{v}-{n}p", v)
+                     for v in args.ours.split(",") for n in (1, 2)]  # fmt: skip
         if "quix" in peers:
             runs.append(run_quix(topics, bootstrap, (last, newest, grace), want, f"run{i}", args.events))
         if "flink" in peers:
@@ -497,6 +527,11 @@ def main() -> None:
             exact = "exact" if r.exact else "NOT exact"
             print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per "
                   f"million events, peak RSS {r.peak_rss_mb:.0f} MB, {exact}")  # fmt: skip
+    if args.freshness_rate > 0:
+        fresh = freshness(peers, args.freshness_rate, args.freshness_s, args.warm_s)
+        for f in fresh:
+            print(f"freshness at {args.freshness_rate:,.0f}/s nominal ({f.input_per_s:,.0f}/s sent), {f.peer}: "
+                  f"p50 {f.p50_s:.2f}s p95 {f.p95_s:.2f}s p99 {f.p99_s:.2f}s ({f.samples} samples)")  # fmt: skip
     print(f"machine: {machine()}")
     for peer, rows in results.items():
         print(f"median {peer}: {median([r.events_per_s for r in rows]):,.0f} events/s, "

@@ -9,7 +9,8 @@ partition (to a throwaway topic) runs first in the same JVM, so the timed job pa
 loading: its time runs from submission to the end.
 
 Environment: BROKER, IN_TOPIC, OUT_TOPIC, GROUP, JAR (flink-sql-connector-kafka), PARALLELISM, PARTITIONS,
-WARMUP, OUT_OF_ORDER_MS, RESULT_FILE (JSON written at the end: seconds, cpu_s, rss_mb).
+WARMUP, OUT_OF_ORDER_MS, RESULT_FILE (JSON written at the end: seconds, cpu_s, rss_mb); MODE=live: one
+unbounded job and nothing else (the freshness runs).
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def source(t_env: TableEnvironment, name: str, bounded: str) -> None:
             'topic' = '{os.environ["IN_TOPIC"]}',
             'properties.bootstrap.servers' = '{BROKER}',
             'properties.group.id' = '{os.environ["GROUP"]}-{name}',
-            'scan.startup.mode' = 'earliest-offset',
-            {bounded},
+            'scan.startup.mode' = 'earliest-offset',{bounded}
             'format' = 'json',
             'json.ignore-parse-errors' = 'true'
         )""")
@@ -114,11 +114,18 @@ def main() -> None:
     partitions = int(os.environ.get("PARTITIONS", "4"))
     warmup = int(os.environ.get("WARMUP", "1000"))
     offsets = ";".join(f"partition:{p},offset:{warmup}" for p in range(partitions))
-    source(t_env, "warm_in", f"'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{offsets}'")
+    if os.environ.get("MODE") == "live":  # unbounded, on events arriving at a fixed rate: runs until killed
+        source(t_env, "events", "")
+        sink(t_env, "windows", os.environ["OUT_TOPIC"])
+        t_env.execute_sql(insert("events", "windows")).wait()
+        return
+    source(
+        t_env, "warm_in", f"'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{offsets}',"
+    )
     sink(t_env, "warm_out", os.environ["OUT_TOPIC"] + "_warmup")
     t_env.execute_sql(insert("warm_in", "warm_out")).wait()
 
-    source(t_env, "events", "'scan.bounded.mode' = 'latest-offset'")
+    source(t_env, "events", "'scan.bounded.mode' = 'latest-offset',")
     sink(t_env, "windows", os.environ["OUT_TOPIC"])
     jvms = jvm_pids()
     cpu0 = sum(cpu_s(p) for p in jvms)

@@ -52,6 +52,9 @@ class EventContract(_Model):
 class WindowSettings(_Model):
     allowed_lateness_s: float = Field(default=300, ge=0)
     publish_every_s: float = Field(default=1, gt=0, le=60)
+    # The history tier's open windows (5-15 minutes, read for ranges of hours) are re-published this often:
+    # every second, their growing sketches were half of a partition's output bytes (docs/benchmarks.md).
+    history_publish_every_s: float = Field(default=10, gt=0, le=300)
     idle_timeout_s: float = Field(default=10, gt=0)
     # Further behind the raw topic's end than this (messages), a partition publishes final rows only: running
     # values of windows it is racing through are stale at once, and re-publishing them every second was most
@@ -154,6 +157,11 @@ class PipelineSettings(_Model):
     def table_of(self, rollup: Rollup) -> str:
         """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
         return self.topics.history if rollup.tier == "history" else self.topics.aggregates
+
+    def publish_every_ms(self, rollup: Rollup) -> int:
+        """How often the roll-up's changed open windows are re-published (its tier's interval)."""
+        w = self.windows
+        return int(1000 * (w.history_publish_every_s if rollup.tier == "history" else w.publish_every_s))
 
     def retention_ms(self, rollup: Rollup) -> int:
         hours = self.retention.history_h if rollup.tier == "history" else self.retention.recent_h

@@ -58,8 +58,10 @@ class LateEvent:
 class RollupWindows:
     """Panes and closing state of one roll-up in one partition."""
 
-    def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int) -> None:
+    def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int, publish_every_ms: int = 0) -> None:
         self.rollup = rollup
+        self.publish_every_ms = publish_every_ms
+        self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
         self.role = "history" if rollup.tier == "history" else "aggregates"
         self.retention_ms = retention_ms
         self.size_ms = rollup.window.size_s * 1000
@@ -167,7 +169,8 @@ class PartitionWindows:
         self.params = SketchParams(metrics, s.distinct_field, s.quantile_field, s.theta_lg_k, s.kll_k)
         self.dimensions = settings.all_dimensions
         self.rollups = [
-            RollupWindows(r, tuple(settings.events.dimensions[d] for d in r.dimensions), settings.retention_ms(r))
+            RollupWindows(r, tuple(settings.events.dimensions[d] for d in r.dimensions), settings.retention_ms(r),
+                          settings.publish_every_ms(r))
             for r in settings.rollups
         ]
         self.watermark: int | None = None  # highest event time seen (ms)
@@ -179,6 +182,9 @@ class PartitionWindows:
         # retention are not published. Pinot would delete them anyway, but only after their upsert keys had
         # taken memory (a backfill of a day would fill the recent tier with a day of fine windows). None: all.
         self.now_ms: int | None = None
+        # Calls to publish() come about every windows.publish_every_s: a roll-up with a longer interval is due
+        # half a call early rather than one call late
+        self.slack_ms = int(500 * settings.windows.publish_every_s)
 
     # -- input -----------------------------------------------------------------------------------------------
 
@@ -282,10 +288,17 @@ class PartitionWindows:
         for values nobody reads yet. Their changes wait and go out when the window becomes current (or at once
         with flush, at the end of the input).
 
-        provisional=False: final rows only; the changed open windows stay marked and go out at a later call."""
+        provisional=False: final rows only; the changed open windows stay marked and go out at a later call.
+        A roll-up whose tier publishes less often (history_publish_every_s) is skipped until it is due by the
+        wall clock (now_ms; without it, every call), its changes staying marked meanwhile."""
         rows, self.pending = self.pending, []
         if provisional or flush:
+            now = self.now_ms
             for rw in self.rollups:
+                if not flush and now is not None and now < rw.next_publish_ms:
+                    continue
+                if now is not None:
+                    rw.next_publish_ms = now + rw.publish_every_ms - self.slack_ms
                 rows.extend(self._provisional(rw, flush))
         return rows
 

@@ -556,3 +556,41 @@ def test_a_partition_far_behind_publishes_final_rows_only_until_it_catches_up() 
     clock.now += timedelta(seconds=1)
     running = [r for r in rows(logic.on_notify()[0]) if not r["is_final"]]
     assert {r["window_start"] for r in running if r["rollup_name"] == "tumble_10s"} == {BASE + 20_000}
+
+
+def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
+    """Open windows of the recent tier go out every publish_every_s; those of the history tier (coarse windows
+    for long ranges, whose growing sketches were half of the output bytes) every history_publish_every_s, with
+    the changes of the seconds between; their final rows are not held back."""
+    cfg = PipelineSettings.model_validate(
+        {
+            **settings(history_publish_every_s=5).model_dump(exclude={"rollups"}),
+            "rollups": [
+                {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
+                {"name": "coarse", "dimensions": ["type", "country"], "window": {"size_s": 30}, "tier": "history"},
+            ],
+        }
+    )
+    clock = InputClock()
+    logic = PartitionLogic(cfg, clock, None)
+    running: dict[str, list[int]] = defaultdict(list)  # roll-up -> seconds at which it published running rows
+    coarse_countries: set[str] = set()
+    for i, rec in enumerate(records([(BASE + i * 1000, event(BASE + i * 1000, country=f"C{i % 3}"))
+                                     for i in range(12)])):  # fmt: skip
+        clock.see(rec)
+        for row in (orjson.loads(o.value) for o in logic.on_batch([batch_of([rec])])[0]):
+            if not row["is_final"]:
+                running[row["rollup_name"]].append(i)
+                if row["rollup_name"] == "coarse":
+                    coarse_countries.add(row["country"])
+    assert running["fine"] == list(range(12))  # every second
+    assert sorted(set(running["coarse"])) == [0, 5, 10]  # every 5 s
+    assert coarse_countries == {"C0", "C1", "C2"}  # the groups changed between publications went out too
+    out = logic.on_eof()[0]
+    final = [orjson.loads(o.value) for o in out if orjson.loads(o.value)["is_final"]]
+    assert not final  # nothing is final before the watermark passes end + lateness
+    late = records([(BASE + 40_000, event(BASE + 40_000))], first_offset=12)[0]
+    clock.see(late)
+    out = logic.on_batch([batch_of([late])])[0]
+    assert {(r["rollup_name"], r["window_start"]) for r in map(orjson.loads, (o.value for o in out)) if r["is_final"]} \
+        >= {("fine", BASE), ("coarse", BASE)}  # fmt: skip
