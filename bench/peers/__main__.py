@@ -503,6 +503,7 @@ def main() -> None:
     parser.add_argument("--freshness-rate", type=float, default=5000.0, help="events/s of the freshness runs (0: none)")
     parser.add_argument("--freshness-s", type=float, default=90.0, help="how long each freshness run produces")
     parser.add_argument("--warm-s", type=float, default=30.0, help="freshness samples dropped at the start")
+    parser.add_argument("--chart", default=str(BENCH_DIR / "peers.png"), help="PNG of the figures ('' for none)")
     args = parser.parse_args()
     peers = set(args.peers.split(","))
     results: dict[str, list[Result]] = {}
@@ -527,17 +528,35 @@ def main() -> None:
             exact = "exact" if r.exact else "NOT exact"
             print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per "
                   f"million events, peak RSS {r.peak_rss_mb:.0f} MB, {exact}")  # fmt: skip
-    if args.freshness_rate > 0:
-        fresh = freshness(peers, args.freshness_rate, args.freshness_s, args.warm_s)
-        for f in fresh:
-            print(f"freshness at {args.freshness_rate:,.0f}/s nominal ({f.input_per_s:,.0f}/s sent), {f.peer}: "
-                  f"p50 {f.p50_s:.2f}s p95 {f.p95_s:.2f}s p99 {f.p99_s:.2f}s ({f.samples} samples)")  # fmt: skip
+    fresh = freshness(peers, args.freshness_rate, args.freshness_s, args.warm_s) if args.freshness_rate > 0 else []
+    for f in fresh:
+        print(f"freshness at {args.freshness_rate:,.0f}/s nominal ({f.input_per_s:,.0f}/s sent), {f.peer}: "
+              f"p50 {f.p50_s:.2f}s p95 {f.p95_s:.2f}s p99 {f.p99_s:.2f}s ({f.samples} samples)")  # fmt: skip
     print(f"machine: {machine()}")
+    table = []
     for peer, rows in results.items():
-        print(f"median {peer}: {median([r.events_per_s for r in rows]):,.0f} events/s, "
-              f"{median([r.cpu_s_per_million for r in rows]):.1f} CPU s per million events, "
-              f"peak RSS {median([r.peak_rss_mb for r in rows]):.0f} MB, "
-              f"exact in {sum(r.exact for r in rows)} of {len(rows)} runs")  # fmt: skip
+        row = {"peer": peer, "events_per_s": median([r.events_per_s for r in rows]),
+               "cpu_s_per_million": median([r.cpu_s_per_million for r in rows]),
+               "peak_rss_mb": median([r.peak_rss_mb for r in rows]), "exact_runs": sum(r.exact for r in rows),
+               "runs": len(rows), "each_events_per_s": [round(r.events_per_s) for r in rows]}  # fmt: skip
+        table.append(row)
+        print(f"median {peer}: {row['events_per_s']:,.0f} events/s, {row['cpu_s_per_million']:.1f} CPU s per "
+              f"million events, peak RSS {row['peak_rss_mb']:.0f} MB, exact in {row['exact_runs']} of {len(rows)} "
+              "runs")  # fmt: skip
+    for ours in (t for t in table if t["peer"].startswith("livedash")):
+        ratios = ", ".join(f"{ours['events_per_s'] / t['events_per_s']:.2f}x {t['peer']}" for t in table
+                           if not t["peer"].startswith("livedash"))  # fmt: skip
+        print(f"ratio {ours['peer']} / peer (events/s): {ratios}")
+    figures = {"events": args.events, "partitions": args.partitions, "runs": args.runs, "machine": machine(),
+               "throughput": table, "freshness": [vars(f) for f in fresh],
+               "freshness_rate": args.freshness_rate}  # fmt: skip
+    saved = BENCH_DIR / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    saved.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    print(f"figures: {saved}")
+    if args.chart:
+        from bench.peers import chart
+
+        print(f"chart: {chart.render(figures, Path(args.chart))}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ def close_every_window(producer: Producer, topic: str, stack: Settings, partitio
     return partitions
 
 
+def close_all_windows(stack: Settings, topic: str) -> None:
+    """close_every_window through a producer of its own, every delivery checked."""
+    closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+    close_every_window(closer, topic, stack)
+    assert closer.flush(30) == 0
+
+
 def summary_line(stdout: str) -> str:
     return next((line for line in stdout.splitlines() if "groups compared" in line and line.startswith("verify")),
                 stdout[-300:])  # fmt: skip
@@ -179,9 +186,7 @@ def test_kill9_five_times_during_a_million_events(stack: Settings) -> None:
             proc = p.start_dataflow()
         producer.join()
         summary = sent["summary"]
-        closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-        close_every_window(closer, p.raw, stack)
-        assert closer.flush(30) == 0
+        close_all_windows(stack, p.raw)
         result = verify_when_final(p, timeout_s=300)
         drained = round(time.monotonic() - t0, 1)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
@@ -293,9 +298,7 @@ def test_dataflow_stopped_for_60s_turns_health_red_and_recovers_on_its_own(
         assert "Pipeline healthy" in strip()
         out, _ = producer.communicate(timeout=200)
         assert producer.returncode == 0, out[-2000:]
-        closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-        close_every_window(closer, p.raw, stack)
-        assert closer.flush(30) == 0
+        close_all_windows(stack, p.raw)
         result = verify_when_final(p, timeout_s=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
         figures.update(generated=out.decode().strip().splitlines()[-1][:120], max_staleness_s=round(worst),
@@ -364,9 +367,7 @@ def run_through_a_restart(stack: Settings, service: str, duration_s: float, rate
             time.sleep(1)
         producer.join()
         summary = sent["summary"]
-        closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-        close_every_window(closer, p.raw, stack)
-        assert closer.flush(30) == 0
+        close_all_windows(stack, p.raw)
         result = verify_when_final(p, timeout_s=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
         assert recovered_s is not None, f"lag did not return under {rate:.0f} events: {lags[-5:]}"
