@@ -169,8 +169,12 @@ class PartitionWindows:
         self.params = SketchParams(metrics, s.distinct_field, s.quantile_field, s.theta_lg_k, s.kll_k)
         self.dimensions = settings.all_dimensions
         self.rollups = [
-            RollupWindows(r, tuple(settings.events.dimensions[d] for d in r.dimensions), settings.retention_ms(r),
-                          settings.publish_every_ms(r))
+            RollupWindows(
+                r,
+                tuple(settings.events.dimensions[d] for d in r.dimensions),
+                settings.retention_ms(r),
+                settings.publish_every_ms(r),
+            )
             for r in settings.rollups
         ]
         self.watermark: int | None = None  # highest event time seen (ms)
