@@ -101,6 +101,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A /proc/PID/status figure in kB (VmRSS: resident now, VmHWM: peak resident)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_kb(pid, "VmHWM") / 1024
+
+
+def halt(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0-1) of the values: the value at that rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def stop(procs: list[tuple[subprocess.Popen[bytes], int]]) -> None:
     for proc, _ in procs:
         proc.kill()

@@ -20,7 +20,7 @@ import dataclasses
 import statistics
 import time
 
-from bench.common import machine
+from bench.common import machine, pct
 from dashboard import query
 from dashboard.pinot import PinotClient
 from livedash import config
@@ -52,11 +52,6 @@ def refresh(client: PinotClient, sqls: list[tuple[str, query.Sql]]) -> tuple[flo
             client.query(sql.quantile.statement(rows))
         per[name] = time.perf_counter() - t
     return time.perf_counter() - t0, per
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def load(settings: config.Settings, client: PinotClient, events: int, hours: float) -> tuple[int, int]:

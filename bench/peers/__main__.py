@@ -25,19 +25,31 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from bench.common import BENCH_DIR, Topics, cpu_seconds, machine, measure_intake, median, start_dataflows, stop
-from bench.peers import live
+from bench.common import (
+    BENCH_DIR,
+    Topics,
+    cpu_seconds,
+    halt,
+    machine,
+    measure_intake,
+    median,
+    peak_rss_mb,
+    start_dataflows,
+    status_kb,
+    stop,
+)
+from bench.peers import EOF_TYPE, WINDOW_MS, live, pinot_baseline
+from dashboard.pinot import PinotError
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = PROJECT_ROOT / ".livedash" / "peers"
-WINDOW_MS = 10_000
 OUT_OF_ORDER_MS = 10_000  # covers the generator's out-of-order events (at most 5 s behind); no late events are sent
-EOF_TYPE = "__eof__"
 
 Key = tuple[int, str, str | None]  # window start, type, country
 
@@ -200,13 +212,6 @@ class Result:
     exact: bool
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_quix(
     topics: Topics, bootstrap: str, input_: tuple[str, int, int], want: dict[Key, Agg], label: str, events: int
 ) -> Result:
@@ -235,12 +240,7 @@ def run_quix(
         cpu, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
         first, last_read = float(ready.read_text()), float(drained.read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        halt(proc)
     diff = differences(want, got)
     for line in diff[:5]:
         print(f"  quix differs: {line}")
@@ -302,95 +302,34 @@ def run_flink(
     return Result(name, events / run["seconds"], run["cpu_s"] / (events / 1e6), run["rss_mb"], not diff)
 
 
-def pinot_table(name: str, topic: str, bootstrap: str) -> tuple[dict[str, object], dict[str, object]]:
-    """Schema and table of the baseline: Pinot's ingestion-time aggregation, COUNT(*) per (10 s, type,
-    country) only. Pinot 0.11 drops a whole row when an aggregated metric is missing from it (clicks carry no
-    latency) and fills no default first (docs/peers.md), so sum, min and max of latency_ms are left out."""
-    schema = {
-        "schemaName": name,
-        "dimensionFieldSpecs": [{"name": "type", "dataType": "STRING"}, {"name": "country", "dataType": "STRING"}],
-        "metricFieldSpecs": [{"name": "cnt", "dataType": "LONG"}],
-        "dateTimeFieldSpecs": [{"name": "window_start", "dataType": "LONG", "format": "1:MILLISECONDS:EPOCH",
-                                "granularity": "10:SECONDS"}],
-    }  # fmt: skip
-    table = {
-        "tableName": name,
-        "tableType": "REALTIME",
-        "segmentsConfig": {"schemaName": name, "timeColumnName": "window_start", "replicasPerPartition": "1"},
-        "tenants": {},
-        "tableIndexConfig": {
-            "loadMode": "MMAP",
-            "noDictionaryColumns": ["cnt"],
-            "streamConfigs": {
-                "streamType": "kafka",
-                "stream.kafka.topic.name": topic,
-                "stream.kafka.broker.list": bootstrap,
-                "stream.kafka.consumer.type": "lowlevel",
-                "stream.kafka.consumer.factory.class.name":
-                    "org.apache.pinot.plugin.stream.kafka20.KafkaConsumerFactory",
-                "stream.kafka.decoder.class.name": "org.apache.pinot.plugin.stream.kafka.KafkaJSONMessageDecoder",
-                "stream.kafka.consumer.prop.auto.offset.reset": "smallest",
-                "realtime.segment.flush.threshold.rows": "0",
-                "realtime.segment.flush.threshold.segment.size": "200M",
-                "realtime.segment.flush.threshold.time": "6h",
-            },
-        },
-        "ingestionConfig": {
-            "filterConfig": {"filterFunction": f"startsWith(type, '{EOF_TYPE}')"},
-            "transformConfigs": [{"columnName": "window_start", "transformFunction": f"round(ts, {WINDOW_MS})"}],
-            "aggregationConfigs": [{"columnName": "cnt", "aggregationFunction": "COUNT(*)"}],
-        },
-        "metadata": {},
-    }  # fmt: skip
-    return schema, table
-
-
 def pinot_pid(settings: Settings) -> int:
     return int((settings.state_dir / "run" / "pinot.pid").read_text().split()[0])
-
-
-def vm_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def run_pinot(topics: Topics, settings: Settings, want: dict[Key, Agg], label: str, events: int) -> Result:
     """The baseline without a stream processor: a Pinot table aggregating the topic as it ingests it. Timed
     from the table's creation until it holds every event; CPU is the Pinot process's over that time (all of
     Pinot runs in one JVM), memory its resident growth. Counts only (see pinot_table)."""
-    import requests
-
     name = f"peers_pinot_{topics.suffix}_{label}"
-    schema, table = pinot_table(name, topics.raw, settings.kafka.bootstrap)
-    controller, broker = settings.pinot.controller_url, settings.pinot.broker_url
-    requests.post(f"{controller}/schemas", json=schema, timeout=30).raise_for_status()
     pid = pinot_pid(settings)
-    cpu0, rss0 = cpu_seconds(pid), vm_kb(pid, "VmRSS")
+    cpu0, rss0 = cpu_seconds(pid), status_kb(pid, "VmRSS")
     t0 = time.time()
-    requests.post(f"{controller}/tables", json=table, timeout=30).raise_for_status()
+    client = pinot_baseline.create(settings, name, topics.raw)
 
-    def sql(text: str) -> list[list[object]]:
-        resp = requests.post(f"{broker}/query/sql", json={"sql": text}, timeout=60)
-        resp.raise_for_status()
-        body = resp.json()
-        if body.get("exceptions"):
-            raise RuntimeError(body["exceptions"])
-        return body.get("resultTable", {}).get("rows", [])  # type: ignore[no-any-return]
+    def sql(text: str) -> tuple[tuple[Any, ...], ...]:
+        return client.query(text).rows
 
-    held = 0
     deadline = time.monotonic() + 3600
     while time.monotonic() < deadline:
         try:
             held = int(sql(f"SELECT SUM(cnt) FROM {name}")[0][0])
-        except (RuntimeError, requests.RequestException, IndexError, TypeError, ValueError):
+        except (PinotError, IndexError, TypeError, ValueError):
             held = 0  # the table is still being set up
         if held >= events:
             break
         time.sleep(0.1)
     t1 = time.time()
-    cpu, rss = cpu_seconds(pid) - cpu0, (vm_kb(pid, "VmRSS") - rss0) / 1024
+    cpu, rss = cpu_seconds(pid) - cpu0, (status_kb(pid, "VmRSS") - rss0) / 1024
     rows = sql(f"SELECT window_start, type, country, SUM(cnt) FROM {name} GROUP BY window_start, type, country "
                f"LIMIT 1000000")  # fmt: skip
     got = {(int(w), str(t), None if c == "null" else str(c)): int(n) for w, t, c, n in rows}  # type: ignore[arg-type]
@@ -401,8 +340,7 @@ def run_pinot(topics: Topics, settings: Settings, want: dict[Key, Agg], label: s
     diff += [f"{k}: extra {got[k]}" for k in got.keys() - counts.keys()]
     for line in diff[:5]:
         print(f"  pinot differs: {line}")
-    requests.delete(f"{controller}/tables/{name}", params={"type": "realtime"}, timeout=60)
-    requests.delete(f"{controller}/schemas/{name}", timeout=60)
+    pinot_baseline.drop(settings, name)
     return Result("Pinot 0.11 ingestion aggregation (count only)", events / (t1 - t0), cpu / (events / 1e6),
                   max(0.0, rss), not diff)  # fmt: skip
 
@@ -488,7 +426,7 @@ def freshness(peers: set[str], rate: float, duration_s: float, warm_s: float) ->
         out.append(live.flink(venv_python("flink"), HERE / "flink_job.py", connector_jar(), rate, duration_s, warm_s,
                               create_topics))  # fmt: skip
     if "pinot" in peers:
-        out.append(live.pinot(pinot_table, rate, duration_s, warm_s))
+        out.append(live.pinot(rate, duration_s, warm_s))
     return out
 
 

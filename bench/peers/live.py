@@ -30,12 +30,11 @@ from typing import Any
 
 import orjson
 
-from bench.common import BENCH_DIR, Topics, start_dataflows, stop
+from bench.common import BENCH_DIR, Topics, halt, pct, start_dataflows, stop
+from bench.peers import EOF_TYPE, WINDOW_MS, pinot_baseline
 from livedash.generator import GeneratorOptions, run
 
-WINDOW_MS = 10_000
 OUT_OF_ORDER_MS = 5_000  # the generator's out-of-order events are at most 5 s behind
-EOF_TYPE = "__eof__"
 
 
 @dataclass
@@ -46,11 +45,6 @@ class Freshness:
     p99_s: float
     samples: int
     input_per_s: float
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def produce(bootstrap: str, topic: str, rate: float, duration_s: float, out: dict[str, float]) -> None:
@@ -112,7 +106,7 @@ def measure(
         stop_peer()
     if not ages:
         raise RuntimeError(f"{peer}: no output within {duration_s:.0f}s")
-    return Freshness(peer, quantile(ages, 0.5), quantile(ages, 0.95), quantile(ages, 0.99), len(ages),
+    return Freshness(peer, pct(ages, 0.5), pct(ages, 0.95), pct(ages, 0.99), len(ages),
                      made.get("rate", 0.0))  # fmt: skip
 
 
@@ -134,15 +128,7 @@ def _process(cmd: list[str], env: dict[str, str], log: Path) -> Callable[[], Non
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    def halt() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-    return halt
+    return lambda: halt(proc)
 
 
 def quix(python: Path, app: Path, rate: float, duration_s: float, warm_s: float) -> Freshness:
@@ -178,17 +164,13 @@ def flink(python: Path, job: Path, jar: Path, rate: float, duration_s: float, wa
                    duration_s, warm_s)  # fmt: skip
 
 
-def pinot(table: Callable[[str, str, str], tuple[dict[str, object], dict[str, object]]], rate: float,
-          duration_s: float, warm_s: float) -> Freshness:  # fmt: skip
-    import requests
+def pinot(rate: float, duration_s: float, warm_s: float) -> Freshness:
+    from dashboard.pinot import PinotError
 
     topics = Topics(partitions=4)
     settings = topics.create()
     name = f"fresh_pinot_{topics.suffix}"
-    schema, spec = table(name, topics.raw, settings.kafka.bootstrap)
-    controller, broker = settings.pinot.controller_url, settings.pinot.broker_url
-    requests.post(f"{controller}/schemas", json=schema, timeout=30).raise_for_status()
-    requests.post(f"{controller}/tables", json=spec, timeout=30).raise_for_status()
+    client = pinot_baseline.create(settings, name, topics.raw)
     made: dict[str, float] = {}
     ages: list[float] = []
     try:
@@ -199,18 +181,15 @@ def pinot(table: Callable[[str, str, str], tuple[dict[str, object], dict[str, ob
         while time.time() < start + duration_s:
             time.sleep(0.1)
             try:
-                body = requests.post(f"{broker}/query/sql", json={"sql": f"SELECT SUM(cnt) FROM {name}"},
-                                     timeout=5).json()  # fmt: skip
-            except requests.RequestException:
+                fresh = client.query(f"SELECT SUM(cnt) FROM {name}").freshness_ms
+            except PinotError:
                 continue
-            fresh = int(body.get("minConsumingFreshnessTimeMs") or 0)
-            if fresh > 0 and time.time() >= start + warm_s:
+            if fresh is not None and time.time() >= start + warm_s:
                 ages.append(time.time() - fresh / 1000)
         producer.join()
     finally:
-        requests.delete(f"{controller}/tables/{name}", params={"type": "realtime"}, timeout=60)
-        requests.delete(f"{controller}/schemas/{name}", timeout=60)
+        pinot_baseline.drop(settings, name)
     if not ages:
         raise RuntimeError("pinot: no freshness reported")
-    return Freshness("Pinot 0.11 ingestion aggregation", quantile(ages, 0.5), quantile(ages, 0.95),
-                     quantile(ages, 0.99), len(ages), made.get("rate", 0.0))  # fmt: skip
+    return Freshness("Pinot 0.11 ingestion aggregation", pct(ages, 0.5), pct(ages, 0.95), pct(ages, 0.99), len(ages),
+                     made.get("rate", 0.0))  # fmt: skip
