@@ -24,6 +24,9 @@ class Pipeline:
     stack: Settings
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     lateness_s: int = 30
+    # Rows per consuming segment: small, so every run crosses segment commits (upserts across completed segments,
+    # and the controller's segment upload path, which a misconfigured controller port breaks).
+    segment_rows: int = 10_000
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -81,9 +84,7 @@ class Pipeline:
         table["tableName"] = table["segmentsConfig"]["schemaName"] = self.table
         streams = table["tableIndexConfig"]["streamConfigs"]
         streams["stream.kafka.topic.name"] = self.table
-        # Small segments, so the run also crosses segment commits (upserts across completed segments, and the
-        # controller's segment upload path, which a misconfigured controller port breaks).
-        streams["realtime.segment.flush.threshold.rows"] = "10000"
+        streams["realtime.segment.flush.threshold.rows"] = str(self.segment_rows)
         streams.pop("realtime.segment.flush.threshold.segment.size", None)
         apply.apply_schema(settings, schema)
         apply.apply_table(settings, table)
