@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable
-from functools import lru_cache, reduce
-from operator import add, attrgetter
+from functools import lru_cache, partial, reduce
+from operator import add, attrgetter, is_not
 from typing import Any
 
 import datasketches as ds
@@ -58,8 +59,8 @@ def _centroids(m: int) -> struct.Struct:
 
 
 class SketchParams:
-    __slots__ = ("columns", "distinct", "distinct_field", "kll_k", "lg_k", "metric_values", "metrics", "quantile_field",
-                 "quantile_index")  # fmt: skip
+    __slots__ = ("columns", "distinct", "distinct_field", "kll_k", "lg_k", "metric_getters", "metric_values", "metrics",
+                 "quantile_field", "quantile_index")  # fmt: skip
 
     def __init__(self, metrics: tuple[str, ...], distinct_field: str, quantile_field: str, lg_k: int, kll_k: int):
         self.metrics = metrics
@@ -72,11 +73,13 @@ class SketchParams:
         self.metric_values: Callable[[Event], tuple[float | None, ...]] = (
             getter if len(metrics) > 1 else lambda event: (getter(event),)
         )
+        self.metric_getters = tuple(attrgetter(m) for m in metrics)
         self.distinct = attrgetter(distinct_field)
         self.quantile_index = metrics.index(quantile_field)
 
 
 _TS = attrgetter("ts")
+_NOT_NONE = partial(is_not, None)
 
 
 class Agg:
@@ -134,8 +137,8 @@ class Agg:
                 self.theta.update(item)
             ts = event.ts
         else:
-            for i, column in enumerate(zip(*map(p.metric_values, events), strict=True)):
-                values = [v for v in column if v is not None]
+            for i, getter in enumerate(p.metric_getters):
+                values = list(filter(_NOT_NONE, map(getter, events)))  # in C: no bytecode per event
                 if not values:
                     continue
                 # Left to right, as one event at a time would: sums depend only on the events and their order.
@@ -152,10 +155,9 @@ class Agg:
                     else:
                         for v in values:
                             self.kll.update(v)
-            update = self.theta.update
-            for item in set(map(p.distinct, events)):  # the sketch only sees distinct items: skip repeats
-                if item is not None:
-                    update(item)
+            items = set(map(p.distinct, events))  # the sketch only sees distinct items: skip repeats
+            items.discard(None)
+            deque(map(self.theta.update, items), maxlen=0)
             ts = max(map(_TS, events))
         if last_offset > self.max_offset:
             self.max_offset = last_offset

@@ -15,9 +15,11 @@ additive correction rows (kind "late", one per late event and window, keyed by i
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import accumulate
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -53,6 +55,20 @@ class Row(NamedTuple):
 class LateEvent:
     offset: int
     reason: str
+
+
+def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
+    buf = agg.buf
+    if not buf:
+        touched.append(agg)
+        pane, dims = agg.home
+        pane.dirty.add(dims)
+    buf.append(event)
+    agg.buf_last = offset
+
+
+_TS = attrgetter("ts")
+_FIRST_TWO = itemgetter(0, 1)
 
 
 class RollupWindows:
@@ -202,55 +218,99 @@ class PartitionWindows:
 
         Exactly as one event at a time (which events are late depends on the watermark each one meets), but
         each group's events are gathered and folded in at once (Agg.add_many), which is where the batch saves.
+        The batch is cut where some window closes (the watermark passes next_close): between two cuts every
+        roll-up's closed state is fixed, so each roll-up routes the run's events on its own, in bulk where
+        they all fall into open panes that already exist (see _route_open), one by one otherwise.
         """
-        corrections: list[Row] = []
-        late: list[LateEvent] = []
-        touched: list[Agg] = []  # groups with events gathered in their buf, folded at the end or before a close
-        rollups, params = self.rollups, self.params
+        if not events:
+            return [], []
+        times = list(map(_TS, events))
         wm = self.watermark
-        for event, offset in zip(events, offsets, strict=True):
-            ts = event.ts
-            if wm is None or ts > wm:
-                wm = self.watermark = ts
-                if wm >= self.next_close:
-                    # Windows close as the input moves the watermark, not when publish() happens to run: which
-                    # events are late then depends on the partition's messages alone, and a replay agrees.
-                    self._fold(touched)
-                    self._close_due()
-            is_late = False
-            for rw in rollups:
+        marks = list(accumulate(times, max, initial=times[0] if wm is None else wm))[1:]  # the watermark each meets
+        found: list[tuple[int, int, list[Row]]] = []  # (event index, roll-up index, correction rows)
+        late_at: set[int] = set()
+        touched: list[Agg] = []  # groups with events gathered in their buf, folded at the end or before a close
+        start, n = 0, len(events)
+        while start < n:
+            # The next event that moves the watermark to where some window closes: it starts the next run.
+            limit = self.next_close if self.watermark is None else max(self.next_close, self.watermark + 1)
+            cut = bisect_left(marks, limit, lo=start)
+            if cut == start:
+                self.watermark = marks[cut]
+                self._fold(touched)
+                self._close_due()
+                limit = max(self.next_close, self.watermark + 1)
+                cut = bisect_left(marks, limit, lo=start + 1)
+            self._route_run(events, offsets, times, start, cut, touched, found, late_at)
+            self.watermark = marks[cut - 1]
+            start = cut
+        self._fold(touched)
+        corrections = [row for _, _, rows in sorted(found, key=_FIRST_TWO) for row in rows]
+        late = [LateEvent(offsets[i], f"event time {times[i]} is past allowed lateness (watermark {marks[i]})")
+                for i in sorted(late_at)]  # fmt: skip
+        self.events_in += n
+        self.late_events += len(late)
+        return corrections, late
+
+    def _route_run(self, events: list[Event], offsets: list[int], times: list[int], a: int, b: int,
+                   touched: list[Agg], found: list[tuple[int, int, list[Row]]], late_at: set[int]) -> None:  # fmt: skip
+        """Events a..b-1 into every roll-up's groups (no window closes among them)."""
+        params = self.params
+        low = min(times[a:b])
+        for r, rw in enumerate(self.rollups):
+            closed_upto = rw.closed_upto
+            # closed_upto is a pane boundary, so an event's pane is open exactly when its time is >= it
+            if (closed_upto is None or low >= closed_upto) and self._route_open(rw, events, offsets, times, a, b,
+                                                                                touched):  # fmt: skip
+                continue
+            for i in range(a, b):
+                event, offset, ts = events[i], offsets[i], times[i]
                 pane_start = ts - ts % rw.pane_ms
-                closed_upto = rw.closed_upto
                 if closed_upto is None or pane_start >= closed_upto:  # every window of the pane is open
-                    pane = rw.panes.get(pane_start)
-                    entry = None if pane is None else pane.route.get(rw.dims_of(event))
-                    if entry is None:
-                        agg = rw.group(pane_start, event, params)
-                    else:
-                        entry[1] += 1
-                        agg = entry[0]
+                    agg = rw.group(pane_start, event, params)
                 else:
                     starts = rw.window_starts(pane_start)
                     closed = starts[: rw.closed_count(starts)]
                     if closed:
-                        corrections += self._corrections(rw, closed, event, offset)
-                        is_late = True
+                        found.append((i, r, self._corrections(rw, closed, event, offset)))
+                        late_at.add(i)
                     if len(closed) == len(starts):
                         continue
                     agg = rw.group(pane_start, event, params)  # some window still open: the pane feeds it
-                buf = agg.buf
-                if not buf:
-                    touched.append(agg)
-                    pane, dims = agg.home
-                    pane.dirty.add(dims)
-                buf.append(event)
-                agg.buf_last = offset
-            if is_late:
-                late.append(LateEvent(offset, f"event time {ts} is past allowed lateness (watermark {wm})"))
-        self._fold(touched)
-        self.events_in += len(events)
-        self.late_events += len(late)
-        return corrections, late
+                _gather(agg, event, offset, touched)
+
+    def _route_open(self, rw: RollupWindows, events: list[Event], offsets: list[int], times: list[int], a: int,
+                    b: int, touched: list[Agg]) -> bool:  # fmt: skip
+        """Bulk routing of events whose panes are open and exist already: one dict lookup per event, done in C,
+        and the routing of values not seen before in their pane, in order. False, with nothing changed, when
+        some event needs a new pane: creating one is order-sensitive (it retires the panes before it and ranks
+        values by their counts so far), so the caller goes one event at a time."""
+        pane_ms, panes = rw.pane_ms, rw.panes
+        pane_of = [ts - ts % pane_ms for ts in times[a:b]]
+        starts = set(pane_of)
+        if not panes.keys() >= starts:
+            return False
+        raws = map(rw.dims_of, events[a:b])
+        if len(starts) == 1:
+            entries = list(map(panes[starts.pop()].route.get, raws))
+        else:  # out-of-order events reach back into the pane before: dict.get(route, raw) per event, in C
+            routes = {ps: panes[ps].route for ps in starts}
+            entries = list(map(dict.get, map(routes.__getitem__, pane_of), raws))
+        params = self.params
+        for entry, event, offset in zip(entries, events[a:b], offsets[a:b], strict=True):
+            if entry is None:  # new in its pane (or past ROUTE_CACHE_MAX): caps decide, in input order
+                agg = rw.group(event.ts - event.ts % pane_ms, event, params)
+            else:
+                entry[1] += 1
+                agg = entry[0]
+            buf = agg.buf
+            if not buf:
+                touched.append(agg)
+                pane, dims = agg.home
+                pane.dirty.add(dims)
+            buf.append(event)
+            agg.buf_last = offset
+        return True
 
     @staticmethod
     def _fold(touched: list[Agg]) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 
+import msgspec
 import orjson
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from livedash import config
 from livedash.pipeline.contract import Validator
 from tests.conftest import ROOT
 from tests.malformed import _WRONG as WRONG
-from tests.malformed import KINDS, NOW, malformed, odd_unicode_valid
+from tests.malformed import KINDS, NOW, malformed, odd_unicode_valid, valid_event
 
 CONTRACT = Validator(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.events)
 
@@ -44,3 +46,49 @@ def test_printable_odd_unicode_is_valid(event: dict[str, object]) -> None:
 def test_wrong_optional_values_stay_non_null_on_the_wire(value: object) -> None:
     # orjson writes inf as null, and null is a valid optional value: CI once drew exactly that (country: inf)
     assert orjson.loads(orjson.dumps({"v": value}))["v"] is not None
+
+
+@st.composite
+def mixed_batch(draw: st.DrawFn) -> tuple[list[bytes | None], list[int]]:
+    """A batch of valid events, malformed messages, printable oddities and empty (None) values, each message
+    with its own Kafka timestamp near NOW."""
+    values: list[bytes | None] = []
+    for i in range(draw(st.integers(1, 40))):
+        pick = draw(st.integers(0, 4))
+        if pick == 0:
+            values.append(draw(malformed())[1])
+        elif pick == 1:
+            values.append(orjson.dumps(draw(odd_unicode_valid())))
+        elif pick == 2:
+            values.append(None)
+        else:
+            values.append(orjson.dumps(valid_event(i)))
+    stamps = [NOW + draw(st.integers(-5_000, 5_000)) for _ in values]
+    return values, stamps
+
+
+@settings(max_examples=600, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(mixed_batch())
+def test_a_batch_gets_the_same_verdicts_as_its_messages_one_by_one(batch: tuple[list[bytes | None], list[int]]) -> None:
+    values, stamps = batch
+    one_by_one = Validator(CONTRACT.contract)  # its own cache of seen values
+    want = [one_by_one.parse(v, ts) for v, ts in zip(values, stamps, strict=True)]
+    events, indices, invalid = Validator(CONTRACT.contract).parse_batch(values, stamps)
+    assert indices == [i for i, w in enumerate(want) if not isinstance(w, str)]
+    as_dicts = msgspec.structs.asdict  # each Validator defines its own Event type
+    assert [as_dicts(e) for e in events] == [as_dicts(w) for w in want if not isinstance(w, str)]
+    assert invalid == [(i, w) for i, w in enumerate(want) if isinstance(w, str)]
+
+
+def test_a_batch_refuses_only_its_offending_events_when_others_pass() -> None:
+    """The batch-wide checks fail, so the batch is checked event by event: only the culprits are refused."""
+    validator = Validator(CONTRACT.contract)
+    ok = [orjson.dumps(valid_event(i)) for i in range(5)]
+    future = orjson.dumps(valid_event(5, ts=NOW + 2 * 3_600_000))
+    control = orjson.dumps(valid_event(6, country="D\x07E"))
+    events, indices, invalid = validator.parse_batch([*ok[:2], future, *ok[2:], control], [NOW] * 7)
+    assert indices == [0, 1, 3, 4, 5]
+    assert [e.event_id for e in events] == [f"v{i}" for i in range(5)]  # type: ignore[attr-defined]
+    assert [i for i, _ in invalid] == [2, 6]
+    assert "in the future" in invalid[0][1] and "printable" in invalid[1][1]

@@ -1,0 +1,102 @@
+"""The dataflow's per-event work without Kafka or Bytewax: parse, validate, window and publish, in one process.
+
+Generates events as `bench.peers` does (4 partitions, event time at --event-rate per second), cuts each
+partition into batches as the Kafka source does, and drives `PartitionLogic` on a fixed clock that moves one
+second per round of batches. Prints events per second of CPU for the pipeline file given (the peers' task by
+default), and with --profile the top of a cProfile by own time.
+
+.venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from bench.common import machine, median
+from dataflows.aggregate import PartitionLogic
+from livedash.generator import GeneratorOptions, generate
+from livedash.kafka_source import RecordBatch
+from livedash.pipeline.settings import PipelineSettings
+
+HERE = Path(__file__).parent
+START_MS = 1_795_960_800_000  # fixed: the generator's daily rhythm, and so the work, depends on the time of day
+
+
+def batches(events: int, partitions: int, batch: int, event_rate: float) -> list[list[RecordBatch]]:
+    """Rounds of one batch per partition, in order: events go to partitions round robin."""
+    opts = GeneratorOptions(seed=6, nominal_rate=event_rate, late_fraction=0.0, malformed_fraction=0.0)
+    start_ms = START_MS
+    per: list[list[bytes]] = [[] for _ in range(partitions)]
+    i = 0
+    for chunk in generate(events, start_ms, opts):
+        for value in chunk.values:
+            per[i % partitions].append(value)
+            i += 1
+    rounds: list[list[RecordBatch]] = []
+    for start in range(0, max(len(v) for v in per), batch):
+        cut = [(p, vals[start : start + batch]) for p, vals in enumerate(per)]
+        rounds.append([RecordBatch(p, list(range(start, start + len(v))), [start_ms + 3_600_000] * len(v),
+                                   [None] * len(v), v) for p, v in cut if v])  # type: ignore[arg-type]  # fmt: skip
+    return rounds
+
+
+def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]]) -> tuple[int, int]:
+    """Events and output rows: every partition's logic fed its batches, publishing once per round. The end
+    offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small."""
+    now = [datetime.fromtimestamp(START_MS / 1000 + 3600, UTC)]  # an hour after the first event
+    ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
+    logics: dict[int, PartitionLogic] = {}
+    rows = 0
+    for batches_ in rounds:
+        now[0] += timedelta(seconds=1)
+        for b in batches_:
+            logic = logics.get(b.partition)
+            if logic is None:
+                logic = logics[b.partition] = PartitionLogic(settings, lambda: now[0], None, ends.get)
+            out, _ = logic.on_batch([b])
+            rows += len(out)
+    for logic in logics.values():
+        out, _ = logic.on_eof()
+        rows += len(out)
+    return sum(len(b) for r in rounds for b in r), rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--event-rate", type=float, default=200_000.0)
+    parser.add_argument("--pipeline", default=str(HERE / "peers" / "pipeline-task.yaml"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
+    rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        drive(settings, rounds)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    rates = []
+    for run in range(args.runs):
+        t0 = time.process_time()
+        n, rows = drive(settings, rounds)
+        cpu = time.process_time() - t0
+        rates.append(n / cpu)
+        print(f"run {run + 1}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: {rates[-1]:,.0f} events per CPU s")
+    print(f"machine: {machine()}")
+    print(f"median of {args.runs}: {median(rates):,.0f} events per CPU second ({Path(args.pipeline).name})")
+
+
+if __name__ == "__main__":
+    main()
