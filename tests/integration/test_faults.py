@@ -44,13 +44,16 @@ def summary_line(stdout: str) -> str:
                 stdout[-300:])  # fmt: skip
 
 
-def verify_when_final(p: Pipeline, timeout_s: float = 180) -> Any:
-    """`livedash verify` once every window it looks at is final in Pinot (none pending)."""
+def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) -> Any:
+    """`livedash verify` once every window it looks at is final in Pinot (none pending). With repair_s, final
+    but not exact keeps it waiting that much longer, for a Pinot partition that stopped consuming and that the
+    controller's validation task repairs (see test_kafka_broker_restart_mid_run)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = run_cli("verify", "--from", "now-3h", "--to", "now+10m", "--from-beginning", "--quiet",
                          env=p.env(), timeout=300)  # fmt: skip
-        if " 0 windows not final yet" in summary_line(result.stdout) or time.monotonic() > deadline:
+        final = " 0 windows not final yet" in summary_line(result.stdout)
+        if (final and (result.returncode == 0 or not repair_s)) or time.monotonic() > deadline + repair_s:
             return result
         time.sleep(5)
 
@@ -315,7 +318,7 @@ def test_dataflow_stopped_for_60s_turns_health_red_and_recovers_on_its_own(
 
 
 def run_through_a_restart(
-    stack: Settings, service: str, duration_s: float, rate: float, segment_rows: int = 10_000
+    stack: Settings, service: str, duration_s: float, rate: float, segment_rows: int = 10_000, repair_s: float = 0
 ) -> dict[str, Any]:
     """Generate events for `duration_s` at a nominal `rate`/s while `service` (kafka or pinot) is stopped and
     started again with `livedash down SERVICE` + `up`, as an operator restarts it; the dataflow keeps running
@@ -370,7 +373,7 @@ def run_through_a_restart(
         producer.join()
         summary = sent["summary"]
         close_all_windows(stack, p.raw)
-        result = verify_when_final(p, timeout_s=300)
+        result = verify_when_final(p, timeout_s=300, repair_s=repair_s)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
         assert recovered_s is not None, f"lag did not return under {rate:.0f} events: {lags[-5:]}"
         assert proc.poll() is None, "the dataflow must ride out the restart"
@@ -390,7 +393,11 @@ def run_through_a_restart(
 def test_kafka_broker_restart_mid_run(stack: Settings) -> None:
     """Scenario 2: the broker stops and starts again while events arrive. Producers queue, the dataflow's
     consumers and its idempotent producer retry; nothing is lost or counted twice."""
-    figures = run_through_a_restart(stack, "kafka", duration_s=120, rate=2_500)
+    # Pinot 0.11 may stop consuming one partition for minutes: when Kafka is down exactly while that partition's
+    # segment commits, the controller marks the segment done but cannot create the next one (it asks Kafka for the
+    # partition count). Its validation task repairs that once the commit is 5 minutes old (fixed in Pinot), and
+    # runs every minute in our controller config. Exactness is then reached later, not lost: up to 7 more minutes.
+    figures = run_through_a_restart(stack, "kafka", duration_s=120, rate=2_500, repair_s=420)
     print(f"faults/kafka-restart: {figures}")
 
 
