@@ -71,15 +71,27 @@ class Topics:
         return settings
 
 
-def start_dataflows(env: dict[str, str], processes: int, log_prefix: str) -> list[tuple[subprocess.Popen[bytes], int]]:
-    """`processes` cooperating dataflow processes (no recovery: a benchmark run starts from offset 0)."""
+def start_dataflows(env: dict[str, str], processes: int, log_prefix: str,
+                    snapshot_s: int | None = None) -> list[tuple[subprocess.Popen[bytes], int]]:  # fmt: skip
+    """`processes` cooperating dataflow processes, from offset 0: with recovery on, as the product runs (a fresh
+    recovery store, snapshots every `snapshot_s`, the dev config's dataflow.snapshot_s by default), or without
+    (snapshot_s=0: Bytewax's epochs are then 10 s)."""
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     base = 23000 + (uuid.uuid4().int % 500) * 10
     addresses = ";".join(f"127.0.0.1:{base + i}" for i in range(processes))
+    if snapshot_s is None:
+        snapshot_s = config.load().dataflow.snapshot_s
+    recovery: list[str] = []
+    if snapshot_s:
+        store = BENCH_DIR / f"recovery-{log_prefix}-{uuid.uuid4().hex[:6]}"
+        store.mkdir(parents=True)
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(store), str(processes)], check=True,
+                       capture_output=True)  # fmt: skip
+        recovery = ["-r", str(store), "-s", str(snapshot_s), "-b", "0"]
     procs = []
     for i in range(processes):
         port = base + 100 + i
-        cmd = [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow"]
+        cmd = [sys.executable, "-m", "bytewax.run", "dataflows.aggregate:flow", *recovery]
         if processes > 1:
             cmd += ["-i", str(i), "-a", addresses]
         penv = {**env, "BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(port)}
@@ -144,16 +156,26 @@ def wait_until(check, timeout_s: float, every_s: float = 0.2) -> float:  # type:
     raise TimeoutError(f"not reached within {timeout_s}s")
 
 
-def measure_intake(procs: list[tuple[subprocess.Popen[bytes], int]], events: int, timeout_s: float,
-                   every_s: float) -> tuple[float, float]:  # fmt: skip
+def measure_intake(
+    procs: list[tuple[subprocess.Popen[bytes], int]],
+    events: int,
+    timeout_s: float,
+    every_s: float,
+    others: dict[str, int] | None = None,
+) -> tuple[float, float, dict[str, float]]:
     """Events folded in per second (the events-in metric, first event to `events`) and CPU seconds per
-    million events, summed over the dataflow processes."""
+    million events, summed over the dataflow processes; and the same CPU figure for other processes on the
+    machine over the same interval (others: name -> pid, e.g. the Kafka broker that serves the reads)."""
     ports = [port for _, port in procs]
+    others = others or {}
     total = lambda: sum(metric_sum(p, "livedash_events_in_total") for p in ports)  # noqa: E731
     wait_until(lambda: total() > 0, 120, every_s=0.05)
     t0, n0 = time.monotonic(), total()
     cpu0 = sum(cpu_seconds(proc.pid) for proc, _ in procs)
+    other0 = {name: cpu_seconds(pid) for name, pid in others.items()}
     wait_until(lambda: total() >= events, timeout_s, every_s=every_s)  # scrapes cost the measured process CPU
     elapsed = time.monotonic() - t0
     cpu = sum(cpu_seconds(proc.pid) for proc, _ in procs) - cpu0
-    return (events - n0) / elapsed, cpu / ((events - n0) / 1e6)
+    millions = (events - n0) / 1e6
+    other = {name: (cpu_seconds(pid) - other0[name]) / millions for name, pid in others.items()}
+    return (events - n0) / elapsed, cpu / millions, other

@@ -21,7 +21,8 @@ from livedash.generator import GeneratorOptions, run
 def measure(env: dict[str, str], processes: int, events: int, label: str) -> tuple[float, float]:
     procs = start_dataflows(env, processes, label)
     try:
-        return measure_intake(procs, events, 900, 0.5)
+        rate, cpu, _ = measure_intake(procs, events, 900, 0.5)
+        return rate, cpu
     finally:
         stop(procs)
 

@@ -115,9 +115,12 @@ class KafkaBatchSource(FixedPartitionedSource[RecordBatch, int]):
             "group.id": "livedash-dataflow-unused",  # required by librdkafka; offsets live in the snapshots
             "enable.auto.commit": False,
             "enable.partition.eof": False,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
+            # Prefetch per partition consumer: a few 10,000-message batches (about 3 MB each) keep a core busy.
+            # On 2 million pre-filled events, 4 partitions: 64 MB fetches and 256 MB queues peaked at 738 MB RSS,
+            # these at 493 MB for the same rate (about 313,000 events/s); 4 MB fetches cost a third of the rate.
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+            "queued.max.messages.kbytes": 16 * 1024,
         }
 
     def list_parts(self) -> list[str]:

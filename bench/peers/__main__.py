@@ -210,6 +210,7 @@ class Result:
     cpu_s_per_million: float
     peak_rss_mb: float
     exact: bool
+    broker_cpu_s_per_million: float | None = None  # the Kafka broker serving the reads, same interval (ours)
 
 
 def run_quix(
@@ -404,7 +405,8 @@ def run_ours(
         env["LIVEDASH_PIPELINE_FILE"] = pipeline_file
     procs = start_dataflows(env, processes, f"peers-ours-{label}")
     try:
-        rate, cpu = measure_intake(procs, events, 3600, 0.2)
+        kafka_pid = int((topics.settings().state_dir / "run" / "kafka.pid").read_text().split()[0])
+        rate, cpu, others = measure_intake(procs, events, 3600, 0.2, others={"kafka": kafka_pid})
         rss = sum(peak_rss_mb(proc.pid) for proc, _ in procs)
         got = read_ours(bootstrap, topics.agg, want, timeout_s=600, rollup=rollup)
     finally:
@@ -413,7 +415,7 @@ def run_ours(
     for line in diff[:5]:
         print(f"  ours ({processes}p) differs: {line}")
     name = f"livedash ({variant}), {processes} process{'es' if processes > 1 else ''}"
-    return Result(name, rate, cpu, rss, not diff)
+    return Result(name, rate, cpu, rss, not diff, others["kafka"])
 
 
 def freshness(peers: set[str], rate: float, duration_s: float, warm_s: float) -> list[live.Freshness]:
@@ -464,8 +466,13 @@ def main() -> None:
         for r in runs:
             results.setdefault(r.peer, []).append(r)
             exact = "exact" if r.exact else "NOT exact"
+            broker = (
+                ""
+                if r.broker_cpu_s_per_million is None
+                else (f" (Kafka broker meanwhile: {r.broker_cpu_s_per_million:.1f} CPU s per million)")
+            )
             print(f"run {i + 1}, {r.peer}: {r.events_per_s:,.0f} events/s, {r.cpu_s_per_million:.1f} CPU s per "
-                  f"million events, peak RSS {r.peak_rss_mb:.0f} MB, {exact}")  # fmt: skip
+                  f"million events{broker}, peak RSS {r.peak_rss_mb:.0f} MB, {exact}")  # fmt: skip
     fresh = freshness(peers, args.freshness_rate, args.freshness_s, args.warm_s) if args.freshness_rate > 0 else []
     for f in fresh:
         print(f"freshness at {args.freshness_rate:,.0f}/s nominal ({f.input_per_s:,.0f}/s sent), {f.peer}: "
@@ -476,8 +483,12 @@ def main() -> None:
         row = {"peer": peer, "events_per_s": median([r.events_per_s for r in rows]),
                "cpu_s_per_million": median([r.cpu_s_per_million for r in rows]),
                "peak_rss_mb": median([r.peak_rss_mb for r in rows]), "exact_runs": sum(r.exact for r in rows),
-               "runs": len(rows), "each_events_per_s": [round(r.events_per_s) for r in rows]}  # fmt: skip
+               "runs": len(rows), "each_events_per_s": [round(r.events_per_s) for r in rows],
+               "broker_cpu_s_per_million": median([r.broker_cpu_s_per_million for r in rows])
+               if rows[0].broker_cpu_s_per_million is not None else None}  # fmt: skip
         table.append(row)
+        if row["broker_cpu_s_per_million"] is not None:
+            print(f"median {peer}: Kafka broker {row['broker_cpu_s_per_million']:.1f} CPU s per million events")
         print(f"median {peer}: {row['events_per_s']:,.0f} events/s, {row['cpu_s_per_million']:.1f} CPU s per "
               f"million events, peak RSS {row['peak_rss_mb']:.0f} MB, exact in {row['exact_runs']} of {len(rows)} "
               "runs")  # fmt: skip

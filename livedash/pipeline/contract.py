@@ -111,7 +111,7 @@ class Validator:
         else:
             indices, refs = list(range(len(values))), list(timestamps)
         invalid = [(i, self.parse(values[i], timestamps[i])) for i in failed]
-        if events and not self._batch_passes(events, refs):
+        if events and not self._batch_passes(events, refs, None if failed else values):
             kept: list[Event] = []
             kept_at: list[int] = []
             for event, i, ref in zip(events, indices, refs, strict=True):
@@ -125,12 +125,20 @@ class Validator:
             invalid.sort()
         return events, indices, invalid  # type: ignore[return-value]
 
-    def _batch_passes(self, events: list[Event], refs: list[int]) -> bool:
-        """True when every event passes _check (False: some may not; check them one by one)."""
+    def _batch_passes(self, events: list[Event], refs: list[int], raw: Sequence[bytes] | None) -> bool:
+        """True when every event passes _check (False: some may not; check them one by one). raw: the batch's
+        messages, all decoded."""
         times = list(map(_TS, events))
         if max(times) > min(refs) + self.max_future_ms or min(times) < max(refs) - self.max_age_ms:
             return False
         if self.dimensions:
+            # ASCII without a backslash or DEL: every string in the batch is printable (JSON forbids raw control
+            # characters in strings, and a decoded string can only hold one through an escape). One scan in C;
+            # otherwise, the set of the batch's values against those seen before.
+            if raw is not None:
+                joined = b"".join(raw)
+                if joined.isascii() and b"\\" not in joined and b"\x7f" not in joined:
+                    return True
             seen: set[str | None] = set()
             for getter in self._getters:
                 seen.update(map(getter, events))

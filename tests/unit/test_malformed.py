@@ -92,3 +92,18 @@ def test_a_batch_refuses_only_its_offending_events_when_others_pass() -> None:
     assert [e.event_id for e in events] == [f"v{i}" for i in range(5)]  # type: ignore[attr-defined]
     assert [i for i, _ in invalid] == [2, 6]
     assert "in the future" in invalid[0][1] and "printable" in invalid[1][1]
+
+
+def test_the_ascii_fast_path_still_refuses_del_and_escaped_control_characters() -> None:
+    """A batch of plain ASCII skips the per-value printable check, but DEL (0x7f) is ASCII, valid raw in JSON
+    and not printable, and an escape can carry any control character: both must still be refused."""
+    validator = Validator(CONTRACT.contract)
+    ok = [orjson.dumps(valid_event(i)) for i in range(3)]
+    with_del = orjson.dumps(valid_event(3, country="D\x7fE"))
+    escaped = b'{"event_id":"v4","ts":%d,"type":"click","user_id":"u4","country":"D\\u0007E"}' % NOW
+    for bad in (with_del, escaped):
+        _, indices, invalid = validator.parse_batch([*ok, bad], [NOW] * 4)
+        assert indices == [0, 1, 2] and [i for i, _ in invalid] == [3], bad
+        assert "printable" in invalid[0][1]
+    _, indices, invalid = validator.parse_batch(ok, [NOW] * 3)  # the fast path itself
+    assert indices == [0, 1, 2] and not invalid
