@@ -248,6 +248,14 @@ def _headers(batch: RecordBatch, i: int, reason: str) -> tuple[tuple[str, bytes]
     )
 
 
+def state_key(partition: int) -> str:
+    """The Bytewax state key of a source partition's windows. Bytewax places each key's state on the worker its
+    hash names: the keys "0" to "3" all hashed to the second of two workers, which then did all the windowing
+    while the first only read Kafka (py-spy: 76% idle). "p-0" to "p-3" split two and two. Changing this
+    format changes where snapshots are found: bump livedash.pipeline.STATE_FORMAT with it."""
+    return f"p-{partition}"
+
+
 def build_flow(
     settings: PipelineSettings,
     source: Source[Any],
@@ -259,7 +267,7 @@ def build_flow(
     flow = Dataflow("livedash_aggregate")
     raw = op.input("kafka_in", flow, source)
     batches = raw if convert is None else op.map("to_batch", raw, convert)
-    keyed = op.map("key_by_partition", batches, lambda batch: (str(batch.partition), batch))
+    keyed = op.map("key_by_partition", batches, lambda batch: (state_key(batch.partition), batch))
     outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
     op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
     return flow
