@@ -20,7 +20,7 @@ from typing import Any
 import datasketches as ds
 import numpy as np
 
-from livedash.pipeline.contract import Event
+from livedash.pipeline.contract import Event, event_time
 
 DBL_MAX = sys.float_info.max  # MIN of a metric no event carried: merges correctly under Pinot's MIN
 TDIGEST_COMPRESSION = 100.0
@@ -78,7 +78,6 @@ class SketchParams:
         self.quantile_index = metrics.index(quantile_field)
 
 
-_TS = attrgetter("ts")
 _NOT_NONE = partial(is_not, None)
 
 
@@ -158,7 +157,7 @@ class Agg:
             items = set(map(p.distinct, events))  # the sketch only sees distinct items: skip repeats
             items.discard(None)
             deque(map(self.theta.update, items), maxlen=0)
-            ts = max(map(_TS, events))
+            ts = max(map(event_time, events))
         if last_offset > self.max_offset:
             self.max_offset = last_offset
         if ts > self.last_ts:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from livedash.pipeline.aggregate import Agg, SketchParams
-from livedash.pipeline.contract import MISSING, Event, dimension_values
+from livedash.pipeline.contract import MISSING, Event, dimension_values, event_time
 from livedash.pipeline.settings import OTHER, PipelineSettings, Rollup
 
 ALL = "__all__"  # the value of a dimension a roll-up does not group by
@@ -67,7 +67,6 @@ def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
     agg.buf_last = offset
 
 
-_TS = attrgetter("ts")
 _FIRST_TWO = itemgetter(0, 1)
 
 
@@ -224,7 +223,7 @@ class PartitionWindows:
         """
         if not events:
             return [], []
-        times = list(map(_TS, events))
+        times = list(map(event_time, events))
         wm = self.watermark
         marks = list(accumulate(times, max, initial=times[0] if wm is None else wm))[1:]  # the watermark each meets
         found: list[tuple[int, int, list[Row]]] = []  # (event index, roll-up index, correction rows)
@@ -303,6 +302,7 @@ class PartitionWindows:
             else:
                 entry[1] += 1
                 agg = entry[0]
+            # _gather inlined: this loop runs once per event and roll-up, where a call is a measurable share
             buf = agg.buf
             if not buf:
                 touched.append(agg)
