@@ -17,7 +17,7 @@ from livedash.config import PROJECT_ROOT, Settings
 from livedash.errors import LivedashError
 from livedash.pipeline import STATE_FORMAT
 from livedash.stack.jars import DEPLOY
-from livedash.stack.process import marker, marker_env
+from livedash.stack.process import marker, marker_env, tail
 
 CONF = DEPLOY / "conf"
 
@@ -154,6 +154,8 @@ class Kafka(Service):
             id_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=") + "\n")
         cmd = [
             str(java),
+            # A fixed small heap: the JVM's default (a quarter of RAM) can fail to reserve on a crowded machine.
+            "-Xmx256m",
             "-cp",
             classpath,
             "kafka.tools.StorageTool",
@@ -169,7 +171,10 @@ class Kafka(Service):
         with self.out_file.open("ab") as out:
             proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
         if proc.returncode != 0:
-            raise LivedashError(f"formatting Kafka storage in {self.dir / 'data'} failed; see {self.out_file}")
+            raise LivedashError(
+                f"formatting Kafka storage in {self.dir / 'data'} failed (exit {proc.returncode}); "
+                f"last lines of {self.out_file}:\n{tail(self.out_file)}"
+            )
 
     def health(self) -> Health:
         # A real metadata request: the broker must answer with its cluster id and list itself.

@@ -68,3 +68,28 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert process.tail(log, 3).splitlines() == ["line 97", "line 98", "line 99"]
     assert process.tail(tmp_path / "absent.log") == "(no log yet)"
+
+
+def test_failed_kafka_format_says_why(tmp_path: Path) -> None:
+    """CI once saw only "formatting Kafka storage failed; see kafka.out": the error must carry the reason itself."""
+    import shutil
+
+    import pytest
+
+    from livedash import config
+    from livedash.errors import LivedashError
+    from livedash.stack.services import Kafka
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.fail("java is required by the stack and by this test")
+    state = config.PROJECT_ROOT / ".livedash-test" / "format-check"  # state dirs may not be under /tmp
+    shutil.rmtree(state, ignore_errors=True)
+    try:
+        kafka = Kafka(config.load(environ={"LIVEDASH_STATE_DIR": str(state)}))
+        with pytest.raises(LivedashError) as err:
+            kafka.command(Path(java), str(tmp_path / "no-such.jar"))  # StorageTool is not on this classpath
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    assert "exit 1" in str(err.value)
+    assert "kafka.tools.StorageTool" in str(err.value)  # the JVM's own line, from kafka.out
