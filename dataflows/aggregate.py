@@ -2,12 +2,13 @@
 
 Run it (recovery snapshots on; see docs/operations.md for the recovery directory):
 
-    python -m bytewax.run dataflows.aggregate:flow -r .livedash/recovery -s 5 -b 0
+    python -m bytewax.run dataflows.aggregate:flow -r .livedash/recovery/v4 -s 5 -b 0
 
-Steps: `kafka_in` (every partition of the raw topic) -> `key_by_partition` -> `windows` (stateful_batch, one
-`PartitionLogic` per source partition: parse and validate, fold into panes, publish running values every
-`publish_every_s`, final rows when the partition's watermark passes a window's end plus the allowed lateness)
--> `kafka_out` (aggregates, dead-letter and late topics, every delivery checked).
+Steps: `kafka_in` (WindowedSource: each partition of the raw topic is read and windowed in one place, by one
+`PartitionLogic`: parse and validate, fold into panes, publish running values every `publish_every_s`, final
+rows when the partition's watermark passes a window's end plus the allowed lateness; its snapshot holds the
+offset and the windows together) -> `kafka_out` (aggregates, dead-letter and late topics, every delivery
+checked). build_flow is the same logic behind a keyed stateful step, for sources that mix partitions (tests).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
@@ -249,10 +250,9 @@ def _headers(batch: RecordBatch, i: int, reason: str) -> tuple[tuple[str, bytes]
 
 
 def state_key(partition: int) -> str:
-    """The Bytewax state key of a source partition's windows. Bytewax places each key's state on the worker its
-    hash names: the keys "0" to "3" all hashed to the second of two workers, which then did all the windowing
-    while the first only read Kafka (py-spy: 76% idle). "p-0" to "p-3" split two and two. Changing this
-    format changes where snapshots are found: bump livedash.pipeline.STATE_FORMAT with it."""
+    """The state key of a source partition's windows in build_flow. Bytewax places each key's state on the
+    worker its hash names: the keys "0" to "3" all hashed to the second of two workers (py-spy: the first 76%
+    idle); "p-0" to "p-3" split two and two. The shipped flow has no keyed step (WindowedSource)."""
     return f"p-{partition}"
 
 
@@ -264,12 +264,92 @@ def build_flow(
     convert: Callable[[Any], RecordBatch] | None = None,
     end_offset: EndOffset | None = None,
 ) -> Dataflow:
+    """The flow over any source of records (the tests' TestingSource: several partitions through one source
+    partition): windows in a keyed stateful step, one PartitionLogic per source partition."""
     flow = Dataflow("livedash_aggregate")
     raw = op.input("kafka_in", flow, source)
     batches = raw if convert is None else op.map("to_batch", raw, convert)
     keyed = op.map("key_by_partition", batches, lambda batch: (state_key(batch.partition), batch))
     outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
     op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
+    return flow
+
+
+class WindowedPartition(StatefulSourcePartition[Out, dict[str, Any]]):
+    """A source partition read and windowed in one place: the reader's batches go straight into this
+    partition's PartitionLogic, and the snapshot holds the offset and the windows together.
+
+    Why: a keyed stateful step lives on the worker its key hashes to, not on the worker that reads the
+    partition, so with several processes batches crossed between them (a pickle of about 3 MB per batch, and
+    a worker waiting on another). Here nothing leaves the worker until the sink. The same PartitionLogic as
+    build_flow's, called the same way: on_batch per batch, on_notify when nothing arrives and it is due."""
+
+    def __init__(self, reader: StatefulSourcePartition[RecordBatch, Any], logic: PartitionLogic, clock: Clock) -> None:
+        self.reader = reader
+        self.logic = logic
+        self.clock = clock
+        self.ended = False
+
+    def next_batch(self) -> list[Out]:
+        if self.ended:
+            raise StopIteration
+        try:
+            batches = self.reader.next_batch()
+        except StopIteration:
+            self.ended = True
+            return self.logic.on_eof()[0] if self.logic.windows is not None else []
+        if batches:
+            return self.logic.on_batch(batches)[0]
+        due = self.logic.notify_at()
+        if due is not None and self.clock() >= due:
+            return self.logic.on_notify()[0]
+        return []
+
+    def next_awake(self) -> datetime | None:
+        awake = self.reader.next_awake()
+        if awake is None:
+            return None  # input is flowing: read again at once
+        due = self.logic.notify_at()
+        return awake if due is None else min(awake, due)
+
+    def snapshot(self) -> dict[str, Any]:
+        logic = self.logic.snapshot() if self.logic.windows is not None else None
+        return {"offset": self.reader.snapshot(), "logic": logic}
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class WindowedSource(FixedPartitionedSource[Out, dict[str, Any]]):
+    """Every partition of a partitioned source of RecordBatches (Kafka), each windowed where it is read."""
+
+    def __init__(
+        self,
+        batches: FixedPartitionedSource[RecordBatch, Any],
+        settings: PipelineSettings,
+        clock: Clock = utc_now,
+        end_offset: EndOffset | None = None,
+    ) -> None:
+        self.batches = batches
+        self.settings = settings
+        self.clock = clock
+        self.end_offset = end_offset
+
+    def list_parts(self) -> list[str]:
+        return self.batches.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> WindowedPartition:
+        state = resume_state or {"offset": None, "logic": None}
+        reader = self.batches.build_part(step_id, for_part, state["offset"])
+        logic = PartitionLogic(self.settings, self.clock, state["logic"], self.end_offset)
+        return WindowedPartition(reader, logic, self.clock)
+
+
+def build_windowed_flow(source: WindowedSource, sink: Sink[Out]) -> Dataflow:
+    """The shipped flow: `kafka_in` (read and windowed per partition) -> `kafka_out`. No exchange between
+    workers: each process writes what its own partitions produce."""
+    flow = Dataflow("livedash_aggregate")
+    op.output("kafka_out", op.input("kafka_in", flow, source), sink)
     return flow
 
 
@@ -281,11 +361,12 @@ def _kafka_flow() -> Dataflow:
 
     settings = config.load()
     topics = settings.pipeline.topics
-    source = KafkaBatchSource(settings.kafka.bootstrap, topics.raw)
+    source = WindowedSource(KafkaBatchSource(settings.kafka.bootstrap, topics.raw), settings.pipeline,
+                            end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))  # fmt: skip
     sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "history": topics.history,
                                                 "dead_letter": topics.dead_letter, "late": topics.late,
                                                 "marker": topics.raw})  # fmt: skip
-    return build_flow(settings.pipeline, source, sink, end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))
+    return build_windowed_flow(source, sink)
 
 
 def __getattr__(name: str) -> Any:

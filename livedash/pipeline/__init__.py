@@ -2,4 +2,4 @@
 
 # The format of the dataflow's snapshots (its state and the source's offsets). Bump it when either changes: the
 # managed dataflow's recovery directory is named after it (see docs/operations.md).
-STATE_FORMAT = 3  # 3: state keys "p-<partition>" (dataflows.aggregate.state_key)
+STATE_FORMAT = 4  # 4: windows kept in the source partition with its offset (dataflows.aggregate.WindowedSource)
