@@ -10,6 +10,7 @@ group; errors other than end-of-partition and transient broker trouble raise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +28,7 @@ class RecordBatch:
     """Consecutive messages of one partition, as columns."""
 
     partition: int
-    offsets: list[int]
+    offsets: Sequence[int]  # a range when consecutive (the usual case: no per-message call)
     timestamps: list[int]  # Kafka message timestamps (ms)
     keys: list[bytes | None]
     values: list[bytes | None]
@@ -55,9 +56,12 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
             msgs = [m for m in msgs if not _end_of_partition(m.error())]
             if not msgs:
                 return []
+        first, last = msgs[0].offset(), msgs[-1].offset()
         batch = RecordBatch(
             self.partition,
-            [m.offset() for m in msgs],
+            # Offsets of one partition only grow, so as many as the span means consecutive (no transaction
+            # markers or compacted gaps in between): a range then, instead of one call per message.
+            range(first, last + 1) if last - first + 1 == len(msgs) else [m.offset() for m in msgs],
             [m.timestamp()[1] for m in msgs],
             [m.key() for m in msgs],
             [m.value() for m in msgs],

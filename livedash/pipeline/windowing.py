@@ -16,7 +16,7 @@ additive correction rows (kind "late", one per late event and window, keyed by i
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter, itemgetter
@@ -212,7 +212,7 @@ class PartitionWindows:
         corrections, late = self.add_batch([event], [offset])
         return corrections, (late[0] if late else None)
 
-    def add_batch(self, events: list[Event], offsets: list[int]) -> tuple[list[Row], list[LateEvent]]:
+    def add_batch(self, events: list[Event], offsets: Sequence[int]) -> tuple[list[Row], list[LateEvent]]:
         """Fold valid events in, in partition order. Returns correction rows and a marker per late event.
 
         Exactly as one event at a time (which events are late depends on the watermark each one meets), but
@@ -251,7 +251,7 @@ class PartitionWindows:
         self.late_events += len(late)
         return corrections, late
 
-    def _route_run(self, events: list[Event], offsets: list[int], times: list[int], a: int, b: int,
+    def _route_run(self, events: list[Event], offsets: Sequence[int], times: list[int], a: int, b: int,
                    touched: list[Agg], found: list[tuple[int, int, list[Row]]], late_at: set[int]) -> None:  # fmt: skip
         """Events a..b-1 into every roll-up's groups (no window closes among them)."""
         params = self.params
@@ -278,7 +278,7 @@ class PartitionWindows:
                     agg = rw.group(pane_start, event, params)  # some window still open: the pane feeds it
                 _gather(agg, event, offset, touched)
 
-    def _route_open(self, rw: RollupWindows, events: list[Event], offsets: list[int], times: list[int], a: int,
+    def _route_open(self, rw: RollupWindows, events: list[Event], offsets: Sequence[int], times: list[int], a: int,
                     b: int, touched: list[Agg]) -> bool:  # fmt: skip
         """Bulk routing of events whose panes are open and exist already: one dict lookup per event, done in C,
         and the routing of values not seen before in their pane, in order. False, with nothing changed, when
