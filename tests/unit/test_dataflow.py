@@ -346,6 +346,13 @@ def workload() -> list[Record]:
     return out
 
 
+def with_invalid(recs: list[Record]) -> list[Record]:
+    """Every 97th message replaced by an invalid one, among valid ones."""
+    for i in range(0, len(recs), 97):
+        recs[i] = Record(recs[i].partition, recs[i].offset, recs[i].timestamp_ms, None, b'{"ts": "soon"')
+    return recs
+
+
 SKETCHES = ("distinct_theta", "quantile_kll", "quantile_tdigest")
 
 
@@ -424,9 +431,7 @@ def test_batches_of_any_size_give_what_one_record_at_a_time_gives(size: int) -> 
     """The Kafka source delivers whole batches; folding them at once must not change any result: which events
     are late (the watermark each one meets), dead letters, corrections and every final row."""
     cfg = settings()
-    recs = workload()
-    for i in range(0, len(recs), 97):  # sprinkle invalid messages among valid ones
-        recs[i] = Record(recs[i].partition, recs[i].offset, recs[i].timestamp_ms, None, b'{"ts": "soon"')
+    recs = with_invalid(workload())
     clock = InputClock()
 
     def drive(chunk: int) -> list[Out]:
@@ -655,9 +660,7 @@ def test_windows_read_where_their_partition_is_read_give_what_the_keyed_step_giv
     """The shipped flow windows each partition inside its source partition (no exchange between workers);
     it must publish exactly what the keyed stateful step does on the same batches."""
     cfg = settings()
-    recs = workload()
-    for i in range(0, len(recs), 97):  # invalid messages among valid ones
-        recs[i] = Record(recs[i].partition, recs[i].offset, recs[i].timestamp_ms, None, b'{"ts": "soon"')
+    recs = with_invalid(workload())
     keyed_out = run(cfg, recs, batch_size=1)
     keyed = final_state(keyed_out)
     clock = InputClock()
