@@ -18,14 +18,14 @@ class Sample:
     events_in: float = 0.0
     dead_lettered: float = 0.0
     late: float = 0.0
-    lag_events: float = 0.0
+    lag_events: float | None = None  # None: no partition has reported its lag yet (just started)
     watermark_delay_s: float = 0.0  # the largest over partitions
     error: str = ""
 
 
 def parse(text: str, at: float) -> Sample:
-    sums = {"livedash_events_in": 0.0, "livedash_events_dead_lettered": 0.0, "livedash_events_late": 0.0,
-            "livedash_consumer_lag_events": 0.0}  # fmt: skip
+    sums = {"livedash_events_in": 0.0, "livedash_events_dead_lettered": 0.0, "livedash_events_late": 0.0}
+    lag: float | None = None
     delay = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -34,10 +34,12 @@ def parse(text: str, at: float) -> Sample:
             name = s.name.removesuffix("_total")
             if name in sums:
                 sums[name] += s.value
+            elif name == "livedash_consumer_lag_events":
+                lag = (lag or 0.0) + s.value
             elif name == "livedash_watermark_delay_seconds":
                 delay = max(delay, s.value)
     return Sample(at, True, sums["livedash_events_in"], sums["livedash_events_dead_lettered"],
-                  sums["livedash_events_late"], sums["livedash_consumer_lag_events"], delay)  # fmt: skip
+                  sums["livedash_events_late"], lag, delay)  # fmt: skip
 
 
 def scrape(url: str, at: float, timeout_s: float = 2.0) -> Sample:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -126,6 +126,8 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         now = self.clock()
         if now >= self.next_publish:
             out.extend(self._publish(now))
+        else:
+            self._lag()  # every batch, not only every publish: a catch-up shorter than a publish still shows
         return out, StatefulBatchLogic.RETAIN
 
     def _events(self, batch: RecordBatch, out: list[Out]) -> int:
@@ -205,19 +207,33 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             return []
         self.windows.now_ms = int(now.timestamp() * 1000)
         label = str(self.partition)
-        lag = None
-        if self.end_offset is not None and self.partition is not None:
-            end = self.end_offset(self.partition)
-            if end is not None:
-                lag = max(0, end - 1 - self.last_offset)
-                metrics.CONSUMER_LAG.labels(label).set(lag)
+        lag = self._lag()
         catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
         out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush, provisional=not catching_up)]
         metrics.ROWS_OUT.labels(label).inc(len(out))
-        metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
         if self.windows.watermark is not None:
             metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)
         return out
+
+    def resumed_at(self, partition: int, next_offset: int) -> None:
+        """Resumed from a snapshot whose reader goes on at next_offset: the backlog shows as lag at once, before
+        the first batch (a short catch-up may be over before the first scrape)."""
+        self.partition = partition
+        self.last_offset = next_offset - 1
+        self._lag()
+
+    def _lag(self) -> int | None:
+        """Messages behind the partition's end (the end offset is cached up to a second), set on the gauges."""
+        if self.partition is None:
+            return None
+        label = str(self.partition)
+        metrics.PROCESSED_OFFSET.labels(label).set(self.last_offset)
+        end = self.end_offset(self.partition) if self.end_offset is not None else None
+        if end is None:
+            return None
+        lag = max(0, end - 1 - self.last_offset)
+        metrics.CONSUMER_LAG.labels(label).set(lag)
+        return lag
 
     def _dead_letter(self, batch: RecordBatch, i: int, reason: str) -> Out:
         return Out("dead_letter", batch.keys[i], batch.values[i] or b"", _headers(batch, i, reason))
@@ -273,6 +289,14 @@ def build_flow(
     outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
     op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
     return flow
+
+
+@runtime_checkable
+class Positioned(Protocol):
+    """A partition reader that knows its Kafka partition and the next offset it reads (the Kafka source's)."""
+
+    partition: int
+    next_offset: int
 
 
 class WindowedPartition(StatefulSourcePartition[Out, dict[str, Any]]):
@@ -342,6 +366,8 @@ class WindowedSource(FixedPartitionedSource[Out, dict[str, Any]]):
         state = resume_state or {"offset": None, "logic": None}
         reader = self.batches.build_part(step_id, for_part, state["offset"])
         logic = PartitionLogic(self.settings, self.clock, state["logic"], self.end_offset)
+        if resume_state is not None and isinstance(reader, Positioned):
+            logic.resumed_at(reader.partition, reader.next_offset)
         return WindowedPartition(reader, logic, self.clock)
 
 

@@ -84,6 +84,12 @@ def test_metrics_are_summed_over_partitions() -> None:
     assert (s.events_in, s.dead_lettered, s.late, s.lag_events, s.watermark_delay_s) == (1500, 10, 4, 42, 2.5)
 
 
+def test_lag_is_unknown_until_a_partition_reports_it() -> None:
+    """Just started, no partition has read or resumed yet: the lag is unknown, not zero."""
+    started = "\n".join(line for line in METRICS.splitlines() if "consumer_lag" not in line)
+    assert health.parse(started, at=100.0).lag_events is None
+
+
 def test_health_is_ok_when_fresh_and_rates_come_from_two_scrapes() -> None:
     prev = health.Sample(100.0, True, events_in=1000, dead_lettered=5, late=1)
     cur = health.Sample(102.0, True, events_in=3000, dead_lettered=9, late=3, lag_events=20, watermark_delay_s=0.4)

@@ -17,6 +17,7 @@ import pytest
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import AbortExecution, TestingSink, TestingSource, cluster_main, run_main
+from prometheus_client import REGISTRY
 
 from dataflows.aggregate import (
     Out,
@@ -633,6 +634,14 @@ class ListReader(StatefulSourcePartition[RecordBatch, int]):
     def snapshot(self) -> int:
         return self.i
 
+    @property
+    def partition(self) -> int:
+        return self.batches[0].partition
+
+    @property
+    def next_offset(self) -> int:  # as the Kafka reader tells it (dataflows.aggregate.Positioned)
+        return self.batches[self.i].offsets[0] if self.i < len(self.batches) else self.batches[-1].offsets[-1] + 1
+
 
 class ListBatches(FixedPartitionedSource[RecordBatch, int]):
     def __init__(self, recs: list[Record], size: int, clock: InputClock, abort_at: set[int] | None = None) -> None:
@@ -705,3 +714,22 @@ def test_windowed_source_resumes_from_its_snapshot_exactly(tmp_path: Path) -> No
     for pk, (version, row) in whole.items():
         assert resumed[pk][0] == version
         assert strip_sketches(resumed[pk][1]) == strip_sketches(row)
+
+
+def test_the_backlog_shows_as_lag_at_the_resume_and_after_every_batch() -> None:
+    """A catch-up can be over within a publish interval: a resumed partition reports its backlog before its
+    first batch, and the lag follows every batch, not only every publish."""
+    cfg = settings()
+    clock = InputClock()
+    recs = records([(BASE + i, event(BASE + i, user=f"u{i}")) for i in range(60)], partition=7, first_offset=100)
+    source = WindowedSource(ListBatches(recs, 10, clock), cfg, clock, end_offset=lambda partition: 160)
+    lag = lambda: REGISTRY.get_sample_value("livedash_consumer_lag_events", {"partition": "7"})  # noqa: E731
+    fresh = source.build_part("kafka_in", "7", None)
+    assert lag() is None  # nothing known before a fresh partition's first batch
+    part = source.build_part("kafka_in", "7", {"offset": 2, "logic": None})  # resumed at its 3rd batch
+    assert lag() == 40  # offsets 120..159 not read yet
+    assert rows(part.next_batch())  # the first batch publishes at once
+    assert lag() == 30
+    assert not rows(part.next_batch())  # within the same second: no publish ...
+    assert lag() == 20  # ... but the lag moved on
+    fresh.close()
