@@ -6,13 +6,16 @@ second per round of batches. Prints events per second of CPU for the pipeline fi
 default), and with --profile the top of a cProfile by own time.
 
 .venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
+    [--snapshot-events 600000] [--segments]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import pickle
 import pstats
+import resource
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,13 +50,19 @@ def batches(events: int, partitions: int, batch: int, event_rate: float) -> list
     return rounds
 
 
-def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]]) -> tuple[int, int]:
+def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_events: int = 0,
+          segments: list[tuple[int, float, int]] | None = None) -> tuple[int, int]:  # fmt: skip
     """Events and output rows: every partition's logic fed its batches, publishing once per round. The end
-    offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small."""
+    offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small.
+    With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
+    each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes)
+    after each round."""
     now = [datetime.fromtimestamp(START_MS / 1000 + 3600, UTC)]  # an hour after the first event
     ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
     logics: dict[int, PartitionLogic] = {}
-    rows = 0
+    rows = events = snap_bytes = 0
+    next_snapshot = snapshot_events
+    t0 = time.process_time()
     for batches_ in rounds:
         now[0] += timedelta(seconds=1)
         for b in batches_:
@@ -62,10 +71,27 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]]) -> tuple[
                 logic = logics[b.partition] = PartitionLogic(settings, lambda: now[0], None, ends.get)
             out, _ = logic.on_batch([b])
             rows += len(out)
+            events += len(b)
+        if snapshot_events and events >= next_snapshot:
+            next_snapshot += snapshot_events
+            snap_bytes = sum(len(pickle.dumps(logic.snapshot())) for logic in logics.values())
+        if segments is not None:
+            segments.append((events, time.process_time() - t0, snap_bytes))
     for logic in logics.values():
         out, _ = logic.on_eof()
         rows += len(out)
-    return sum(len(b) for r in rounds for b in r), rows
+    return events, rows
+
+
+def report_segments(segments: list[tuple[int, float, int]], parts: int = 10) -> None:
+    """Events per CPU second in each tenth of the input: a rate that falls as state grows shows here."""
+    total = segments[-1][0]
+    last_n, last_cpu = 0, 0.0
+    for n, cpu, snap in segments:
+        if n - last_n >= total / parts or n == total:
+            print(f"  events {last_n:>12,} to {n:>12,}: {(n - last_n) / (cpu - last_cpu):>10,.0f} events per CPU s,"
+                  f" last snapshot {snap / 1e6:,.1f} MB")  # fmt: skip
+            last_n, last_cpu = n, cpu
 
 
 def main() -> None:
@@ -77,24 +103,35 @@ def main() -> None:
     parser.add_argument("--pipeline", default=str(HERE / "peers" / "pipeline-task.yaml"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--snapshot-events",
+        type=int,
+        default=0,
+        help="snapshot and pickle every partition's state each time this many events went in",
+    )
+    parser.add_argument("--segments", action="store_true", help="events per CPU s in each tenth of the input")
     args = parser.parse_args()
     settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
     rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        drive(settings, rounds)
+        drive(settings, rounds, args.snapshot_events)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
     rates = []
     for run in range(args.runs):
+        segments: list[tuple[int, float, int]] = []
         t0 = time.process_time()
-        n, rows = drive(settings, rounds)
+        n, rows = drive(settings, rounds, args.snapshot_events, segments)
         cpu = time.process_time() - t0
         rates.append(n / cpu)
         print(f"run {run + 1}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: {rates[-1]:,.0f} events per CPU s")
-    print(f"machine: {machine()}")
+        if args.segments:
+            report_segments(segments)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"machine: {machine()}; peak RSS {peak:,.0f} MB (the input batches included)")
     print(f"median of {args.runs}: {median(rates):,.0f} events per CPU second ({Path(args.pipeline).name})")
 
 
