@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from bench.common import machine, median
-from dataflows.aggregate import PartitionLogic
+from dataflows.aggregate import PartitionLogic, tune_gc
 from livedash.generator import GeneratorOptions, generate
 from livedash.kafka_source import RecordBatch
 from livedash.pipeline.settings import PipelineSettings
@@ -111,6 +111,7 @@ def main() -> None:
     )
     parser.add_argument("--segments", action="store_true", help="events per CPU s in each tenth of the input")
     args = parser.parse_args()
+    tune_gc()  # as the shipped dataflow process does
     settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
     rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
     if args.profile:

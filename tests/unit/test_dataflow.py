@@ -6,6 +6,8 @@ detection and 'too old' checks are deterministic.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import pickle
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -27,8 +29,9 @@ from dataflows.aggregate import (
     batch_of,
     build_flow,
     build_windowed_flow,
+    tune_gc,
 )
-from livedash.kafka_source import RecordBatch
+from livedash.kafka_source import KafkaBatchSource, RecordBatch
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
 from livedash.pipeline.settings import PipelineSettings
@@ -733,3 +736,21 @@ def test_the_backlog_shows_as_lag_at_the_resume_and_after_every_batch() -> None:
     assert not rows(part.next_batch())  # within the same second: no publish ...
     assert lag() == 20  # ... but the lag moved on
     fresh.close()
+
+
+def test_a_kafka_batch_alone_does_not_start_a_garbage_collection() -> None:
+    """The shipped flow raises the young generation's threshold above a Kafka batch's messages, and freezes
+    what exists at start-up so full collections skip it."""
+    old = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] > inspect.signature(KafkaBatchSource).parameters["batch_size"].default
+        assert gc.get_freeze_count() > 0
+        gc.collect(0)
+        before = gc.get_stats()[0]["collections"]
+        batch = [[] for _ in range(10_000)]  # GC-tracked objects, as confluent-kafka's messages are
+        assert gc.get_stats()[0]["collections"] == before
+        del batch
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old)
