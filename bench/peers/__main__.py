@@ -1,16 +1,18 @@
-"""Side by side with peer stream processors on the same pre-filled topic (issue 6). Work in progress: our
-dataflow (1 and 2 processes) and Quix Streams so far; Flink SQL and Pinot's ingestion aggregation are still to
-come (docs/peers.md).
+"""Side by side with peer stream processors on the same pre-filled topic (issue 6): our dataflow (1 and 2
+processes), Quix Streams, Flink SQL through PyFlink (parallelism 1 and 2), and Pinot's ingestion-time
+aggregation as a baseline (docs/peers.md, docs/benchmarks.md).
 
     .venv/bin/python -m bench.peers [--events 1000000] [--partitions 4] [--runs 3] [--event-rate 200000]
+        [--peers ours,quix,flink,pinot] [--ours task|shipped] [--freshness-rate 5000] [--chart docs/peers.png]
 
 The task: 10 s event-time tumbling windows per (type, country) with count, and sum, min and max of latency_ms,
-results to a Kafka topic. Our dataflow runs as it ships: every configured roll-up and sketch, of which the
-geo_10s roll-up (type, country, device, os) answers this task once merged. Each run pre-fills a fresh topic
-(same seed) and computes the expected windows from the events sent, independently of every peer. The rate is
-input events over the time from the first to the last one read (our events-in metric; Quix's
-on_message_processed); then each peer's output is checked window by window. Quix Streams runs in its own
-virtual environment under .livedash/peers/, created on first use from bench/peers/requirements-quix.txt.
+results to a Kafka topic. Our dataflow runs it as a pipeline of its own (--ours task: bench/peers/
+pipeline-task.yaml) or as it ships (--ours shipped: the geo_10s roll-up answers the task once merged); either way
+with its sketches. Each run pre-fills a fresh topic (same seed) and computes the expected windows from the events
+sent, independently of every peer. The rate is input events over the time from the first to the last one read
+(our events-in metric; Quix's on_message_processed; Flink's and Pinot's as docs/peers.md says); then each peer's
+output is checked window by window. Quix Streams and PyFlink run in their own virtual environments under
+.livedash/peers/, created on first use from bench/peers/requirements-*.txt.
 """
 
 from __future__ import annotations
