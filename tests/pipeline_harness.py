@@ -182,6 +182,30 @@ def query_all(settings: Settings, sql: str) -> list[list[Any]]:
     return answer["resultTable"]["rows"]
 
 
+def wait_progressing(fn: Any, done: Any, stall_s: float, cap_s: float) -> tuple[bool, str]:
+    """Poll fn() every second until done(value). Gives up when the value has not changed for stall_s (errors,
+    such as Pinot still starting, count as no change) or after cap_s in all: a catch-up whose length depends on
+    the machine's speed passes while it keeps moving, and a stuck one fails. Returns (done, what was seen)."""
+    start = last_move = time.monotonic()
+    value: Any = None
+    while True:
+        try:
+            seen = fn()
+        except Exception as exc:  # Pinot warming up: retry, but it does not count as progress
+            seen = exc
+        now = time.monotonic()
+        if not isinstance(seen, Exception):
+            if done(seen):
+                return True, f"{seen!r} after {now - start:.0f} s"
+            if seen != value:
+                value, last_move = seen, now
+        if now - last_move > stall_s:
+            return False, f"no progress for {stall_s:.0f} s (last {value!r}, now {seen!r})"
+        if now - start > cap_s:
+            return False, f"not done after {cap_s:.0f} s, still moving (last {value!r})"
+        time.sleep(1)
+
+
 def wait_stable(fn: Any, want: Any, timeout_s: float = 240, quiet_s: float = 3) -> Any:
     """Poll until fn() == want and stays so for quiet_s; returns the last value."""
     deadline = time.monotonic() + timeout_s
