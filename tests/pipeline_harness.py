@@ -10,13 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from livedash import apply, config
 from livedash.config import Settings
 from tests.conftest import ROOT, TEST_CONFIG
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -182,13 +185,14 @@ def query_all(settings: Settings, sql: str) -> list[list[Any]]:
     return answer["resultTable"]["rows"]
 
 
-def wait_progressing(fn: Any, done: Any, stall_s: float, cap_s: float) -> tuple[bool, str]:
+def wait_progressing(fn: Callable[[], T], done: Callable[[T], bool], stall_s: float, cap_s: float) -> tuple[bool, str]:
     """Poll fn() every second until done(value). Gives up when the value has not changed for stall_s (errors,
     such as Pinot still starting, count as no change) or after cap_s in all: a catch-up whose length depends on
     the machine's speed passes while it keeps moving, and a stuck one fails. Returns (done, what was seen)."""
     start = last_move = time.monotonic()
-    value: Any = None
+    value: T | None = None
     while True:
+        seen: T | Exception
         try:
             seen = fn()
         except Exception as exc:  # Pinot warming up: retry, but it does not count as progress
