@@ -43,6 +43,14 @@ def render(template: str, dest: Path, values: dict[str, object]) -> Path:
     return dest
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (16 bytes, URL-safe base64), never starting with "-" as Kafka's own never do."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class Health:
     ok: bool
@@ -151,7 +159,7 @@ class Kafka(Service):
         id_file = self.dir / "cluster.id"
         if not id_file.exists():
             id_file.parent.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=") + "\n")
+            id_file.write_text(new_cluster_id() + "\n")
         cmd = [
             str(java),
             # A fixed small heap: the JVM's default (a quarter of RAM) can fail to reserve on a crowded machine.
@@ -160,8 +168,8 @@ class Kafka(Service):
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            id_file.read_text().strip(),
+            # One argument with "=": an id starting with "-" (1 in 64 of them) would otherwise read as an option.
+            f"--cluster-id={id_file.read_text().strip()}",
             "--config",
             str(props),
             "--standalone",

@@ -1,15 +1,17 @@
 """`up` twice is harmless, `down` leaves nothing running, data survives a restart, and bad starts explain."""
 
+import shutil
 import socket
 import time
 import uuid
 from pathlib import Path
 
-from livedash import sample
+from livedash import config, sample
 from livedash.config import Settings
-from livedash.stack import process
-from livedash.stack.services import all_services
-from tests.conftest import isolated_env, run_cli
+from livedash.stack import jars, process
+from livedash.stack.services import Kafka, all_services
+from livedash.stack.toolchain import require_java
+from tests.conftest import TEST_CONFIG, isolated_env, run_cli
 from tests.pinot_query import scalar, wait_for
 
 
@@ -75,6 +77,22 @@ def test_pinot_query_console_is_served(stack: Settings) -> None:
     page = requests.get(f"{stack.pinot.controller_url}/", timeout=10)
     assert page.status_code == 200
     assert "<html" in page.text.lower()
+
+
+def test_kafka_storage_formats_with_a_cluster_id_starting_with_a_dash(stack: Settings) -> None:
+    """An id starting with "-" (an older state dir kept one 1 time in 64) still formats: it is one argument."""
+    state, env = isolated_env("dash-id")
+    try:
+        settings = config.load(TEST_CONFIG, environ=env)
+        kafka = Kafka(settings)
+        kafka.dir.mkdir(parents=True)
+        (kafka.dir / "cluster.id").write_text("-" + "A" * 21 + "\n")
+        cmd = kafka.command(require_java(), jars.resolve(jars.artifacts()["kafka"], stack.state_dir, kafka.out_file))
+        assert cmd[-2:] == ["kafka.Kafka", str(state / "conf" / "kafka-server.properties")]
+        meta = (kafka.dir / "data" / "meta.properties").read_text().splitlines()
+        assert "cluster.id=-" + "A" * 21 in meta
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_unhealthy_start_reports_timeout_with_log_tail(stack: Settings) -> None:

@@ -75,3 +75,13 @@ def test_every_template_placeholder_is_filled(settings: config.Settings) -> None
         svc.command(Path("/usr/bin/java"), "cp")
     for rendered in (settings.state_dir / "conf").iterdir():
         assert "${" not in rendered.read_text(), rendered
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0xf8... encodes to "-..." (1 id in 64), which kafka-storage's parser took for an option: a CI run failed so."""
+    draws = iter([b"\xf8" + bytes(15), b"\x00" * 16])
+    monkeypatch.setattr(services.os, "urandom", lambda n: next(draws))
+    assert services.new_cluster_id() == "A" * 22
+    monkeypatch.undo()
+    ids = [services.new_cluster_id() for _ in range(2_000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
