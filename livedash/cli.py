@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+from types import FrameType
 
 from livedash import config
 from livedash.errors import LivedashError
@@ -74,6 +77,18 @@ def _cmd_sample(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _stop_on_sigterm() -> None:
+    """`kill PID` (a supervisor, a script, `timeout`) stops a long-running command as Ctrl-C does: the events
+    already handed to the producer are still delivered and the summary printed, where SIGTERM's default action
+    ended the process at once and dropped the producer's queue."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
     from pathlib import Path
 
@@ -87,6 +102,7 @@ def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
         malformed_fraction=args.malformed, users=args.users,
     )  # fmt: skip
     topic = args.topic or settings.pipeline.topics.raw
+    _stop_on_sigterm()
     try:
         summary = run(settings.kafka.bootstrap, topic, args.count, args.duration, args.rate, opts,
                       truth=Path(args.truth) if args.truth else None, progress=not args.quiet)  # fmt: skip
@@ -116,6 +132,7 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     print("          FROM aggregates WHERE rollup_name = 'geo_10s' GROUP BY window_start, type")
     print("          ORDER BY window_start DESC LIMIT 20")
     forever = args.count <= 0
+    _stop_on_sigterm()
     print(f"demo: generating events at {args.rate:,.0f}/s" + (" until Ctrl-C" if forever else ""))
     summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, None if forever else args.count, None,
                   args.rate, GeneratorOptions(seed=int(time.time())), progress=True)  # fmt: skip

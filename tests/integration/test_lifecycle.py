@@ -1,17 +1,21 @@
 """`up` twice is harmless, `down` leaves nothing running, data survives a restart, and bad starts explain."""
 
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
-from livedash import config, sample
+from livedash import apply, config, sample
 from livedash.config import Settings
 from livedash.stack import jars, process
 from livedash.stack.services import Kafka, all_services
 from livedash.stack.toolchain import require_java
-from tests.conftest import TEST_CONFIG, isolated_env, run_cli
+from tests.conftest import ROOT, TEST_CONFIG, isolated_env, run_cli
 from tests.pinot_query import scalar, wait_for
 
 
@@ -89,8 +93,10 @@ def test_kafka_storage_formats_with_a_cluster_id_starting_with_a_dash(stack: Set
         (kafka.dir / "cluster.id").write_text("-" + "A" * 21 + "\n")
         cmd = kafka.command(require_java(), jars.resolve(jars.artifacts()["kafka"], stack.state_dir, kafka.out_file))
         assert cmd[-2:] == ["kafka.Kafka", str(state / "conf" / "kafka-server.properties")]
-        meta = (kafka.dir / "data" / "meta.properties").read_text().splitlines()
-        assert "cluster.id=-" + "A" * 21 in meta
+        meta_file = kafka.dir / "data" / "meta.properties"
+        log = kafka.out_file.read_text() if kafka.out_file.exists() else "(no output)"
+        assert meta_file.exists(), f"no {meta_file}; the format's output:\n{log[-3000:]}"
+        assert "cluster.id=-" + "A" * 21 in meta_file.read_text().splitlines(), meta_file.read_text() + log[-3000:]
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
@@ -144,3 +150,29 @@ def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
     assert aggregated is True
     status = run_cli("status")
     assert "dataflow" in status.stdout and "consumer lag" in status.stdout
+
+
+def test_sigterm_stops_generate_and_every_event_it_counted_is_delivered(stack: Settings) -> None:
+    """`kill PID` stops the generator like Ctrl-C: what it reports sent is in Kafka, nothing dropped."""
+    from tests.pipeline_harness import Pipeline
+
+    p = Pipeline(stack)
+    apply.ensure_topic(p.settings(), p.raw, say=lambda _: None)
+    cmd = [sys.executable, "-m", "livedash.cli", "generate", "--rate", "5000", "--topic", p.raw, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=p.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while p.topic_size(p.raw) < 1_000 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, out, err)
+    match = re.search(r"generate: (\d+) events to " + p.raw, out)
+    assert match, out + err
+    sent = int(match.group(1))
+    assert sent >= 1_000
+    assert p.topic_size(p.raw) == sent
