@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 import time
 from types import FrameType
 
@@ -85,8 +84,7 @@ def _stop_on_sigterm() -> None:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:

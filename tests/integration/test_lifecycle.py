@@ -154,16 +154,14 @@ def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
 
 def test_sigterm_stops_generate_and_every_event_it_counted_is_delivered(stack: Settings) -> None:
     """`kill PID` stops the generator like Ctrl-C: what it reports sent is in Kafka, nothing dropped."""
-    from tests.pipeline_harness import Pipeline
+    from tests.pipeline_harness import Pipeline, wait_stable
 
     p = Pipeline(stack)
     apply.ensure_topic(p.settings(), p.raw, say=lambda _: None)
     cmd = [sys.executable, "-m", "livedash.cli", "generate", "--rate", "5000", "--topic", p.raw, "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=p.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while p.topic_size(p.raw) < 1_000 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
+        wait_stable(lambda: p.topic_size(p.raw) >= 1_000, True, timeout_s=60, quiet_s=0)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
