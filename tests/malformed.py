@@ -103,6 +103,8 @@ def malformed(draw: st.DrawFn) -> tuple[str, bytes]:
 
 @st.composite
 def odd_unicode_valid(draw: st.DrawFn) -> dict[str, Any]:
-    """Printable but unusual dimension values (emoji, right-to-left, combining marks): valid, counted."""
-    text = draw(st.text(st.characters(categories=["L", "M", "N", "S", "P"]), min_size=1, max_size=20))
+    """Printable but unusual dimension values (emoji, right-to-left, combining marks, every kind of space,
+    joiners and other format characters): valid, counted."""
+    text = draw(st.text(st.characters(categories=["L", "M", "N", "S", "P", "Zs", "Cf"]), min_size=1, max_size=20))
+    assume(text not in ("__all__", "__other__"))
     return valid_event(draw(st.integers(0, 10**6)), page=text, referrer=text[::-1] or "r")

@@ -54,13 +54,17 @@ def mixed_batch(draw: st.DrawFn) -> tuple[list[bytes | None], list[int]]:
     with its own Kafka timestamp near NOW."""
     values: list[bytes | None] = []
     for i in range(draw(st.integers(1, 40))):
-        pick = draw(st.integers(0, 4))
+        pick = draw(st.integers(0, 6))
         if pick == 0:
             values.append(draw(malformed())[1])
         elif pick == 1:
             values.append(orjson.dumps(draw(odd_unicode_valid())))
         elif pick == 2:
             values.append(None)
+        elif pick == 3:  # valid, but only once normalized: a byte-order mark, a null dimension and metric
+            values.append(b"\xef\xbb\xbf" + orjson.dumps(valid_event(i, country=None, latency_ms=None)))
+        elif pick == 4:  # refused by the per-event checks, not the decoder
+            values.append(orjson.dumps(valid_event(i, country=draw(st.sampled_from(["__other__", "a\u2028b"])))))
         else:
             values.append(orjson.dumps(valid_event(i)))
     stamps = [NOW + draw(st.integers(-5_000, 5_000)) for _ in values]
