@@ -346,6 +346,9 @@ def events_page(res: Resources, view: View) -> None:
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         for row in rows:
             row["ts"] = format_time(int(row["ts"]))
+            for metric in res.catalog.metrics:  # text, so one column can show "-" where an event has none
+                value = row.get(metric)
+                row[metric] = "-" if value is None else f"{value:g}"
         st.dataframe(rows, width="stretch", hide_index=True)
         prev_col, next_col = st.columns(2)
         if view.events_page > 0 and prev_col.button("Newer", icon=":material/arrow_back:", key="page_prev"):

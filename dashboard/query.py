@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from livedash.pipeline.contract import MISSING
 from livedash.pipeline.settings import PipelineSettings
 
 MAX_LITERAL = 256  # the pipeline refuses longer dimension values, so no stored value is longer
@@ -108,6 +107,10 @@ class Quantile:
             return tuple((*r, p95) for r in rows)
         by_key = {tuple(f[: self.keys]): f[self.keys] for f in found}
         return tuple((*r, by_key.get(tuple(r[: self.keys]))) for r in rows)
+
+
+# Raw events listed with null handling on: an absent metric reads null (shown "-"), not the stored default 0.
+NULL_HANDLING = "SET enableNullHandling = true; "
 
 
 class Sql(NamedTuple):
@@ -215,7 +218,7 @@ def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters:
     if source.rollup is None:
         parts = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
         for name, value in sorted(filters.items()):
-            parts.append(f"{column(name, catalog.dimensions)} = {literal('null' if value == MISSING else value)}")
+            parts.append(f"{column(name, catalog.dimensions)} = {literal(value)}")  # absent: MISSING, as in roll-ups
     else:
         size = source.rollup.size_ms
         first = int(start_ms) - int(start_ms) % size
@@ -321,7 +324,8 @@ def raw_events(
         raise QueryError("page must be >= 0 and page size within 1-1000")
     source = Source(None)
     cols = ", ".join(f'"{c}"' for c in ("ts", "event_id", "user_id", *catalog.dimensions, *catalog.metrics))
-    sql = (f"SELECT {cols} FROM {catalog.raw_table} WHERE {where(catalog, source, start_ms, end_ms, filters)} "
+    sql = (f"{NULL_HANDLING}SELECT {cols} FROM {catalog.raw_table} "
+           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} "
            f'ORDER BY "ts" DESC LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}')  # fmt: skip
     return Sql(sql, source)
 

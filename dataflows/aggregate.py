@@ -2,7 +2,7 @@
 
 Run it (recovery snapshots on; see docs/operations.md for the recovery directory):
 
-    python -m bytewax.run dataflows.aggregate:flow -r .livedash/recovery/v4 -s 5 -b 0
+    python -m bytewax.run dataflows.aggregate:flow -r .livedash/recovery/v5 -s 5 -b 0
 
 Steps: `kafka_in` (WindowedSource: each partition of the raw topic is read and windowed in one place, by one
 `PartitionLogic`: parse and validate, fold into panes, publish running values every `publish_every_s`, final
@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import bytewax.operators as op
+import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
@@ -30,6 +31,7 @@ from dataflows import metrics
 from dataflows.metrics import EndOffset, EndOffsets
 from livedash.kafka_source import RecordBatch
 from livedash.pipeline.contract import Validator
+from livedash.pipeline.dedup import Dedup
 from livedash.pipeline.marker import MARKER_KEY, marker_value, parse_marker
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windowing import PartitionWindows
@@ -76,8 +78,25 @@ class Out(NamedTuple):
     partition: int | None = None  # None: by key; markers go back to the partition they are for
 
 
-class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
-    """Bytewax glue around PartitionWindows: validation, dead letters, late events, publish cadence."""
+class ValidEvents(NamedTuple):
+    """The valid events of one batch, normalized, for the valid topic: into the partition of their raw
+    messages, with their keys (the events_raw table reads them; docs/architecture.md)."""
+
+    partition: int
+    keys: list[bytes | None]
+    values: list[bytes]
+
+    @property
+    def role(self) -> str:
+        return "valid"
+
+
+Item = Out | ValidEvents  # what the sink receives
+
+
+class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
+    """Bytewax glue around PartitionWindows: validation, dead letters, duplicates, late events, the valid
+    events, publish cadence."""
 
     def __init__(
         self,
@@ -85,12 +104,22 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         clock: Clock,
         state: dict[str, Any] | None,
         end_offset: EndOffset | None = None,
+        valid_end: EndOffset | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.end_offset = end_offset
+        # The valid topic's end offset per partition: after a crash, how many of the valid events a replay
+        # re-derives are there already (see _publish_valid).
+        self.valid_end = valid_end
         self.last_offset = -1
         self.validator = Validator(settings.events)
+        self.encode = msgspec.json.Encoder().encode
+        self.publish_valid = settings.topics.valid is not None
+        self.valid_published = 0  # valid events this partition has put into the valid topic, ever
+        self.valid_skip: int | None = None  # how many of the next ones are there already (None: not asked yet)
+        dedup = settings.dedup
+        self.dedup = Dedup(dedup.horizon_s, dedup.max_ids)
         self.every = timedelta(seconds=settings.windows.publish_every_s)
         self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
         self.windows: PartitionWindows | None = None
@@ -102,6 +131,9 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             self.dead_letters = state["dead_letters"]
             self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"])
             self.input_watermark = state.get("input_watermark", self.windows.watermark)
+            self.dedup = Dedup.restore(dedup.horizon_s, dedup.max_ids, state["dedup"])
+            self.valid_published = state["valid_published"]
+            metrics.DUPLICATES.labels(str(self.partition)).inc(self.dedup.dropped)  # the count survives restarts
             log.info("partition %s restored from snapshot: %s events folded in, watermark %s",
                      self.partition, self.windows.events_in, self.windows.watermark)  # fmt: skip
         now = clock()
@@ -109,8 +141,8 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         self.next_publish = now
         self.marker_due = now  # when a watermark marker may be proposed (see _propose_marker)
 
-    def on_batch(self, values: list[RecordBatch]) -> tuple[list[Out], bool]:
-        out: list[Out] = []
+    def on_batch(self, values: list[RecordBatch]) -> tuple[list[Item], bool]:
+        out: list[Item] = []
         if self.windows is None:
             self.partition = values[0].partition
             self.windows = PartitionWindows(self.settings, self.partition)
@@ -136,18 +168,27 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             self._lag()  # every batch, not only every publish: a catch-up shorter than a publish still shows
         return out, StatefulBatchLogic.RETAIN
 
-    def _events(self, batch: RecordBatch, out: list[Out]) -> int:
-        """Fold one run of messages (no markers) in: dead letters, late events and corrections go to out."""
+    def _events(self, batch: RecordBatch, out: list[Item]) -> int:
+        """Fold one run of messages (no markers) in: dead letters, late events, corrections and the valid events
+        go to out; duplicates are dropped."""
         assert self.windows is not None
         events, indices, invalid = self.validator.parse_batch(batch.values, batch.timestamps)
         for i, reason in invalid:
             out.append(self._dead_letter(batch, i, reason))
+        events, indices, dropped = self.dedup.filter(events, indices, self.windows.watermark)
         offsets = batch.offsets
-        corrections, late = self.windows.add_batch(events, [offsets[i] for i in indices] if invalid else offsets)
+        whole = not invalid and not dropped  # every message is a kept event: the batch's own columns serve
+        corrections, late = self.windows.add_batch(events, offsets if whole else [offsets[i] for i in indices])
         label = str(self.partition)
         if invalid:
             self.dead_letters += len(invalid)
             metrics.DEAD_LETTERED.labels(label).inc(len(invalid))
+        if dropped:
+            metrics.DUPLICATES.labels(label).inc(dropped)
+        if self.dedup.enabled:
+            metrics.DEDUP_IDS.labels(label).set(len(self.dedup.seen))
+        if self.publish_valid and events:
+            self._publish_valid(events, batch.keys if whole else [batch.keys[i] for i in indices], out)
         if late:
             metrics.LATE.labels(label).inc(len(late))
             where = {offset: i for i, offset in enumerate(offsets)}
@@ -158,7 +199,28 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
         self.input_watermark = self.windows.watermark
         return len(batch)
 
-    def _marker(self, batch: RecordBatch, i: int, out: list[Out]) -> None:
+    def _publish_valid(self, events: list[Any], keys: list[bytes | None], out: list[Item]) -> None:
+        """The kept events, normalized, to the valid topic, exactly once: a replay after a crash re-derives the
+        same valid events in the same order, and the topic's end offset says how many of them the crashed run
+        had already written (only this partition's logic writes that partition)."""
+        assert self.partition is not None
+        if self.valid_skip is None:
+            end = self.valid_end(self.partition) if self.valid_end is not None else None
+            self.valid_skip = max(0, (end or 0) - self.valid_published)
+            if self.valid_skip:
+                log.info("partition %s: %s valid events already in the valid topic; not written again",
+                         self.partition, self.valid_skip)  # fmt: skip
+        n = len(events)
+        self.valid_published += n
+        skip = min(self.valid_skip, n)
+        if skip:
+            self.valid_skip -= skip
+            if skip == n:
+                return
+            events, keys = events[skip:], keys[skip:]
+        out.append(ValidEvents(self.partition, keys, list(map(self.encode, events))))
+
+    def _marker(self, batch: RecordBatch, i: int, out: list[Item]) -> None:
         """A watermark marker read back from the partition: the advance happens here, at its offset."""
         assert self.windows is not None
         watermark = parse_marker(batch.values[i])
@@ -168,19 +230,21 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             metrics.DEAD_LETTERED.labels(str(self.partition)).inc()
             return
         self.windows.advance_idle(watermark)
+        if self.windows.watermark is not None:
+            self.dedup.advance(self.windows.watermark)
         self.marker_due = self.clock()  # read back: the next one may be proposed at once
 
-    def on_notify(self) -> tuple[list[Out], bool]:
+    def on_notify(self) -> tuple[list[Item], bool]:
         now = self.clock()
         quiet = self.windows is not None and now - self.last_input >= self.idle
-        out: list[Out] = []
+        out: list[Item] = []
         if quiet:
             out.extend(self._propose_marker(now))
         # Quiet: nothing churns any more, so sliding windows that are not current yet show what they hold now.
         out.extend(self._publish(now, flush=quiet))
         return out, StatefulBatchLogic.RETAIN
 
-    def _propose_marker(self, now: datetime) -> list[Out]:
+    def _propose_marker(self, now: datetime) -> list[Item]:
         """Quiet partition: event time follows the clock from the last input on, after the idle timeout, so
         its windows close. Measured from the input's watermark, not the advanced one (no run-away), and only
         proposed: the marker goes into the partition and takes effect when read back (see marker.py)."""
@@ -199,15 +263,16 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Out, dict[str, Any]]):
             return None  # nothing to publish or close: an idle key costs nothing
         return self.next_publish
 
-    def on_eof(self) -> tuple[list[Out], bool]:
+    def on_eof(self) -> tuple[list[Item], bool]:
         return self._publish(self.clock(), flush=True), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
         assert self.windows is not None and self.partition is not None
         return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot(),
-                "input_watermark": self.input_watermark}  # fmt: skip
+                "input_watermark": self.input_watermark, "dedup": self.dedup.snapshot(),
+                "valid_published": self.valid_published}  # fmt: skip
 
-    def _publish(self, now: datetime, flush: bool = False) -> list[Out]:
+    def _publish(self, now: datetime, flush: bool = False) -> list[Item]:
         self.next_publish = now + self.every
         if self.windows is None:
             return []
@@ -281,7 +346,7 @@ def state_key(partition: int) -> str:
 def build_flow(
     settings: PipelineSettings,
     source: Source[Any],
-    sink: Sink[Out],
+    sink: Sink[Item],
     clock: Clock = utc_now,
     convert: Callable[[Any], RecordBatch] | None = None,
     end_offset: EndOffset | None = None,
@@ -305,7 +370,7 @@ class Positioned(Protocol):
     next_offset: int
 
 
-class WindowedPartition(StatefulSourcePartition[Out, dict[str, Any]]):
+class WindowedPartition(StatefulSourcePartition[Item, dict[str, Any]]):
     """A source partition read and windowed in one place: the reader's batches go straight into this
     partition's PartitionLogic, and the snapshot holds the offset and the windows together.
 
@@ -320,7 +385,7 @@ class WindowedPartition(StatefulSourcePartition[Out, dict[str, Any]]):
         self.clock = clock
         self.ended = False
 
-    def next_batch(self) -> list[Out]:
+    def next_batch(self) -> list[Item]:
         if self.ended:
             raise StopIteration
         try:
@@ -350,7 +415,7 @@ class WindowedPartition(StatefulSourcePartition[Out, dict[str, Any]]):
         self.reader.close()
 
 
-class WindowedSource(FixedPartitionedSource[Out, dict[str, Any]]):
+class WindowedSource(FixedPartitionedSource[Item, dict[str, Any]]):
     """Every partition of a partitioned source of RecordBatches (Kafka), each windowed where it is read."""
 
     def __init__(
@@ -359,11 +424,13 @@ class WindowedSource(FixedPartitionedSource[Out, dict[str, Any]]):
         settings: PipelineSettings,
         clock: Clock = utc_now,
         end_offset: EndOffset | None = None,
+        valid_end: EndOffset | None = None,
     ) -> None:
         self.batches = batches
         self.settings = settings
         self.clock = clock
         self.end_offset = end_offset
+        self.valid_end = valid_end
 
     def list_parts(self) -> list[str]:
         return self.batches.list_parts()
@@ -371,13 +438,13 @@ class WindowedSource(FixedPartitionedSource[Out, dict[str, Any]]):
     def build_part(self, step_id: str, for_part: str, resume_state: dict[str, Any] | None) -> WindowedPartition:
         state = resume_state or {"offset": None, "logic": None}
         reader = self.batches.build_part(step_id, for_part, state["offset"])
-        logic = PartitionLogic(self.settings, self.clock, state["logic"], self.end_offset)
+        logic = PartitionLogic(self.settings, self.clock, state["logic"], self.end_offset, self.valid_end)
         if resume_state is not None and isinstance(reader, Positioned):
             logic.resumed_at(reader.partition, reader.next_offset)
         return WindowedPartition(reader, logic, self.clock)
 
 
-def build_windowed_flow(source: WindowedSource, sink: Sink[Out]) -> Dataflow:
+def build_windowed_flow(source: WindowedSource, sink: Sink[Item]) -> Dataflow:
     """The shipped flow: `kafka_in` (read and windowed per partition) -> `kafka_out`. No exchange between
     workers: each process writes what its own partitions produce."""
     flow = Dataflow("livedash_aggregate")
@@ -400,11 +467,18 @@ def _kafka_flow() -> Dataflow:
 
     settings = config.load()
     topics = settings.pipeline.topics
-    source = WindowedSource(KafkaBatchSource(settings.kafka.bootstrap, topics.raw), settings.pipeline,
-                            end_offset=EndOffsets(settings.kafka.bootstrap, topics.raw))  # fmt: skip
-    sink = TopicSink(settings.kafka.bootstrap, {"aggregates": topics.aggregates, "history": topics.history,
-                                                "dead_letter": topics.dead_letter, "late": topics.late,
-                                                "marker": topics.raw})  # fmt: skip
+    bootstrap = settings.kafka.bootstrap
+    valid_end = EndOffsets(bootstrap, topics.valid) if topics.valid is not None else None
+    source = WindowedSource(KafkaBatchSource(bootstrap, topics.raw), settings.pipeline,
+                            end_offset=EndOffsets(bootstrap, topics.raw), valid_end=valid_end)  # fmt: skip
+    roles = {
+        "aggregates": topics.aggregates,
+        "history": topics.history,
+        "dead_letter": topics.dead_letter,
+        "late": topics.late,
+        "marker": topics.raw,
+    }
+    sink = TopicSink(bootstrap, {**roles, "valid": topics.valid} if topics.valid is not None else roles)
     tune_gc()
     return build_windowed_flow(source, sink)
 

@@ -19,6 +19,9 @@ DEAD_LETTERED = Counter(
     "livedash_events_dead_lettered", "Invalid messages sent to the dead-letter topic", ["partition"]
 )
 LATE = Counter("livedash_events_late", "Events past allowed lateness (counted through correction rows)", ["partition"])
+DUPLICATES = Counter("livedash_events_duplicate", "Duplicates dropped (an event_id seen before in the partition, "
+                     "within the dedup horizon); restored from snapshots", ["partition"])  # fmt: skip
+DEDUP_IDS = Gauge("livedash_dedup_ids", "Event ids remembered for deduplication", ["partition"])
 ROWS_OUT = Counter("livedash_rows_out", "Aggregate rows published (provisional, final and corrections)", ["partition"])
 PROCESSED_OFFSET = Gauge("livedash_processed_offset", "Last raw-topic offset folded in", ["partition"])
 CONSUMER_LAG = Gauge("livedash_consumer_lag_events", "Raw-topic end offset minus processed offset", ["partition"])

@@ -30,7 +30,8 @@ def load_table(name: str, settings: Settings, tables_dir: Path = TABLES_DIR) -> 
         raise LivedashError(f"pinot.tables names {name!r}, but {folder} does not exist")
     retention = settings.pipeline.retention
     values = {"kafka_bootstrap": settings.kafka.bootstrap, "recent_retention_h": str(retention.recent_h),
-              "history_retention_h": str(retention.history_h)}  # fmt: skip
+              "history_retention_h": str(retention.history_h),
+              "valid_topic": settings.pipeline.topics.valid or "(pipeline.topics.valid is off)"}  # fmt: skip
     schema = json.loads(Template((folder / "schema.json").read_text()).substitute(values))
     table = json.loads(Template((folder / "table.json").read_text()).substitute(values))
     if schema.get("schemaName") != name or table.get("tableName") != name:
@@ -125,6 +126,10 @@ def _call(method: str, url: str, **kwargs: Any) -> requests.Response:
     return resp
 
 
+class IncompatibleSchema(LivedashError):
+    pass
+
+
 def apply_schema(settings: Settings, schema: dict[str, Any]) -> str:
     base = settings.pinot.controller_url
     name = schema["schemaName"]
@@ -132,8 +137,49 @@ def apply_schema(settings: Settings, schema: dict[str, Any]) -> str:
     if resp.status_code == 200 and is_subset(schema, resp.json()):
         return "unchanged"
     existed = resp.status_code == 200
-    _call("POST", f"{base}/schemas", params={"override": "true"}, json=schema)
+    answer = requests.post(f"{base}/schemas", params={"override": "true"}, json=schema, timeout=30)
+    if answer.status_code >= 400 and "backward-compatible" in answer.text:
+        raise IncompatibleSchema(f"Pinot refuses the new schema of {name} as backward-incompatible (a column's "
+                                 "type, length limit or default changed)")  # fmt: skip
+    if answer.status_code >= 400:
+        raise LivedashError(f"Pinot refused POST {base}/schemas: {answer.status_code} {answer.text.strip()[:500]}")
     return "updated" if existed else "created"
+
+
+def drop_table(settings: Settings, name: str, kind: str, timeout_s: float = 120.0) -> None:
+    """Delete a table and its schema, and wait until Pinot has let go of both."""
+    base = settings.pinot.controller_url
+    _call("DELETE", f"{base}/tables/{name}", params={"type": kind.lower()})
+    deadline = time.monotonic() + timeout_s
+    while kind in requests.get(f"{base}/tables/{name}", params={"type": kind.lower()}, timeout=10).json():
+        if time.monotonic() > deadline:
+            raise LivedashError(f"Pinot did not delete table {name}_{kind} within {timeout_s:.0f}s")
+        time.sleep(1)
+    requests.delete(f"{base}/schemas/{name}", timeout=30)  # absent already: fine
+
+
+def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str, Any]) -> str | None:
+    """Why an existing table that reads a topic without upserts must be created anew (Pinot cannot move a
+    table to another topic, nor take an incompatible schema), or None. Its rows all come back from the topic."""
+    if "upsertConfig" in table:
+        return None  # its rows depend on the order of their versions: never rebuilt behind the operator's back
+    base = settings.pinot.controller_url
+    name, kind = table["tableName"], table["tableType"].upper()
+    current = requests.get(f"{base}/tables/{name}", params={"type": kind.lower()}, timeout=10).json().get(kind)
+    if current is None:
+        return None
+    if topic_of(current) != topic_of(table):
+        return f"it read topic {topic_of(current)}, now {topic_of(table)}"
+    have = requests.get(f"{base}/schemas/{name}", timeout=10)
+    if have.status_code == 200 and not is_subset(schema, have.json()):
+        wanted = {f["name"]: f for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+                  for f in schema.get(key, [])}  # fmt: skip
+        for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs"):
+            for field in have.json().get(key, []):
+                want = wanted.get(field["name"])
+                if want is not None and not is_subset(want, field):
+                    return f"column {field['name']} changed"
+    return None
 
 
 def apply_table(settings: Settings, table: dict[str, Any]) -> str:
@@ -156,7 +202,15 @@ def apply_all(settings: Settings, say: Say = print) -> None:
     wait_for_controller(settings)
     for name in settings.pinot.tables:
         schema, table = load_table(name, settings)
-        changed = apply_schema(settings, schema)
+        reason = _rebuild_reason(settings, table, schema)
+        if reason:
+            drop_table(settings, name, table["tableType"].upper())
+            say(f"table {name}: dropped to be created anew ({reason}); its rows come back from the topic")
+        try:
+            changed = apply_schema(settings, schema)
+        except IncompatibleSchema as exc:
+            raise LivedashError(f"{exc}: this release stores {name} differently; start its data over as "
+                                "docs/operations.md says (Upgrading)") from None  # fmt: skip
         say(f"schema {name}: {changed}")
         kind = table["tableType"].upper()
         say(f"table {name}_{kind}: {apply_table(settings, table)}")

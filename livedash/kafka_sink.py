@@ -12,7 +12,7 @@ from __future__ import annotations
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
-from dataflows.aggregate import Out
+from dataflows.aggregate import Item, ValidEvents
 from livedash.errors import LivedashError
 
 
@@ -20,7 +20,7 @@ class DeliveryFailed(LivedashError):
     pass
 
 
-class _TopicPartition(StatelessSinkPartition[Out]):
+class _TopicPartition(StatelessSinkPartition[Item]):
     def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
         self.topics = topics
         self.failures: list[str] = []
@@ -40,9 +40,12 @@ class _TopicPartition(StatelessSinkPartition[Out]):
         if err is not None:
             self.failures.append(f"{msg.topic()}: {err.str()}")
 
-    def write_batch(self, items: list[Out]) -> None:
+    def write_batch(self, items: list[Item]) -> None:
         produce, poll = self.producer.produce, self.producer.poll
         for item in items:
+            if type(item) is ValidEvents:
+                self._write_events(item)
+                continue
             while True:
                 try:
                     if item.partition is None:
@@ -54,17 +57,29 @@ class _TopicPartition(StatelessSinkPartition[Out]):
                     break
                 except BufferError:  # queue full: back-pressure until deliveries free room
                     poll(0.05)
-        remaining = self.producer.flush(60)
+        remaining = self.producer.flush(60)  # the valid events too: a snapshot counts them as written
         if remaining:
             raise DeliveryFailed(f"{remaining} messages not delivered within 60s: is Kafka reachable?")
         if self.failures:
             raise DeliveryFailed(f"{len(self.failures)} messages failed delivery, first: {self.failures[0]}")
 
+    def _write_events(self, item: ValidEvents) -> None:
+        """One batch's valid events, in order, into their partition."""
+        produce, poll, on_delivery = self.producer.produce, self.producer.poll, self._on_delivery
+        topic, partition = self.topics["valid"], item.partition
+        for key, value in zip(item.keys, item.values, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key, partition, on_delivery)
+                    break
+                except BufferError:
+                    poll(0.05)
+
     def close(self) -> None:
         self.producer.flush(30)
 
 
-class TopicSink(DynamicSink[Out]):
+class TopicSink(DynamicSink[Item]):
     def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
         self.bootstrap = bootstrap
         self.topics = topics

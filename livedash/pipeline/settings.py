@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OTHER = "__other__"  # the bucket for dimension values beyond a cap
+ALL = "__all__"  # the value of a dimension a roll-up does not group by
 
 
 class _Model(BaseModel):
@@ -62,6 +63,17 @@ class WindowSettings(_Model):
     provisional_max_lag: int = Field(default=50_000, ge=0)
 
 
+class DedupSettings(_Model):
+    """Duplicates by event_id, per source partition (livedash/pipeline/dedup.py, docs/events.md)."""
+
+    # An id is remembered until the partition's watermark passes its event time by this much (plus up to a
+    # tenth of it); 0 switches deduplication off. Keep it at least allowed_lateness_s: a duplicate of an event
+    # whose window is still open is then always recognised.
+    horizon_s: float = Field(default=600, ge=0, le=7 * 86400)
+    # Ids remembered per source partition at most (about 100 bytes each): past it the oldest are forgotten early.
+    max_ids: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
+
+
 class SketchSettings(_Model):
     distinct_field: str = "user_id"
     quantile_field: str = "latency_ms"
@@ -111,6 +123,9 @@ class TopicNames(_Model):
     history: str = "aggregates_history"  # the history tier's rows (and the Pinot table reading them)
     dead_letter: str = "events_dead_letter"
     late: str = "events_late"
+    # Every event the roll-ups count, once, normalized (absent dimensions "__none__"), in the partition of its
+    # raw message: what the events_raw table reads. None: not published (benchmarks of the roll-ups alone).
+    valid: str | None = "events_valid"
 
 
 class RetentionSettings(_Model):
@@ -127,6 +142,7 @@ class PipelineSettings(_Model):
     windows: WindowSettings = WindowSettings()
     retention: RetentionSettings = RetentionSettings()
     sketches: SketchSettings = SketchSettings()
+    dedup: DedupSettings = DedupSettings()
     rollups: tuple[Rollup, ...] = Field(min_length=1)
     topics: TopicNames = TopicNames()
 

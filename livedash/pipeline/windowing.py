@@ -4,8 +4,8 @@ One `PartitionWindows` holds the state of one Kafka source partition. Nothing is
 each partition has its own watermark (the highest event time it has seen), so a quiet partition stalls no
 other, and Pinot merges the partitions' rows at query time (sums, min/max, sketch unions).
 
-Rows (dicts, see pinot/tables/aggregates/schema.json) carry a primary key
-  [rollup, window_start, dimension values..., source partition] (JSON-encoded)
+Rows (dicts, see pinot/tables/aggregates/schema.json) carry a primary key: a digest of
+  [rollup, window_start, dimension values..., source partition] (JSON-encoded; see primary_key)
 and a version that grows with the input: 2 * (highest source offset folded into the row) + is_final. A replay
 of the same offsets re-publishes rows with the same versions, so Pinot's upsert never regresses.
 
@@ -15,6 +15,7 @@ additive correction rows (kind "late", one per late event and window, keyed by i
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,8 @@ import orjson
 
 from livedash.pipeline.aggregate import Agg, SketchParams
 from livedash.pipeline.contract import MISSING, Event, dimension_values, event_time
-from livedash.pipeline.settings import OTHER, PipelineSettings, Rollup
+from livedash.pipeline.settings import ALL, OTHER, PipelineSettings, Rollup
 
-ALL = "__all__"  # the value of a dimension a roll-up does not group by
 ROUTE_CACHE_MAX = 65_536  # raw dimension tuples remembered per pane (beyond, the caps are applied per event)
 POPULARITY_DECAY = 0.5  # per retired pane: a value's popularity halves every pane it is not seen in
 POPULARITY_KEEP = 4  # values remembered per dimension: this many times its cap
@@ -55,6 +55,14 @@ class Row(NamedTuple):
 class LateEvent:
     offset: int
     reason: str
+
+
+def primary_key(parts: list[Any]) -> bytes:
+    """The row's key: 32 hex digits of a BLAKE2b digest of its parts as JSON. Fixed length, so no column limit
+    can cut it: Pinot cut the JSON itself at 512 characters, and two rows whose keys shared those collided in
+    the upsert (a dimension value of 256 emoji is 512 UTF-16 units). 128 bits: at a billion keys, the chance
+    of any collision is about 1e-21."""
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest().encode()
 
 
 def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
@@ -438,7 +446,7 @@ class PartitionWindows:
         key_parts: list[Any] = [rw.rollup.name, ws, *dims, self.partition]
         if offset is not None:
             key_parts += ["late", offset]
-        pk = orjson.dumps(key_parts)
+        pk = primary_key(key_parts)
         by_name = dict(zip(rw.rollup.dimensions, dims, strict=True))
         value: dict[str, Any] = {
             "pk": pk.decode(),

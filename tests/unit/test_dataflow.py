@@ -25,6 +25,7 @@ from dataflows.aggregate import (
     Out,
     PartitionLogic,
     Record,
+    ValidEvents,
     WindowedSource,
     batch_of,
     build_flow,
@@ -94,6 +95,15 @@ def run(cfg: PipelineSettings, recs: list[Record], workers: int = 1, batch_size:
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     return out
+
+
+def valid_events(out: list[Any]) -> dict[int, list[tuple[bytes | None, bytes]]]:
+    """Partition -> (key, value) of the valid events published, in order."""
+    found: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+    for o in out:
+        if isinstance(o, ValidEvents):
+            found[o.partition] += zip(o.keys, o.values, strict=True)
+    return dict(found)
 
 
 def rows(out: list[Out]) -> list[dict[str, Any]]:
@@ -331,7 +341,7 @@ def test_a_malformed_marker_is_dead_lettered() -> None:
     logic = PartitionLogic(cfg, InputClock(), None)
     bad = Record(0, 0, BASE, MARKER_KEY, b'{"type": "__livedash_watermark__", "watermark_ms": "soon"}')
     out = logic.on_batch([batch_of([bad, *records([(BASE, event(BASE))], first_offset=1)])])[0]
-    assert [o.role for o in out if o.role != "aggregates"] == ["dead_letter"]
+    assert [o.role for o in out if o.role != "aggregates"] == ["dead_letter", "valid"]
     assert logic.windows is not None and logic.windows.events_in == 1
 
 
@@ -452,7 +462,8 @@ def test_batches_of_any_size_give_what_one_record_at_a_time_gives(size: int) -> 
         return out
 
     def side(out: list[Out]) -> list[tuple[str, bytes, bytes]]:
-        return sorted((o.role, dict(o.headers)["livedash.source.offset"], o.value) for o in out if o.headers)
+        return sorted((o.role, dict(o.headers)["livedash.source.offset"], o.value) for o in out
+                      if isinstance(o, Out) and o.headers)  # fmt: skip
 
     single, batched = drive(1), drive(size)
     assert side(batched) == side(single)
@@ -550,7 +561,8 @@ def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
     two_hours_ago = BASE - 7_200_000
     out = logic.on_batch([batch_of(records([(BASE, event(two_hours_ago)), (BASE, event(BASE))]))])[0]
     out += logic.on_eof()[0]
-    published = {(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"]) for o in out}
+    published = {(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"])
+                 for o in out if isinstance(o, Out)}  # fmt: skip
     assert ("aggregates", "fine", BASE) in published
     assert ("history", "coarse", BASE) in published
     assert ("history", "coarse", two_hours_ago) in published  # within the history tier's 24 h
@@ -598,7 +610,7 @@ def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
     for i, rec in enumerate(records([(BASE + i * 1000, event(BASE + i * 1000, country=f"C{i % 3}"))
                                      for i in range(12)])):  # fmt: skip
         clock.see(rec)
-        for row in (orjson.loads(o.value) for o in logic.on_batch([batch_of([rec])])[0]):
+        for row in (orjson.loads(o.value) for o in logic.on_batch([batch_of([rec])])[0] if isinstance(o, Out)):
             if not row["is_final"]:
                 running[row["rollup_name"]].append(i)
                 if row["rollup_name"] == "coarse":
@@ -607,13 +619,16 @@ def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
     assert sorted(set(running["coarse"])) == [0, 5, 10]  # every 5 s
     assert coarse_countries == {"C0", "C1", "C2"}  # the groups changed between publications went out too
     out = logic.on_eof()[0]
-    final = [orjson.loads(o.value) for o in out if orjson.loads(o.value)["is_final"]]
+    final = [orjson.loads(o.value) for o in out if isinstance(o, Out) and orjson.loads(o.value)["is_final"]]
     assert not final  # nothing is final before the watermark passes end + lateness
     late = records([(BASE + 40_000, event(BASE + 40_000))], first_offset=12)[0]
     clock.see(late)
     out = logic.on_batch([batch_of([late])])[0]
-    assert {(r["rollup_name"], r["window_start"]) for r in map(orjson.loads, (o.value for o in out)) if r["is_final"]} \
-        >= {("fine", BASE), ("coarse", BASE)}  # fmt: skip
+    rows_out = map(orjson.loads, (o.value for o in out if isinstance(o, Out)))
+    assert {(r["rollup_name"], r["window_start"]) for r in rows_out if r["is_final"]} >= {
+        ("fine", BASE),
+        ("coarse", BASE),
+    }
 
 
 class ListReader(StatefulSourcePartition[RecordBatch, int]):
@@ -683,9 +698,10 @@ def test_windows_read_where_their_partition_is_read_give_what_the_keyed_step_giv
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     windowed = final_state(out)
-    side = lambda o: sorted((x.role, x.headers, x.value) for x in o if x.headers)  # noqa: E731
+    side = lambda o: sorted((x.role, x.headers, x.value) for x in o if isinstance(x, Out) and x.headers)  # noqa: E731
     assert side(out) == side(keyed_out)  # the same dead letters and late events
-    assert {x.role for x in out if x.headers} == {"dead_letter", "late"}
+    assert {x.role for x in out if isinstance(x, Out) and x.headers} == {"dead_letter", "late"}
+    assert valid_events(out) == valid_events(keyed_out)  # and the same valid events, in order, per partition
     assert windowed.keys() == keyed.keys()
     assert {r["source_partition"] for _, r in windowed.values()} == {0, 1, 2, 3}
     for pk, (version, row) in keyed.items():
