@@ -12,9 +12,16 @@ from livedash import config
 from livedash.errors import LivedashError
 
 
+def _warn_about_state_dir(settings: config.Settings) -> None:
+    warning = settings.state_dir_warning()
+    if warning:
+        print(f"livedash: {warning}", file=sys.stderr)
+
+
 def _cmd_up(args: argparse.Namespace, settings: config.Settings) -> int:
     from livedash.stack import manager
 
+    _warn_about_state_dir(settings)
     manager.up(settings)
     p = settings.pinot
     print(f"stack up: Kafka {settings.kafka.bootstrap}, Pinot console {p.controller_url}/#/query")
@@ -118,10 +125,20 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     from livedash.generator import GeneratorOptions, run
     from livedash.stack import manager
 
-    manager.up(settings)
-    apply.apply_all(settings)
-    _start_dataflow(settings)
-    _start_dashboard(settings)
+    _warn_about_state_dir(settings)
+    before = manager.running(settings)
+    try:
+        manager.up(settings)
+        apply.apply_all(settings)
+        _start_dataflow(settings)
+        _start_dashboard(settings)
+    except (LivedashError, KeyboardInterrupt):
+        # Nothing half-started: what this demo started goes down again (what was running before stays).
+        started = sorted(manager.running(settings) - before)
+        if started:
+            print(f"demo: start-up failed; stopping what it started ({', '.join(started)})", file=sys.stderr)
+            manager.down(settings, say=lambda line: print(f"demo: {line}", file=sys.stderr), only=started)
+        raise
     p = settings.pinot
     print(f"demo: open the dashboard at {settings.dashboard.url}")
     print(f"demo: or the Pinot query console at {p.controller_url}/#/query and try")
@@ -131,15 +148,41 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     print("          ORDER BY window_start DESC LIMIT 20")
     forever = args.count <= 0
     _stop_on_sigterm()
-    print(f"demo: generating events at {args.rate:,.0f}/s" + (" until Ctrl-C" if forever else ""))
+    from livedash.generator import rhythm
+
+    shape = rhythm(time.time())  # the generator's daily traffic shape, 1.0 at its mid-afternoon UTC peak
+    print(f"demo: generating about {args.rate * shape:,.0f} events/s now (--rate {args.rate:,.0f}/s at the daily "
+          f"peak, x{shape:.2f} at this hour UTC)" + (" until Ctrl-C" if forever else ""))  # fmt: skip
+    held_before = sample.count_in_pinot(settings)
     summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, None if forever else args.count, None,
                   args.rate, GeneratorOptions(seed=int(time.time())), progress=True)  # fmt: skip
-    time.sleep(3)  # let the dataflow and Pinot catch up before counting
-    print(f"demo: {summary.sent} events sent ({summary.malformed} malformed on purpose); "
-          f"events_raw holds {sample.count_in_pinot(settings)} events")  # fmt: skip
+    valid = summary.sent - summary.malformed
+    print(f"demo: {summary.sent:,} events sent in {summary.seconds:.0f}s ({summary.rate:,.0f}/s): {valid:,} valid, "
+          f"{summary.malformed:,} malformed on purpose (the dataflow dead-letters those)")  # fmt: skip
+    print(f"demo: {_counted(settings, held_before, valid)}")
     print(f"demo: the stack, the dataflow and the dashboard ({settings.dashboard.url}) keep running; "
           "stop them with `bin/livedash down`")  # fmt: skip
     return 0
+
+
+def _counted(settings: config.Settings, before: int | str, valid: int, wait_s: float = 60.0) -> str:
+    """How many of the valid events sent events_raw holds (it holds exactly what the roll-ups count), once
+    the dataflow and Pinot have caught up (or after wait_s)."""
+    from livedash import sample
+
+    if not isinstance(before, int):
+        return f"events_raw could not be counted before the demo ({before})"
+    deadline = time.monotonic() + wait_s
+    while True:
+        now = sample.count_in_pinot(settings)
+        gained = now - before if isinstance(now, int) else None
+        if gained is not None and gained >= valid:
+            return f"all {valid:,} valid events are counted (events_raw gained {gained:,} rows)"
+        if time.monotonic() > deadline:
+            seen = f"{gained:,}" if gained is not None else f"an unknown number ({now})"
+            return (f"events_raw shows {seen} of the {valid:,} valid events after {wait_s:.0f}s (still catching "
+                    "up? see `livedash status`)")  # fmt: skip
+        time.sleep(1)
 
 
 def _cmd_verify(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -150,14 +193,14 @@ def _cmd_verify(args: argparse.Namespace, settings: config.Settings) -> int:
     start, end = verify_run.parse_time(args.from_, now), verify_run.parse_time(args.to, now)
     warmup = None if args.from_beginning else int(args.warmup * 3_600_000)
     report = verify_run.verify(settings, start, end, warmup_ms=warmup, quantile_groups=args.quantile_groups,
-                               progress=not args.quiet, now_ms=now)  # fmt: skip
+                               progress=not args.quiet, now_ms=now, settle_s=args.settle)  # fmt: skip
     print(f"verify: {report.summary()}")
     for problem in report.problems[: args.show]:
         print(f"  {problem}")
     if len(report.problems) > args.show:
         print(f"  ... and {len(report.problems) - args.show} more")
     if report.compared == 0:
-        print("verify: nothing to compare in that range (no final windows)")
+        print(f"verify: nothing to compare in that range (no final windows; {report.open_windows} still open)")
     print("verify: " + ("exact" if report.ok else "NOT exact"))
     return 0 if report.ok else 1
 
@@ -207,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_verify.add_argument("--from-beginning", action="store_true", help="read the raw topic from its start")
     p_verify.add_argument("--quantile-groups", type=int, default=10, help="busiest groups whose p50/p95 are checked")
     p_verify.add_argument("--show", type=int, default=20, help="differences to print")
+    p_verify.add_argument("--settle", type=float, default=30.0,
+                          help="seconds to look again at differences while the dataflow catches up (live)")  # fmt: skip
     p_verify.add_argument("--quiet", action="store_true", help="no progress lines")
     p_verify.set_defaults(func=_cmd_verify)
     p_demo = sub.add_parser("demo", help="quick start: up, apply, then live sample events (Ctrl-C to stop)")

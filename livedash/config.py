@@ -150,7 +150,9 @@ class DashboardSettings(_Model):
 
 class Settings(_Model):
     state_dir: Path = Path(".livedash")
-    config_file: Path | None = None  # set by load(): handed to the dataflow process
+    config_file: Path | None = None  # set by load(): handed to the processes `up` starts
+    # set by load(): the LIVEDASH_* variables it applied (name, raw value), handed to those processes too
+    env_overrides: tuple[tuple[str, str], ...] = ()
     kafka: KafkaSettings = KafkaSettings()
     pinot: PinotSettings = PinotSettings()
     dataflow: DataflowSettings = DataflowSettings()
@@ -161,11 +163,18 @@ class Settings(_Model):
     @field_validator("state_dir")
     @classmethod
     def _state_dir(cls, value: Path) -> Path:
-        path = value if value.is_absolute() else PROJECT_ROOT / value
-        resolved = path.resolve()
-        if resolved == Path("/tmp") or Path("/tmp") in resolved.parents:
-            raise ValueError(f"must not be under /tmp (data would not survive a reboot), got {str(value)!r}")
-        return resolved
+        return (value if value.is_absolute() else PROJECT_ROOT / value).resolve()
+
+    def state_dir_warning(self) -> str | None:
+        """Why the state directory may not keep its data (a clone under /tmp), and what to set; None if fine.
+        A warning, not a refusal: the quick start must work from any folder a user clones into."""
+        tmp = Path("/tmp").resolve()
+        if self.state_dir != tmp and tmp not in self.state_dir.parents:
+            return None
+        where = f"state_dir in {self.config_file}" if self.config_file else "state_dir in the config file"
+        return (f"warning: the state directory {self.state_dir} is under /tmp, which the system may clear (at "
+                f"reboot or after some days), and Kafka's and Pinot's data with it; to keep them, set "
+                f"LIVEDASH_STATE_DIR=/a/lasting/path (or {where})")  # fmt: skip
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
@@ -178,9 +187,14 @@ class Settings(_Model):
         if len(names) != len(set(names)):
             raise ValueError("kafka.topics names a topic twice")
         for role, topic in self.pipeline.topics.model_dump().items():
-            if topic not in names:
+            if topic is not None and topic not in names:
                 raise ValueError(f"pipeline topic {topic!r} ({role}) is not declared in kafka.topics")
         topics = self.pipeline.topics
+        if topics.valid is not None:
+            raw, valid = self.kafka.topic(topics.raw).partitions, self.kafka.topic(topics.valid).partitions
+            if raw != valid:  # each raw partition's valid events go to the partition of the same number
+                raise ValueError(f"kafka topic {topics.valid!r} ({valid} partitions) needs as many partitions as "
+                                 f"{topics.raw!r} ({raw})")  # fmt: skip
         if topics.aggregates != topics.history:  # (tests and benchmarks may put both tiers in one topic)
             retention = self.pipeline.retention
             for topic, hours in ((topics.aggregates, retention.recent_h), (topics.history, retention.history_h)):
@@ -261,6 +275,7 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     for key_path, (_, value) in overrides.items():  # after the pipeline file, so LIVEDASH_PIPELINE__... apply
         _apply(data, key_path, value)
     data["config_file"] = str(file.resolve())
+    data["env_overrides"] = [(var, environ[var]) for var, _ in overrides.values()]
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -4,6 +4,9 @@ Reads every partition of the raw topic from `--warmup` before T1 (by message tim
 watermark has seen what came before the range; events can be at most `events.max_future_s` ahead of their
 message) up to the end offsets at start, recounts, then asks Pinot for every roll-up's groups in the range and
 compares. Exit 0 only when every compared group is exact (sketches within bounds) and something was compared.
+
+On a live system the dataflow and Pinot may be a little behind the recount: differences are looked at again
+for up to `settle_s`, and only then reported (a correct pipeline converges; a wrong count stays wrong).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
             found = consumer.offsets_for_times([TopicPartition(topic, p, from_ms) for p in parts], timeout=10)
             starts = {tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition]) for tp in found}
         total = sum(max(0, ends[p] - starts[p]) for p in parts)
+        recount.expect(ends)
         todo = {p for p in parts if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p] if starts[p] >= 0 else OFFSET_BEGINNING) for p in todo])
         done, last_say = 0, time.monotonic()
@@ -112,12 +116,23 @@ def _rows(settings: Settings, sql: str, limit: int) -> list[list[Any]]:
     return rows
 
 
-def fetch(settings: Settings, rollup: Rollup, start: int, end: int) -> tuple[
+def read_so_far(ends: dict[int, int]) -> str:
+    """SQL: window rows, and the late corrections of events the recount read (a correction's version is
+    2 * its event's offset + 1): those of later events are not in the recount."""
+    if not ends:
+        return "TRUE"
+    late = " OR ".join(f'("source_partition" = {int(p)} AND "version" < {2 * int(end)})' for p, end in ends.items())
+    return f"(\"kind\" = 'window' OR {late})"
+
+
+def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[int, int] | None = None) -> tuple[
     list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found]
 ]:  # fmt: skip
     """(window rows' start, partition and values for the caps, groups summed over partitions and kinds).
-    Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate."""
+    Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate. ends: the
+    recount's end offsets (corrections of later events left out)."""
     table = settings.pipeline.table_of(rollup)
+    read = read_so_far(ends or {})
     pane = rollup.window.pane_s * 1000
     dims = ", ".join(f'"{d}"' for d in rollup.dimensions)
     n = len(rollup.dimensions)
@@ -128,7 +143,7 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int) -> tuple[
     limit = GROUPS_PER_QUERY
 
     def one(a: int, b: int) -> None:
-        where = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b}'
+        where = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b} AND {read}'
         rows_w: list[list[Any]] = []
         if rollup.window.every_s is None:
             sql = (f'SELECT "window_start", "source_partition", {dims}, COUNT(*) FROM {table} '
@@ -164,12 +179,12 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int) -> tuple[
     return window_rows, found
 
 
-def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey) -> list[str]:
+def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey, ends: dict[int, int] | None = None) -> list[str]:
     table = settings.pipeline.table_of(rollup)
     conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
                                                                                           strict=True))  # fmt: skip
     sql = (f"SELECT \"quantile_kll\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
-           f'"window_start" = {key[1]} AND {conds} LIMIT 100000')  # fmt: skip
+           f'"window_start" = {key[1]} AND {conds} AND {read_so_far(ends or {})} LIMIT 100000')  # fmt: skip
     return [row[0] for row in _sql(settings, sql)["resultTable"]["rows"]]
 
 
@@ -182,9 +197,11 @@ def verify(
     quantile_groups: int = 10,
     progress: bool = True,
     now_ms: int | None = None,
+    settle_s: float = 30.0,
 ) -> Report:
     """Recount [start_ms, end_ms) from Kafka and compare every roll-up with Pinot. warmup_ms None: the scan
-    starts at the beginning of the topic."""
+    starts at the beginning of the topic. settle_s: how long differences are looked at again before they
+    count (the dataflow and Pinot catching up with the recount on a live system)."""
     if end_ms <= start_ms:
         raise LivedashError("--to must be after --from")
     pipeline = settings.pipeline
@@ -193,8 +210,9 @@ def verify(
     scan_from = None if warmup_ms is None else start_ms - warmup_ms - int(pipeline.events.max_future_s * 1000)
     scanned = scan(settings, recount, scan_from, say, progress)
     say(f"recounted {scanned:,} messages: {recount.valid:,} valid events ({recount.late_events:,} late), "
-        f"{recount.invalid:,} invalid")  # fmt: skip
+        f"{recount.duplicates:,} duplicates, {recount.invalid:,} invalid")  # fmt: skip
     report = Report()
+    deadline = time.monotonic() + settle_s
     for rollup in pipeline.rollups:
         size = rollup.window.size_s * 1000
         kept_from = now - pipeline.retention_ms(rollup) + size  # older windows are not published (tiers)
@@ -203,18 +221,24 @@ def verify(
             report.skipped_rollups.append(rollup.name)
             say(f"{rollup.name}: skipped, its tier keeps {pipeline.retention_ms(rollup) // 3_600_000} h only")
             continue
-        window_rows, found = fetch(settings, rollup, start, end_ms)
-        before = (report.compared, report.equal)
-        want = compare_rollup(report, recount, rollup, start, end_ms, window_rows, found)
-        say(f"{rollup.name}: {report.compared - before[0]} groups compared, {report.equal - before[1]} equal")
-        busiest: list[tuple[GroupKey, Tally]] = sorted(
-            ((k, t) for k, t in want.items() if t.quantiles and k in found and "*" not in k[2]),
-            key=lambda kt: -kt[1].count,
-        )[:quantile_groups]
-        for key, tally in busiest:
-            problems = check_quantiles(key, tally, quantile_rows(settings, rollup, key), pipeline.sketches.kll_k)
-            if problems:
-                report.different += 1
-                for problem in problems:
-                    report.note(problem)
+        while True:
+            part = Report()
+            window_rows, found = fetch(settings, rollup, start, end_ms, recount.ends)
+            want = compare_rollup(part, recount, rollup, start, end_ms, window_rows, found)
+            busiest: list[tuple[GroupKey, Tally]] = sorted(
+                ((k, t) for k, t in want.items() if t.quantiles and k in found and "*" not in k[2]),
+                key=lambda kt: -kt[1].count,
+            )[:quantile_groups]
+            for key, tally in busiest:
+                rows = quantile_rows(settings, rollup, key, recount.ends)
+                problems = check_quantiles(key, tally, rows, pipeline.sketches.kll_k)
+                if problems:
+                    part.different += 1
+                    for problem in problems:
+                        part.note(problem)
+            if part.ok or part.compared == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)  # behind the recount, or wrong: look again until the deadline
+        report.add(part)
+        say(f"{rollup.name}: {part.compared} groups compared, {part.equal} equal, {part.open_windows} windows open")
     return report

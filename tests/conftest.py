@@ -52,7 +52,7 @@ def free_port() -> int:
 
 
 def isolated_env(name: str) -> tuple[Path, dict[str, str]]:
-    """A throwaway state dir (not under /tmp, which config refuses) and free ports for every service."""
+    """A throwaway state dir and free ports for every service."""
     state = ROOT / ".livedash-test" / f"{name}-{uuid.uuid4().hex[:6]}"
     env = {f"LIVEDASH_{key}": str(free_port()) for key in PORT_KEYS}
     env["LIVEDASH_STATE_DIR"] = str(state)

@@ -103,10 +103,10 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
         # Our child: poll() (its cmdline may not show the exec'd java yet). Reused: the marker check.
         alive = proc.poll() is None if proc is not None else process.is_ours(pid, svc.name, svc.state_dir)
         if not alive:
-            raise LivedashError(
-                f"{svc.name} exited during start-up; last lines of {svc.out_file}:\n{process.tail(svc.out_file)}\n"
-                f"and of {svc.log_file}:\n{process.tail(svc.log_file)}"
-            )
+            logs = f"last lines of {svc.out_file}:\n{process.tail(svc.out_file)}"
+            if svc.log_file != svc.out_file:  # the Python processes log to their output: show it once
+                logs += f"\nand of {svc.log_file}:\n{process.tail(svc.log_file)}"
+            raise LivedashError(f"{svc.name} exited during start-up; {logs}")
         health = svc.health()
         if health.ok:
             return
@@ -121,6 +121,12 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
 
 
 SERVICE_NAMES = ("kafka", "zookeeper", "pinot", "dataflow", "dashboard")
+
+
+def running(settings: Settings) -> set[str]:
+    """Names of the services of ours that run now."""
+    services = [*all_services(settings), Dataflow(settings), Dashboard(settings)]
+    return {svc.name for svc in services if _pids(svc)}
 
 
 def down(settings: Settings, say: Say = print, timeout_s: float = 30.0, only: Sequence[str] = ()) -> None:

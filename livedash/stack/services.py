@@ -344,6 +344,17 @@ def _http_ok(url: str) -> Health:
     return Health(resp.status_code == 200, f"{url}: {resp.status_code} {resp.text.strip()[:80]}")
 
 
+def child_environment(settings: Settings, name: str) -> dict[str, str]:
+    """Our environment for a Python process `up` starts, with the config file and exactly the LIVEDASH_*
+    overrides these settings were loaded with, so the child loads the very same settings (ports, state dir,
+    topics). Before, only LIVEDASH_CONFIG went along: a port override gave a dataflow on the file's port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
+    env.update(settings.env_overrides)
+    env.update(marker_env(name, settings.state_dir))
+    env["LIVEDASH_CONFIG"] = str(settings.config_file or "")
+    return env
+
+
 class Dataflow(Service):
     """The aggregation dataflow (`python -m bytewax.run dataflows.aggregate:flow`) with recovery snapshots."""
 
@@ -378,9 +389,7 @@ class Dataflow(Service):
                 "-s", str(s.snapshot_s), "-b", "0"]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
-        env.update(marker_env(self.name, self.state_dir))
-        env["LIVEDASH_CONFIG"] = str(self.settings.config_file or "")
+        env = child_environment(self.settings, self.name)
         env["BYTEWAX_DATAFLOW_API_ENABLED"] = "1"
         env["BYTEWAX_DATAFLOW_API_PORT"] = str(self.settings.dataflow.metrics_port)
         env["PYTHONPATH"] = str(PROJECT_ROOT)
@@ -422,9 +431,7 @@ class Dashboard(Service):
                 "--browser.gatherUsageStats", "false"]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
-        env.update(marker_env(self.name, self.state_dir))
-        env["LIVEDASH_CONFIG"] = str(self.settings.config_file or "")
+        env = child_environment(self.settings, self.name)
         env["PYTHONPATH"] = str(PROJECT_ROOT)
         return env
 

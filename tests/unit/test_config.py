@@ -44,7 +44,6 @@ def test_livedash_config_variable_selects_the_file() -> None:
         ({"LIVEDASH_PINOT__BROKER_PORT": "70000"}, "pinot.broker_port", "between 1024 and 65535"),
         ({"LIVEDASH_PINOT__HEAP": "lots"}, "pinot.heap", "heap size"),
         ({"LIVEDASH_KAFKA__PROT": "9092"}, "kafka.prot", "unknown key"),
-        ({"LIVEDASH_STATE_DIR": "/tmp/livedash"}, "state_dir", "/tmp"),
         ({"LIVEDASH_PINOT__BROKER_PORT": "9092"}, "(top level)", "both 9092"),
         ({"LIVEDASH_KAFKA__START_TIMEOUT_S": "-1"}, "kafka.start_timeout_s", "greater than 0"),
     ],
@@ -100,3 +99,27 @@ def test_tier_topics_keep_what_their_tables_keep() -> None:
     assert settings.kafka.topic("aggregates_history").retention_hours == settings.pipeline.retention.history_h
     with pytest.raises(ConfigError, match="keeps 3 h but its tier keeps 5 h"):
         config.load(ROOT / "config" / "livedash.yaml", environ={"LIVEDASH_PIPELINE__RETENTION__RECENT_H": "5"})
+
+
+def test_processes_up_starts_load_the_same_settings_with_every_override() -> None:
+    from livedash.stack.services import Dashboard, Dataflow
+
+    overrides = {"LIVEDASH_KAFKA__PORT": "29092", "LIVEDASH_DATAFLOW__METRICS_PORT": "23030",
+                 "LIVEDASH_STATE_DIR": str(ROOT / ".livedash-elsewhere")}  # fmt: skip
+    parent = config.load(ROOT / "config" / "livedash.yaml", environ=overrides)
+    for svc in (Dataflow(parent), Dashboard(parent)):
+        env = svc.environment()
+        assert {k: env[k] for k in overrides} == overrides
+        child = config.load(environ=env)
+        assert child == parent, svc.name
+        assert child.kafka.bootstrap.endswith(":29092") and child.dataflow.metrics_port == 23030
+
+
+def test_a_state_dir_under_tmp_works_with_a_warning_that_says_what_to_set() -> None:
+    s = config.load(ROOT / "config" / "livedash.yaml", environ={"LIVEDASH_STATE_DIR": "/tmp/clone/.livedash"})
+    assert s.state_dir == Path("/tmp/clone/.livedash").resolve()
+    warning = s.state_dir_warning()
+    assert warning is not None and str(s.state_dir) in warning and "LIVEDASH_STATE_DIR=" in warning
+    assert config.load(ROOT / "config" / "livedash.yaml", environ={}).state_dir_warning() is None or str(
+        ROOT
+    ).startswith("/tmp")
