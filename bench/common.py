@@ -38,7 +38,8 @@ def median(values: list[float]) -> float:
 
 
 class Topics:
-    """raw/aggregates/dead-letter/late topics with a unique suffix, and the env that points the dataflow at them."""
+    """raw/valid/aggregates/dead-letter/late topics with a unique suffix, and the env that points the dataflow at
+    them."""
 
     def __init__(self, partitions: int = 4) -> None:
         self.suffix = uuid.uuid4().hex[:6]
@@ -47,9 +48,10 @@ class Topics:
         self.agg = f"bench_agg_{self.suffix}"
         self.dlq = f"bench_dlq_{self.suffix}"
         self.late = f"bench_late_{self.suffix}"
+        self.valid = f"bench_valid_{self.suffix}"
 
     def env(self) -> dict[str, str]:
-        topics = [{"name": t, "partitions": self.partitions} for t in (self.raw, self.agg)]
+        topics = [{"name": t, "partitions": self.partitions} for t in (self.raw, self.agg, self.valid)]
         topics += [{"name": t, "partitions": 1} for t in (self.dlq, self.late)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")}
         env.update({
@@ -57,6 +59,7 @@ class Topics:
             "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw, "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.agg,
             "LIVEDASH_PIPELINE__TOPICS__HISTORY": self.agg,  # both tiers into one topic: the benchmarks count rows
             "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dlq, "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
+            "LIVEDASH_PIPELINE__TOPICS__VALID": self.valid,
             "PYTHONPATH": str(PROJECT_ROOT),
         })  # fmt: skip
         return env

@@ -15,6 +15,7 @@ import urllib.parse
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -333,6 +334,22 @@ def overview(res: Resources, view: View) -> None:
 # -- raw events --------------------------------------------------------------------------------------------------
 
 
+def carried_metrics(res: Resources, view: View, sql: query.Sql, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listed rows with None where an event does not carry a metric (Pinot answers its default, 0)."""
+    if sql.carried is None or not rows:
+        return rows
+    ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
+    found: dict[str, set[str]] = {}
+    try:
+        for metric, statement in sql.carried.statements([r["event_id"] for r in rows]).items():
+            found[metric] = {r[0] for r in res.service.query(statement, ttl_s=ttl).rows}
+    except (PinotError, query.QueryError) as exc:
+        st.warning(f"which events carry each metric is unknown right now ({exc}): 0 may mean absent",
+                   icon=":material/warning:")  # fmt: skip
+        return rows
+    return query.Carried.blank(rows, found)
+
+
 def events_page(res: Resources, view: View) -> None:
     start, end = window(res, view)
     size = res.settings.dashboard.page_size
@@ -344,6 +361,7 @@ def events_page(res: Resources, view: View) -> None:
     st.subheader(f"Raw events, newest first (page {view.events_page + 1})")
     if result is not None:
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        rows = carried_metrics(res, view, sql, rows)
         for row in rows:
             row["ts"] = format_time(int(row["ts"]))
             for metric in res.catalog.metrics:  # text, so one column can show "-" where an event has none

@@ -109,14 +109,32 @@ class Quantile:
         return tuple((*r, by_key.get(tuple(r[: self.keys]))) for r in rows)
 
 
-# Raw events listed with null handling on: an absent metric reads null (shown "-"), not the stored default 0.
-NULL_HANDLING = "SET enableNullHandling = true; "
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """Raw events listed: which of them carry each metric. Pinot 0.11 answers an absent value with the column's
+    default (0) unless null handling is on, and that needs the server's experimental DataTable version 4; the
+    null vectors still answer IS NOT NULL, so one statement per metric names the listed events that carry it."""
+
+    table: str
+    metrics: tuple[str, ...]
+    where: str  # the listing's time range and filters
+
+    def statements(self, event_ids: Sequence[str]) -> dict[str, str]:
+        ids = ", ".join(literal(str(e)) for e in sorted(set(event_ids))) or literal("")
+        return {m: (f'SELECT "event_id" FROM {self.table} WHERE {self.where} AND "event_id" IN ({ids}) '
+                    f'AND "{m}" IS NOT NULL LIMIT {_limit(len(event_ids), 1000)}') for m in self.metrics}  # fmt: skip
+
+    @staticmethod
+    def blank(rows: Sequence[dict[str, Any]], carried: Mapping[str, set[str]]) -> list[dict[str, Any]]:
+        """The rows with None for each metric an event does not carry."""
+        return [{**row, **{m: None for m, ids in carried.items() if row["event_id"] not in ids}} for row in rows]
 
 
 class Sql(NamedTuple):
     text: str
     source: Source
     quantile: Quantile | None = None  # raw events: the p95 column comes from a second statement
+    carried: Carried | None = None  # raw events listed: which metrics each event carries
 
 
 # -- names and literals ----------------------------------------------------------------------------------------
@@ -324,10 +342,10 @@ def raw_events(
         raise QueryError("page must be >= 0 and page size within 1-1000")
     source = Source(None)
     cols = ", ".join(f'"{c}"' for c in ("ts", "event_id", "user_id", *catalog.dimensions, *catalog.metrics))
-    sql = (f"{NULL_HANDLING}SELECT {cols} FROM {catalog.raw_table} "
-           f"WHERE {where(catalog, source, start_ms, end_ms, filters)} "
+    cond = where(catalog, source, start_ms, end_ms, filters)
+    sql = (f"SELECT {cols} FROM {catalog.raw_table} WHERE {cond} "
            f'ORDER BY "ts" DESC LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}')  # fmt: skip
-    return Sql(sql, source)
+    return Sql(sql, source, carried=Carried(catalog.raw_table, catalog.metrics, cond))
 
 
 def freshest(catalog: Catalog) -> str:

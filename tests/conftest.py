@@ -66,12 +66,14 @@ def test_settings() -> config.Settings:
 
 @pytest.fixture(scope="session")
 def stack(test_settings: config.Settings) -> Iterator[config.Settings]:
-    """The real Kafka + ZooKeeper + Pinot, up and with tables applied; stopped at the end of the session."""
+    """The real Kafka + ZooKeeper + Pinot, up and with tables applied, and the aggregation dataflow on the
+    shipped topics (it feeds the roll-ups and events_raw); stopped at the end of the session."""
     from livedash import apply
     from livedash.stack import manager
 
     manager.up(test_settings, say=lambda line: print(f"[stack] {line}"))
     apply.apply_all(test_settings, say=lambda line: print(f"[apply] {line}"))
+    manager.up(test_settings, say=lambda line: print(f"[stack] {line}"), dataflow=True)
     yield test_settings
     if os.environ.get("LIVEDASH_KEEP_TEST_STACK") != "1":
         manager.down(test_settings, say=lambda line: print(f"[stack] {line}"))

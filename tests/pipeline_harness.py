@@ -31,6 +31,7 @@ class Pipeline:
     # and the controller's segment upload path, which a misconfigured controller port breaks).
     segment_rows: int = 10_000
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # more LIVEDASH_* settings (roll-ups, dedup, ...)
 
     @property
     def raw(self) -> str:
@@ -39,6 +40,16 @@ class Pipeline:
     @property
     def table(self) -> str:
         return f"agg_{self.suffix}"
+
+    @property
+    def valid(self) -> str:
+        """The valid events' topic."""
+        return f"valid_{self.suffix}"
+
+    @property
+    def events(self) -> str:
+        """The raw-events table (reads the valid topic), as events_raw does for the shipped pipeline."""
+        return f"ev_{self.suffix}"
 
     @property
     def dead_letter(self) -> str:
@@ -55,6 +66,7 @@ class Pipeline:
     def env(self) -> dict[str, str]:
         topics = [
             {"name": self.raw, "partitions": 4},
+            {"name": self.valid, "partitions": 4},
             {"name": self.table, "partitions": 4},
             {"name": self.dead_letter, "partitions": 1},
             {"name": self.late, "partitions": 1},
@@ -69,7 +81,9 @@ class Pipeline:
                 "LIVEDASH_PIPELINE__TOPICS__HISTORY": self.table,  # both tiers in one table: one place to compare
                 "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dead_letter,
                 "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
+                "LIVEDASH_PIPELINE__TOPICS__VALID": self.valid,
                 "LIVEDASH_PIPELINE__WINDOWS__ALLOWED_LATENESS_S": str(self.lateness_s),
+                **self.extra_env,
             }
         )
         return env
@@ -89,6 +103,12 @@ class Pipeline:
         streams["stream.kafka.topic.name"] = self.table
         streams["realtime.segment.flush.threshold.rows"] = str(self.segment_rows)
         streams.pop("realtime.segment.flush.threshold.segment.size", None)
+        apply.apply_schema(settings, schema)
+        apply.apply_table(settings, table)
+        schema, table = apply.load_table("events_raw", settings)
+        schema["schemaName"] = self.events
+        table["tableName"] = table["segmentsConfig"]["schemaName"] = self.events
+        table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = self.valid
         apply.apply_schema(settings, schema)
         apply.apply_table(settings, table)
         self.recovery_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +192,9 @@ class Pipeline:
         import requests
 
         base = self.stack.pinot.controller_url
-        requests.delete(f"{base}/tables/{self.table}", params={"type": "realtime"}, timeout=30)
-        requests.delete(f"{base}/schemas/{self.table}", timeout=30)
+        for name in (self.table, self.events):
+            requests.delete(f"{base}/tables/{name}", params={"type": "realtime"}, timeout=30)
+            requests.delete(f"{base}/schemas/{name}", timeout=30)
 
 
 def query_all(settings: Settings, sql: str) -> list[list[Any]]:

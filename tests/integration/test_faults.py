@@ -51,8 +51,19 @@ def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) 
     controller's validation task repairs (see test_kafka_broker_restart_mid_run)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = run_cli("verify", "--from", "now-3h", "--to", "now+10m", "--from-beginning", "--quiet",
-                         env=p.env(), timeout=300)  # fmt: skip
+        result = run_cli(
+            "verify",
+            "--from",
+            "now-3h",
+            "--to",
+            "now+10m",
+            "--from-beginning",
+            "--quiet",
+            "--settle",
+            "0",
+            env=p.env(),
+            timeout=300,
+        )  # fmt: skip  (this loop looks again itself)
         final = " 0 windows not final yet" in summary_line(result.stdout)
         if (final and (result.returncode == 0 or not repair_s)) or time.monotonic() > deadline + repair_s:
             return result

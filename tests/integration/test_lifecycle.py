@@ -1,18 +1,18 @@
 """`up` twice is harmless, `down` leaves nothing running, data survives a restart, and bad starts explain."""
 
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 from livedash import apply, config, sample
 from livedash.config import Settings
-from livedash.stack import jars, process
+from livedash.stack import jars, manager, process
 from livedash.stack.services import Kafka, all_services
 from livedash.stack.toolchain import require_java
 from tests.conftest import ROOT, TEST_CONFIG, isolated_env, run_cli
@@ -64,12 +64,15 @@ def test_down_stops_everything_and_data_survives_up(stack: Settings) -> None:
 
     down = run_cli("down")
     assert down.returncode == 0, down.stderr
+    assert "killed" not in down.stdout, down.stdout  # every server stopped on SIGTERM, within the timeout
+    for name in ("dataflow", "pinot", "zookeeper", "kafka"):
+        assert f"{name}: stopped (pid" in down.stdout, down.stdout
     assert any_process_of(stack.state_dir) == []
     assert not any(listening(stack.kafka.host, port) for port in stack.ports().values())
     assert not list((stack.state_dir / "run").glob("*.pid"))
     assert run_cli("status").returncode == 1
 
-    up = run_cli("up")
+    up = run_cli("up", "--dataflow")  # the stack as the session found it: servers and the dataflow
     assert up.returncode == 0, up.stderr
     assert "segments served and queryable" in up.stdout
     assert scalar(stack, sql) == 2_000  # queryable at once, exactly as before the restart
@@ -132,24 +135,82 @@ def test_server_dying_at_start_is_reported_with_its_output(stack: Settings) -> N
     assert any_process_of(state) == []
 
 
+def demo_figures(stdout: str) -> tuple[int, int, int]:
+    """(sent, valid, malformed) from the demo's summary line."""
+    match = re.search(r"demo: ([\d,]+) events sent in .*: ([\d,]+) valid, ([\d,]+) malformed on purpose", stdout)
+    assert match, stdout
+    sent, valid, malformed = (int(g.replace(",", "")) for g in match.groups())
+    assert sent == valid + malformed
+    return sent, valid, malformed
+
+
 def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
-    before = scalar(stack, "SELECT COUNT(*) FROM events_raw")
+    rollup_sql = "SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s'"
+    raw_before = scalar(stack, "SELECT COUNT(*) FROM events_raw")
+    rolled_before = scalar(stack, rollup_sql) or 0
     result = run_cli("demo", "--count", "3000", "--rate", "1000", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "demo: 3000 events sent" in result.stdout
-    malformed = int(result.stdout.split("events sent (", 1)[1].split(" malformed", 1)[0])
+    sent, valid, malformed = demo_figures(result.stdout)
+    assert sent == 3000 and malformed > 0
+    assert f"demo: all {valid:,} valid events are counted" in result.stdout, result.stdout
     assert "dataflow: started" in result.stdout or "dataflow: already running" in result.stdout
     assert "/#/query" in result.stdout
-    # The raw table keeps every message Pinot can decode as JSON (malformed ones with wrong types or missing
-    # fields too, for drill-down); truncated JSON is skipped by Pinot's decoder. The aggregates count valid ones.
-    time.sleep(5)
-    after = scalar(stack, "SELECT COUNT(*) FROM events_raw")
-    assert before + 3000 - malformed <= after <= before + 3000
-    aggregated = wait_for(lambda: scalar(stack, "SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s'")
-                          > 0, True)  # fmt: skip
-    assert aggregated is True
+    # What this demo sent, exactly, and nothing else: in the raw table (only the valid events, the dataflow
+    # dead-letters the rest) and in the roll-ups its dataflow computed.
+    assert wait_for(lambda: scalar(stack, "SELECT COUNT(*) FROM events_raw"), raw_before + valid) == raw_before + valid
+    assert wait_for(lambda: scalar(stack, rollup_sql), rolled_before + valid) == rolled_before + valid
     status = run_cli("status")
     assert "dataflow" in status.stdout and "consumer lag" in status.stdout
+
+
+def test_quick_start_from_a_clone_under_tmp_with_port_overrides(stack: Settings) -> None:
+    """The README's first command as a new user runs it: from a clone under /tmp (its state dir there, with a
+    warning), every port moved by LIVEDASH_* variables; then `down` stops every server gracefully."""
+    import tempfile
+
+    import requests
+
+    from tests.conftest import PORT_KEYS, free_port
+
+    clone = Path(tempfile.mkdtemp(prefix="livedash-quickstart-", dir="/tmp")) / "livedash"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    (clone / ".venv").symlink_to(ROOT / ".venv")  # the environment bin/bootstrap would build: same pyproject
+    ports = {f"LIVEDASH_{key}": str(free_port()) for key in PORT_KEYS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")} | ports
+    state = clone / ".livedash"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(clone / "bin" / "livedash"), *args], cwd=clone, env=env, capture_output=True,
+                              text=True, timeout=900)  # fmt: skip
+
+    try:
+        result = cli("demo", "--count", "2000", "--rate", "1000")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert f"the state directory {state} is under /tmp" in result.stderr and "LIVEDASH_STATE_DIR=" in result.stderr
+        _, valid, _ = demo_figures(result.stdout)
+        assert f"demo: all {valid:,} valid events are counted" in result.stdout, result.stdout
+        dashboard = requests.get(f"http://127.0.0.1:{ports['LIVEDASH_DASHBOARD__PORT']}/_stcore/health", timeout=10)
+        assert dashboard.status_code == 200
+        metrics = requests.get(f"http://127.0.0.1:{ports['LIVEDASH_DATAFLOW__METRICS_PORT']}/metrics", timeout=10)
+        assert metrics.status_code == 200 and "livedash_events_in_total" in metrics.text
+        # (this process imports the main checkout, whose default state dir is not the clone's: name it)
+        moved = config.load(clone / "config" / "livedash.yaml", environ={**ports, "LIVEDASH_STATE_DIR": str(state)})
+        assert scalar(moved, "SELECT COUNT(*) FROM events_raw") == valid
+        geo = "SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s'"
+        assert wait_for(lambda: scalar(moved, geo), valid) == valid
+        down = cli("down")
+        assert down.returncode == 0, down.stderr
+        for name in ("dashboard", "dataflow", "pinot", "zookeeper", "kafka"):
+            assert f"{name}: stopped (pid" in down.stdout, down.stdout  # on SIGTERM, none killed
+        assert any_process_of(state) == []
+        assert all(process.find_ours(name, state) == [] for name in manager.SERVICE_NAMES)
+    finally:
+        cli("down")
+        shutil.rmtree(clone.parent, ignore_errors=True)
 
 
 def test_sigterm_stops_generate_and_every_event_it_counted_is_delivered(stack: Settings) -> None:

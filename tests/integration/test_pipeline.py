@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,69 @@ def check_percentiles(settings: Settings, table: str, key: GroupKey, truth: Trut
     return problems
 
 
-def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> dict[str, Any]:
+def longest(prefix: str, char: str = "😀") -> str:
+    """A value of the contract's full 256 characters (4-byte emoji by default) that starts with prefix."""
+    return prefix + char * (256 - len(prefix))
+
+
+LONG = {  # values at the contract's 256-character limit, pairs sharing all but their last character
+    "country": [longest("", "😀")[:-1] + "A", longest("", "😀")[:-1] + "B", "漢" * 256],
+    "device": [longest("", "é")[:-1] + "1", longest("", "é")[:-1] + "2"],
+    "os": ["e\u0301" * 128, "👩\u200d💻" * 85 + "x"],
+    "page": [longest("/p/", "ü")[:-1] + str(k) for k in range(3)],
+    "referrer": [longest("", "ß")[:-1] + str(k) for k in range(2)],
+    "campaign": [longest("c-", "漢"), None],  # None: absent, "__none__" in every table
+}
+
+
+def long_value_events(n: int, start_ms: int, end_ms: int, seed: int = 3) -> list[dict[str, Any]]:
+    """n valid events whose dimensions (and ids) are at the 256-character limit, in [start_ms, end_ms)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        event: dict[str, Any] = {"event_id": longest(f"L{i}-"), "ts": rng.randrange(start_ms, end_ms),
+                                 "type": rng.choice(["page_view", "click", "purchase"]),
+                                 "user_id": longest(f"u{i % 50}-", "ö")}  # fmt: skip
+        for dim, values in LONG.items():
+            value = rng.choice(values)
+            if value is not None:
+                event[dim] = value
+        if i % 3:
+            event["latency_ms"] = float(rng.randrange(1, 5_000))
+        if event["type"] == "purchase":
+            event["amount"] = round(rng.uniform(1, 500), 2)
+        out.append(event)
+    return out
+
+
+def check_raw_agrees_with_rollups(settings: Settings, p: Pipeline, events: list[dict[str, Any]]) -> dict[str, int]:
+    """Once final: the raw-events table holds exactly the events counted, and for a range and several filters its
+    COUNT(*) equals SUM(event_count) of the roll-ups."""
+    n = len(events)
+    raw_total = f"SELECT COUNT(*) FROM {p.events}"
+    assert wait_stable(lambda: int(query_all(settings, raw_total)[0][0]), n, timeout_s=120) == n
+    times = sorted(e["ts"] for e in events)
+    lo, hi = times[len(times) // 10], times[-len(times) // 10]  # a range inside the stream
+    cases = [("geo_10s", {}), ("geo_10s", {"type": "click"}), ("geo_10s", {"country": LONG["country"][0]}),
+             ("geo_10s", {"country": "DE", "device": "mobile"}), ("page_1m", {"page": LONG["page"][1]}),
+             ("page_1m", {"referrer": "google"}), ("campaign_15m", {"campaign": "__none__"})]  # fmt: skip
+    seen = {}
+    for rollup, filters in cases:
+        cond = "".join(f" AND \"{d}\" = '{v}'" for d, v in filters.items())
+        size = settings.pipeline.rollup(rollup).window.size_s * 1000
+        a, b = lo - lo % size + size, hi - hi % size  # whole windows inside the stream, else all of it
+        a, b = (a, b) if b > a else (0, 2**62)
+        raw = query_all(settings, f'SELECT COUNT(*) FROM {p.events} WHERE "ts" >= {a} AND "ts" < {b}{cond}')
+        rolled = query_all(settings, f"SELECT SUM(event_count) FROM {p.table} WHERE rollup_name = '{rollup}' "
+                                     f'AND "window_start" >= {a} AND "window_start" < {b}{cond}')  # fmt: skip
+        want = sum(1 for e in events if a <= e["ts"] < b and all(e.get(d, "__none__") == v for d, v in filters.items()))
+        assert int(raw[0][0]) == int(rolled[0][0] or 0) == want, (rollup, filters, raw, rolled, want)
+        seen[f"{rollup}{sorted(filters)}"] = want
+    assert all(v > 0 for v in seen.values()), seen
+    return seen
+
+
+def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_values: int = 0) -> dict[str, Any]:
     p = Pipeline(stack)
     p.create()
     settings = p.settings()
@@ -135,6 +198,17 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> di
                                     progress=False)  # fmt: skip
         events = [orjson.loads(line) for line in truth_file.read_bytes().splitlines()]
         assert len(events) + summary.malformed == count
+        if long_values:  # mixed into the same windows: some on time, some late (corrections keyed by them)
+            start, end = min(e["ts"] for e in events), max(e["ts"] for e in events)
+            extra = long_value_events(long_values, start, end)
+            from confluent_kafka import Producer
+
+            producer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+            for event in extra:
+                producer.produce(p.raw, key=event["user_id"].encode(), value=orjson.dumps(event))
+            assert producer.flush(30) == 0
+            events += extra
+            figures["long_values"] = long_values
         truth = ground_truth(events, pipeline)
 
         t0 = time.monotonic()
@@ -169,6 +243,7 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> di
         assert not problems, problems
         late = p.distinct_sources(p.late)
         assert late > 0, "the generator sent events minutes behind: some must be late"
+        figures["raw_vs_rollups"] = check_raw_agrees_with_rollups(settings, p, events)
         figures.update(
             events=count,
             valid=len(events),
@@ -188,17 +263,19 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int) -> di
         if not kills:
             # ...and it must notice a sink that publishes a window twice under another key
             twin = duplicate_a_final_row(settings, p)
-            broken = wait_stable(lambda: run_verify(p).returncode, 1, timeout_s=60, quiet_s=0)
+            broken = wait_stable(lambda: run_verify(p, settle_s=0).returncode, 1, timeout_s=60, quiet_s=0)
             assert broken == 1, f"verify did not notice the duplicated row {twin}"
-            assert "NOT exact" in run_verify(p).stdout
+            assert "NOT exact" in run_verify(p).stdout  # and looking again for a while does not change that
         return figures
     finally:
         p.stop()
         p.drop()
 
 
-def run_verify(p: Pipeline) -> Any:
-    return run_cli("verify", "--from", "now-3h", "--from-beginning", "--quiet", env=p.env(), timeout=300)
+def run_verify(p: Pipeline, settle_s: float = 30) -> Any:
+    """settle_s: how long verify looks again at differences (0 where a difference is planted on purpose)."""
+    return run_cli("verify", "--from", "now-3h", "--from-beginning", "--quiet", "--settle", str(settle_s),
+                   env=p.env(), timeout=300)  # fmt: skip
 
 
 def duplicate_a_final_row(settings: Settings, p: Pipeline) -> str:
@@ -219,11 +296,173 @@ def duplicate_a_final_row(settings: Settings, p: Pipeline) -> str:
     return str(twin["pk"])
 
 
-def test_200k_generated_events_match_ground_truth(stack: Settings, tmp_path: Path) -> None:
-    figures = run_and_check(stack, tmp_path, 200_000, kills=0)
+def test_200k_generated_events_and_3k_at_the_length_limit_match_ground_truth(stack: Settings, tmp_path: Path) -> None:
+    figures = run_and_check(stack, tmp_path, 200_000, kills=0, long_values=3_000)
     print(f"pipeline figures: {figures}")
 
 
 def test_kill9_three_times_mid_window_is_still_exact(stack: Settings, tmp_path: Path) -> None:
     figures = run_and_check(stack, tmp_path, 120_000, kills=3)
     print(f"recovery figures: {figures}")
+
+
+def test_the_longest_legal_rows_round_trip_through_every_table(stack: Settings) -> None:
+    """Every string the contract accepts at its longest (256 characters of 4-byte emoji: 1,024 bytes, 512 UTF-16
+    units) and the longest roll-up name, through the dataflow into the aggregates and raw-events tables: every
+    column comes back whole, and values that differ only in their last character stay apart."""
+    import requests
+    from confluent_kafka import Producer
+
+    name = "r" * 63  # the longest roll-up name config accepts
+    dims = ["type", "country", "device", "os", "page", "referrer", "campaign"]
+    p = Pipeline(stack, extra_env={"LIVEDASH_PIPELINE__ROLLUPS": orjson.dumps(
+        [{"name": name, "dimensions": dims, "window": {"size_s": 60}}]).decode()})  # fmt: skip
+    p.create()
+    now = int(time.time() * 1000)
+    events = []
+    for i in range(40):  # 2 x 2 variants per dimension that share their first 255 characters
+        event = {"event_id": longest(f"id{i}-"), "ts": now - 1_000 + i, "type": "click", "user_id": longest(f"u{i}-")}
+        for d in dims[1:]:
+            event[d] = longest("", "😀")[:-1] + ("A" if (i >> dims.index(d)) % 2 else "B")
+        event["latency_ms"] = float(i)
+        events.append(event)
+    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+    for event in events:
+        producer.produce(p.raw, key=event["user_id"].encode(), value=orjson.dumps(event))
+    assert producer.flush(30) == 0
+    try:
+        p.start_dataflow()
+        settings = p.settings()
+        total = f"SELECT SUM(event_count) FROM {p.table}"
+        n = len(events)
+        assert wait_stable(lambda: query_all(settings, total)[0][0], n, timeout_s=120) == n
+        sql = f"SELECT * FROM {p.table} LIMIT 1000"
+        answer = requests.post(f"{settings.pinot.broker_url}/query/sql", json={"sql": sql}, timeout=30).json()
+        columns = answer["resultTable"]["dataSchema"]["columnNames"]
+        rows = [dict(zip(columns, row, strict=True)) for row in answer["resultTable"]["rows"]]
+        groups = {tuple(e[d] for d in dims) for e in events}
+        assert {tuple(r[d] for d in dims) for r in rows} == groups  # whole values, none cut or merged
+        assert all(r["rollup_name"] == name and len(r["pk"]) == 32 for r in rows)
+        assert sum(int(r["event_count"]) for r in rows) == len(events)
+        raw_sql = f"SELECT event_id, user_id, {', '.join(dims)} FROM {p.events} LIMIT 1000"
+        assert wait_stable(lambda: len(query_all(settings, raw_sql)), n) == n
+        got = {tuple(row) for row in query_all(settings, raw_sql)}
+        assert got == {(e["event_id"], e["user_id"], *(e[d] for d in dims)) for e in events}
+    finally:
+        p.stop()
+        p.drop()
+
+
+def test_a_live_pipeline_counts_duplicates_once_across_kill9_and_verifies_while_events_arrive(stack: Settings) -> None:
+    """While the generator keeps sending: 1,000 events are each sent twice, seconds apart, and the dataflow is
+    killed twice meanwhile. `livedash verify --from now-10m` passes on the live pipeline, saying how many windows
+    it left out; once the input stops, every duplicate was counted once everywhere (roll-ups, raw table) and the
+    duplicates metric, restored from the snapshots after each kill, says 1,000."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from confluent_kafka import Producer
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import ROOT, free_port
+    from tests.integration.test_faults import close_all_windows, summary_line, verify_when_final
+
+    p = Pipeline(stack)
+    p.create()
+    settings = p.settings()
+    port = free_port()
+    dups = 1_000
+    cmd = [sys.executable, "-m", "livedash.cli", "generate", "--duration", "240", "--rate", "2000", "--topic", p.raw,
+           "--seed", "9", "--quiet"]  # fmt: skip
+    generator_proc: subprocess.Popen[bytes] | None = None
+    sender_error: list[BaseException] = []
+
+    def send_twice() -> None:
+        """Each event again 2-4 s after its first copy, same key, same bytes: a producer retrying."""
+        try:
+            producer = Producer({"bootstrap.servers": stack.kafka.bootstrap, "linger.ms": 5})
+            rng = random.Random(5)
+            again: list[tuple[float, bytes, bytes]] = []
+            for i in range(dups):
+                user = f"dup-user-{i % 97}".encode()
+                value = orjson.dumps({"event_id": f"dup-{p.suffix}-{i}", "ts": int(time.time() * 1000),
+                                      "type": "click", "user_id": user.decode(), "country": "DE"})  # fmt: skip
+                producer.produce(p.raw, key=user, value=value)
+                again.append((time.monotonic() + rng.uniform(2, 4), user, value))
+                for due, key, val in [a for a in again if a[0] <= time.monotonic()]:
+                    producer.produce(p.raw, key=key, value=val)
+                    again.remove((due, key, val))
+                producer.poll(0)
+                time.sleep(0.045)  # 1,000 over ~45 s, across both kills
+            for due, key, val in sorted(again):
+                time.sleep(max(0.0, due - time.monotonic()))
+                producer.produce(p.raw, key=key, value=val)
+            assert producer.flush(30) == 0
+        except BaseException as exc:  # surfaced by the test thread
+            sender_error.append(exc)
+
+    try:
+        proc = p.start_dataflow(metrics_port=port)
+        t0 = time.monotonic()
+        generator_proc = subprocess.Popen(cmd, cwd=ROOT, env=p.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sender = threading.Thread(target=send_twice)
+        sender.start()
+        for run in range(2):
+            log = p.log_file(run)
+            if run:
+                working = lambda log=log: log.exists() and "restored from snapshot" in log.read_text()  # noqa: E731
+            else:
+                working = lambda: p.topic_size(p.table) > 0 and p.committed_epoch() > 1  # noqa: E731
+            assert wait_stable(working, True, timeout_s=120, quiet_s=0), f"dataflow run {run} did not start"
+            time.sleep(8)
+            p.kill9(proc)
+            proc = p.start_dataflow(metrics_port=port)
+        restored = lambda: "restored from snapshot" in p.log_file(2).read_text()  # noqa: E731
+        assert wait_stable(restored, True, timeout_s=120, quiet_s=0)
+        # Live: windows close 30 s after their end (the harness's lateness), so wait until some have.
+        time.sleep(max(0.0, 50 - (time.monotonic() - t0)))
+        began = time.monotonic() - t0
+        live = run_cli("verify", "--from", "now-10m", "--quiet", env=p.env(), timeout=300)
+        took = time.monotonic() - t0 - began
+        still_sending = generator_proc.poll() is None
+        assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-1000:]
+        assert still_sending, "verify must have run while the generator was sending"
+        line = summary_line(live.stdout)
+        compared, left_out = (int(re.search(rf"(\d+) {w}", line).group(1))  # type: ignore[union-attr]
+                              for w in ("groups compared", "windows not final yet"))  # fmt: skip
+        assert compared > 0 and left_out > 0, line
+        sender.join(timeout=120)
+        assert not sender.is_alive() and not sender_error, sender_error
+        generator_proc.send_signal(signal.SIGTERM)  # stops as Ctrl-C does: what it counted is delivered
+        out, _ = generator_proc.communicate(timeout=60)
+        assert generator_proc.returncode == 0, out[-2000:]
+        close_all_windows(stack, p.raw)
+        final = verify_when_final(p, timeout_s=300)
+        assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-1000:]
+        assert f"{dups:,} duplicates" in final.stdout, final.stdout[-2000:]  # the recount saw them too
+        metrics = requests_get(f"http://127.0.0.1:{port}/metrics")
+        dropped = sum(s.value for f in text_string_to_metric_families(metrics) if f.name == "livedash_events_duplicate"
+                      for s in f.samples if s.name.endswith("_total"))  # fmt: skip
+        assert dropped == dups, dropped
+        raw_dups = f"SELECT COUNT(*) FROM {p.events} WHERE REGEXP_LIKE(event_id, '^dup-')"
+        assert wait_stable(lambda: int(query_all(settings, raw_dups)[0][0]), dups, timeout_s=60) == dups
+        raw_all = f"SELECT COUNT(*) FROM {p.events}"
+        rolled = f"SELECT SUM(event_count) FROM {p.table} WHERE rollup_name = 'geo_10s'"
+        total = int(query_all(settings, rolled)[0][0])
+        assert wait_stable(lambda: int(query_all(settings, raw_all)[0][0]), total, timeout_s=60) == total
+        print(f"live figures: verify at {began:.0f} s took {took:.0f} s, while sending: {line}; after: "
+              f"{summary_line(final.stdout)}; "
+              f"duplicates dropped {dropped:.0f}; raw = roll-ups = {total}")  # fmt: skip
+    finally:
+        if generator_proc is not None and generator_proc.poll() is None:
+            generator_proc.kill()
+        p.stop()
+        p.drop()
+
+
+def requests_get(url: str) -> str:
+    import requests
+
+    return requests.get(url, timeout=10).text

@@ -66,8 +66,7 @@ def test_hostile_values_stay_inside_one_literal(catalog: Catalog, dim: str, valu
         assert built.source == safe.source
         escaped = "'" + value.replace("'", "''") + "'"
         assert escaped in built.text  # the whole value, quotes doubled, as one literal
-        statement = built.text.removeprefix(query.NULL_HANDLING)  # the one fixed option statement of raw events
-        assert ";" not in LITERAL.sub("", statement)  # no statement separator outside literals
+        assert ";" not in LITERAL.sub("", built.text)  # no statement separator outside literals
 
 
 @pytest.mark.parametrize("value", ["x" * 257, "DE\x00", "DE\n--", "a\rb", "\x1b[31m", "tab\there", "\ud800"])
@@ -251,3 +250,18 @@ def test_hostile_values_stay_inside_the_p95_statement_literals(catalog: Catalog,
         built = hostile.quantile.statement([(value, 1, 1)])
         assert skeleton(built) == skeleton(safe), built
         assert ";" not in LITERAL.sub("", built)
+
+
+def test_the_listed_events_carrying_each_metric_come_from_its_null_vector(catalog: Catalog) -> None:
+    listing = query.raw_events(catalog, START, END, {"country": "DE"})
+    assert listing.carried is not None
+    statements = listing.carried.statements(["e2", "it's", "e2"])
+    assert set(statements) == set(catalog.metrics)
+    amount = statements["amount"]
+    assert "\"event_id\" IN ('e2', 'it''s')" in amount and '"amount" IS NOT NULL' in amount
+    assert "\"country\" = 'DE'" in amount and f'"ts" >= {START}' in amount
+    rows = [{"event_id": "e2", "amount": 0.0, "latency_ms": 5.0}, {"event_id": "e3", "amount": 7.0, "latency_ms": 0.0}]
+    assert query.Carried.blank(rows, {"amount": {"e3"}, "latency_ms": {"e2", "e3"}}) == [
+        {"event_id": "e2", "amount": None, "latency_ms": 5.0},
+        {"event_id": "e3", "amount": 7.0, "latency_ms": 0.0},
+    ]
