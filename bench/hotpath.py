@@ -6,7 +6,10 @@ second per round of batches. Prints events per second of CPU for the pipeline fi
 default), and with --profile the top of a cProfile by own time.
 
 .venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
-    [--snapshot-events 600000] [--segments]
+    [--snapshot-events 600000] [--segments] [--bare]
+
+--bare: without dropping duplicates and without encoding the valid events (what those two cost, less the
+produce of each valid event, which needs Kafka: bench.dataflow --variants shipped,bare measures it all).
 """
 
 from __future__ import annotations
@@ -110,9 +113,17 @@ def main() -> None:
         help="snapshot and pickle every partition's state each time this many events went in",
     )
     parser.add_argument("--segments", action="store_true", help="events per CPU s in each tenth of the input")
+    parser.add_argument("--bare", action="store_true", help="no duplicates check, no valid events")
     args = parser.parse_args()
     tune_gc()  # as the shipped dataflow process does
     settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
+    if args.bare:
+        settings = settings.model_copy(
+            update={
+                "dedup": settings.dedup.model_copy(update={"horizon_s": 0}),
+                "topics": settings.topics.model_copy(update={"valid": None}),
+            }
+        )
     rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
     if args.profile:
         prof = cProfile.Profile()

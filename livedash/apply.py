@@ -201,20 +201,25 @@ def apply_all(settings: Settings, say: Say = print) -> None:
         ensure_topic(settings, topic.name, say)
     wait_for_controller(settings)
     for name in settings.pinot.tables:
-        schema, table = load_table(name, settings)
-        reason = _rebuild_reason(settings, table, schema)
-        if reason:
-            drop_table(settings, name, table["tableType"].upper())
-            say(f"table {name}: dropped to be created anew ({reason}); its rows come back from the topic")
-        try:
-            changed = apply_schema(settings, schema)
-        except IncompatibleSchema as exc:
-            raise LivedashError(f"{exc}: this release stores {name} differently; start its data over as "
-                                "docs/operations.md says (Upgrading)") from None  # fmt: skip
-        say(f"schema {name}: {changed}")
-        kind = table["tableType"].upper()
-        say(f"table {name}_{kind}: {apply_table(settings, table)}")
-        if changed == "updated":
-            # Segments already loaded read a new column only once reloaded (it gets its default value there)
-            _call("POST", f"{settings.pinot.controller_url}/segments/{name}/reload", params={"type": kind})
-            say(f"table {name}_{kind}: segments reloaded for the new schema")
+        apply_one(settings, *load_table(name, settings), say=say)
+
+
+def apply_one(settings: Settings, schema: dict[str, Any], table: dict[str, Any], say: Say = print) -> None:
+    """One table and its schema: created, updated in place, or (a table without upserts whose topic or columns
+    changed) dropped and created anew."""
+    name, kind = table["tableName"], table["tableType"].upper()
+    reason = _rebuild_reason(settings, table, schema)
+    if reason:
+        drop_table(settings, name, kind)
+        say(f"table {name}_{kind}: dropped to be created anew ({reason}); its rows come back from the topic")
+    try:
+        changed = apply_schema(settings, schema)
+    except IncompatibleSchema as exc:
+        raise LivedashError(f"{exc}: this release stores {name} differently; start its data over as "
+                            "docs/operations.md says (The dataflow: start the aggregates over)") from None  # fmt: skip
+    say(f"schema {name}: {changed}")
+    say(f"table {name}_{kind}: {apply_table(settings, table)}")
+    if changed == "updated":
+        # Segments already loaded read a new column only once reloaded (it gets its default value there)
+        _call("POST", f"{settings.pinot.controller_url}/segments/{name}/reload", params={"type": kind})
+        say(f"table {name}_{kind}: segments reloaded for the new schema")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ class GeneratorOptions:
     session_mean: float = 6.0
     burst_probability: float = 0.02  # per chunk: a burst multiplies the rate by 5
     chunk: int = 32_768
+    # Part of every event_id: unique per run unless given, so two runs (same seed) never send the same ids;
+    # the dataflow would drop the second run's events as duplicates.
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def generate(count: int, start_ms: int, opts: GeneratorOptions = GeneratorOption
     made = 0
     clock_s = start_ms / 1000.0
     serial = 0
-    seed_b = str(opts.seed).encode()
+    seed_b = f"{opts.seed}-{opts.run_id or os.urandom(4).hex()}".encode()
     os_count = np.array([len(OSES[d]) for d in DEVICES])
     os_offset = np.array([OS_OFFSET[i] for i in range(len(DEVICES))])
     while made < count:

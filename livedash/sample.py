@@ -27,7 +27,7 @@ def make_event(rng: random.Random, now_ms: int, campaign: str = "none") -> dict[
     """One event of the documented contract (flat fields); pure apart from the given rng and clock."""
     kind = rng.choice(TYPES)
     event: dict[str, Any] = {
-        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "event_id": str(uuid.uuid4()),  # unique even with a fixed seed: a repeated id is a duplicate
         "ts": now_ms - rng.randint(0, 2_000),
         "type": kind,
         "user_id": f"u{rng.randint(1, 5_000)}",

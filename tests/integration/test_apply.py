@@ -1,0 +1,65 @@
+"""`livedash apply` against the real Pinot: a raw-events table whose topic or columns changed is rebuilt from
+its topic; an upsert table with an incompatible schema is refused with what to do."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import orjson
+import pytest
+import requests
+from confluent_kafka import Producer
+
+from livedash import apply
+from livedash.config import Settings
+from livedash.errors import LivedashError
+from tests.pinot_query import scalar, wait_for
+
+
+def test_a_raw_table_moved_to_another_topic_or_column_limit_is_rebuilt_from_it(stack: Settings) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    name, old_topic, new_topic = f"moved_{suffix}", f"moved_a_{suffix}", f"moved_b_{suffix}"
+    schema, table = apply.load_table("events_raw", stack)
+    schema["schemaName"] = table["tableName"] = table["segmentsConfig"]["schemaName"] = name
+    old_schema, old_table = copy.deepcopy(schema), copy.deepcopy(table)
+    old_table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = old_topic
+    for field in old_schema["dimensionFieldSpecs"]:
+        field.pop("maxLength", None)  # as before this release: Pinot's default of 512
+    table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = new_topic
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap)
+    admin.create_topics([NewTopic(t, 1, 1) for t in (old_topic, new_topic)])
+    admin.close()
+    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+    for topic, n in ((old_topic, 3), (new_topic, 5)):
+        for i in range(n):
+            event = {"event_id": f"{topic}-{i}", "ts": 1_800_000_000_000 + i, "type": "click", "user_id": "u"}
+            producer.produce(topic, value=orjson.dumps(event))
+    assert producer.flush(30) == 0
+    said: list[str] = []
+    try:
+        apply.apply_one(stack, old_schema, old_table, say=said.append)
+        assert wait_for(lambda: scalar(stack, f"SELECT COUNT(*) FROM {name}"), 3) == 3
+        apply.apply_one(stack, schema, table, say=said.append)  # both the topic and the column limits changed
+        assert any("dropped to be created anew" in line for line in said), said
+        assert wait_for(lambda: scalar(stack, f"SELECT COUNT(*) FROM {name}"), 5) == 5  # the new topic's rows only
+        said.clear()
+        apply.apply_one(stack, schema, table, say=said.append)  # and a second run changes nothing
+        assert said == [f"schema {name}: unchanged", f"table {name}_REALTIME: unchanged"], said
+    finally:
+        base = stack.pinot.controller_url
+        requests.delete(f"{base}/tables/{name}", params={"type": "realtime"}, timeout=30)
+        requests.delete(f"{base}/schemas/{name}", timeout=30)
+
+
+def test_an_upsert_table_with_an_incompatible_schema_is_refused_with_what_to_do(stack: Settings) -> None:
+    schema, _ = apply.load_table("aggregates", stack)
+    changed = copy.deepcopy(schema)
+    next(f for f in changed["dimensionFieldSpecs"] if f["name"] == "country")["maxLength"] = 2048
+    with pytest.raises(LivedashError) as exc:
+        apply.apply_one(stack, changed, apply.load_table("aggregates", stack)[1], say=lambda _: None)
+    assert "backward-incompatible" in str(exc.value) and "docs/operations.md" in str(exc.value)
+    assert apply.apply_schema(stack, schema) == "unchanged"  # nothing was changed
