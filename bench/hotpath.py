@@ -6,16 +6,18 @@ second per round of batches. Prints events per second of CPU for the pipeline fi
 default), and with --profile the top of a cProfile by own time.
 
 .venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
-    [--snapshot-events 600000] [--segments] [--bare]
+    [--snapshot-events 600000] [--segments] [--bare | --compare]
 
---bare: without dropping duplicates and without encoding the valid events (what those two cost, less the
-produce of each valid event, which needs Kafka: bench.dataflow --variants shipped,bare measures it all).
+--bare: without dropping duplicates and without encoding the valid events; --compare: with both, neither, and
+each alone, alternating run by run (what the two cost, less the produce of each valid event, which needs Kafka:
+bench.dataflow --variants shipped,bare measures it all).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pickle
 import pstats
 import resource
@@ -29,7 +31,7 @@ from bench.common import machine, median
 from dataflows.aggregate import PartitionLogic, tune_gc
 from livedash.generator import GeneratorOptions, generate
 from livedash.kafka_source import RecordBatch
-from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.settings import DedupSettings, PipelineSettings, TopicNames
 
 HERE = Path(__file__).parent
 START_MS = 1_795_960_800_000  # fixed: the generator's daily rhythm, and so the work, depends on the time of day
@@ -114,37 +116,52 @@ def main() -> None:
     )
     parser.add_argument("--segments", action="store_true", help="events per CPU s in each tenth of the input")
     parser.add_argument("--bare", action="store_true", help="no duplicates check, no valid events")
+    parser.add_argument("--compare", action="store_true", help="bare, dedup, valid and both, alternating per run")
     args = parser.parse_args()
     tune_gc()  # as the shipped dataflow process does
-    settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
-    if args.bare:
-        settings = settings.model_copy(
-            update={
-                "dedup": settings.dedup.model_copy(update={"horizon_s": 0}),
-                "topics": settings.topics.model_copy(update={"valid": None}),
-            }
-        )
+    configured = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
+    variants = {"as configured": configured}
+    if args.compare:
+        variants = {"bare": variant(configured, False, False), "dedup": variant(configured, True, False),
+                    "valid": variant(configured, False, True), "both": variant(configured, True, True)}  # fmt: skip
+    elif args.bare:
+        variants = {"bare": variant(configured, False, False)}
     rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        drive(settings, rounds, args.snapshot_events)
+        drive(next(iter(variants.values())), rounds, args.snapshot_events)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in variants}
     for run in range(args.runs):
-        segments: list[tuple[int, float, int]] = []
-        t0 = time.process_time()
-        n, rows = drive(settings, rounds, args.snapshot_events, segments)
-        cpu = time.process_time() - t0
-        rates.append(n / cpu)
-        print(f"run {run + 1}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: {rates[-1]:,.0f} events per CPU s")
-        if args.segments:
-            report_segments(segments)
+        for name, settings in variants.items():
+            segments: list[tuple[int, float, int]] = []
+            t0 = time.process_time()
+            n, rows = drive(settings, rounds, args.snapshot_events, segments)
+            cpu = time.process_time() - t0
+            rates[name].append(n / cpu)
+            print(f"run {run + 1} {name}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: "
+                  f"{rates[name][-1]:,.0f} events per CPU s")  # fmt: skip
+            if args.segments:
+                report_segments(segments)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"machine: {machine()}; peak RSS {peak:,.0f} MB (the input batches included)")
-    print(f"median of {args.runs}: {median(rates):,.0f} events per CPU second ({Path(args.pipeline).name})")
+    figures = {name: round(median(r)) for name, r in rates.items()}
+    for name, rate in figures.items():
+        print(f"median of {args.runs}, {name}: {rate:,} events per CPU second ({Path(args.pipeline).name}), "
+              f"{1e6 / rate:.2f} CPU us per event")  # fmt: skip
+    print(json.dumps(figures))
+
+
+def variant(settings: PipelineSettings, dedup: bool, valid: bool) -> PipelineSettings:
+    """The pipeline with duplicates dropped or not (horizon 0) and valid events encoded or not: the configured
+    horizon and valid topic where asked, and where the file switches them off, the defaults."""
+    horizon = (settings.dedup.horizon_s or DedupSettings().horizon_s) if dedup else 0
+    topic = (settings.topics.valid or TopicNames().valid) if valid else None
+    return settings.model_copy(update={"dedup": settings.dedup.model_copy(update={"horizon_s": horizon}),
+                                       "topics": settings.topics.model_copy(update={"valid": topic})})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -63,12 +63,17 @@ class Dedup:
         if not self.enabled or not events:
             return events, offsets, 0
         ids = list(map(event_id, events))
-        if self.seen.isdisjoint(ids) and len(set(ids)) == len(ids) and len(self.seen) + len(ids) <= self.max_ids:
-            times = list(map(event_time, events))
-            top = max(times)
-            self._remember_all(ids, times)
-            self._forget_before(top if watermark is None else max(watermark, top))
-            return events, offsets, 0
+        seen = self.seen
+        if seen.isdisjoint(ids) and len(seen) + len(ids) <= self.max_ids:
+            before = len(seen)
+            seen.update(ids)
+            if len(seen) == before + len(ids):  # no id twice in the batch either: all of them are new
+                times = list(map(event_time, events))
+                self._remember_all(ids, times)
+                top = max(times)
+                self._forget_before(top if watermark is None else max(watermark, top))
+                return events, offsets, 0
+            seen.difference_update(ids)  # they were all new: exactly as before, then event by event
         kept: list[Event] = []
         kept_at: list[int] = []
         for event, offset, eid in zip(events, offsets, ids, strict=True):
@@ -93,13 +98,22 @@ class Dedup:
             self._forget_before(watermark)
 
     def _remember_all(self, ids: list[str], times: list[int]) -> None:
-        """Every id in its bucket, unless the bucket is forgotten already (runs of one bucket at a time)."""
+        """Every id (already in seen) in its bucket; a forgotten bucket's ids leave seen again. Usually a
+        batch's events all fall in one bucket (a tenth of the horizon): one extend."""
         b_ms, cutoff, buckets, seen = self.bucket_ms, self.cutoff, self.buckets, self.seen
+        first, last = min(times) // b_ms, max(times) // b_ms
+        if first == last:
+            if first > cutoff:
+                buckets.setdefault(first, []).extend(ids)
+            else:
+                seen.difference_update(ids)
+            return
         for b, pairs in groupby(zip([t // b_ms for t in times], ids, strict=True), key=_FIRST):
+            run = list(map(_SECOND, pairs))
             if b > cutoff:
-                run = list(map(_SECOND, pairs))
                 buckets.setdefault(b, []).extend(run)
-                seen.update(run)
+            else:
+                seen.difference_update(run)
 
     def _forget_before(self, watermark: int) -> None:
         cut = (watermark - self.horizon_ms) // self.bucket_ms - 1
