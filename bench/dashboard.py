@@ -22,9 +22,9 @@ import time
 
 from bench.common import machine, pct
 from dashboard import query
-from dashboard.pinot import PinotClient
 from livedash import config
 from livedash.generator import GeneratorOptions, mean_rate, run
+from livedash.pinot.client import PinotClient
 
 
 def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str]) -> list[tuple[str, query.Sql]]:

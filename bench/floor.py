@@ -22,8 +22,8 @@ import yaml
 from bench.common import machine, median
 from bench.peers.__main__ import HERE as PEERS_DIR
 from bench.peers.__main__ import prefill
-from dataflows.aggregate import tune_gc
-from livedash.kafka_source import KafkaBatchSource, RecordBatch
+from livedash.dataflow.flow import tune_gc
+from livedash.kafka.source import KafkaBatchSource, RecordBatch
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.settings import PipelineSettings
 

@@ -28,9 +28,10 @@ from pathlib import Path
 import yaml
 
 from bench.common import machine, median
-from dataflows.aggregate import PartitionLogic, tune_gc
+from livedash.dataflow.flow import tune_gc
+from livedash.dataflow.logic import PartitionLogic
 from livedash.generator import GeneratorOptions, generate
-from livedash.kafka_source import RecordBatch
+from livedash.kafka.source import RecordBatch
 from livedash.pipeline.settings import DedupSettings, PipelineSettings, TopicNames
 
 HERE = Path(__file__).parent

@@ -18,7 +18,7 @@ import orjson
 from livedash import config
 from livedash.generator import GeneratorOptions, generate
 from livedash.pipeline.contract import Validator
-from livedash.pipeline.windowing import PartitionWindows
+from livedash.pipeline.windows import PartitionWindows
 
 
 def measure(events: list, offsets: list[int], flush: bool) -> tuple[Counter, Counter, int]:  # type: ignore[type-arg]

@@ -27,7 +27,7 @@ STAGES = [  # checked from the leaf upward; the first match wins
     ("folding: sums, min and max, Theta and KLL", re.compile(r"add_many|datasketches|theta|kll|_fold|fsum")),
     ("windowing and routing", re.compile(r"add_batch|PartitionWindows|route|pane|windows\.py")),
     ("validation after decode", re.compile(r"parse_batch|contract\.py|Validator")),
-    ("the batch's columns", re.compile(r"kafka_source\.py")),
+    ("the batch's columns", re.compile(r"kafka_source\.py|kafka/source\.py")),
     ("output rows and publishing", re.compile(r"publish|rows|to_row|orjson|produce")),
 ]
 OTHER = "Bytewax runtime, metrics, snapshots, other"

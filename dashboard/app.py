@@ -3,7 +3,7 @@
 Pages (`?page=`): overview (KPI tiles, events over time, top values of every dimension, click to drill down)
 and events (the matching raw events, paged). The whole view (page, time range, filters, refresh) lives in the
 URL. Live panels re-run inside st.fragment(run_every=refresh); Plotly's uirevision keeps a zoom across
-refreshes. SQL comes from dashboard/query.py only; results are cached per process (dashboard/pinot.py).
+refreshes. SQL comes from dashboard/query.py only; results are cached per process (livedash/pinot/client.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import health, query
-from dashboard.pinot import PinotError, Result
 from dashboard.runtime import Resources, resources
 from dashboard.state import PRESETS, REFRESH_CHOICES, View, format_time, from_params, parse_time, to_params
 from livedash.config import Settings
+from livedash.pinot.client import PinotError, Result
 from livedash.pipeline.settings import OTHER
 
 TITLES = {"overview": "Overview", "events": "Raw events"}

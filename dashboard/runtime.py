@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import streamlit as st
 
 from dashboard import health, query
-from dashboard.pinot import PinotClient, QueryService
 from livedash import config
 from livedash.config import Settings
+from livedash.pinot.client import PinotClient, QueryService
 
 
 @dataclass

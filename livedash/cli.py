@@ -187,7 +187,7 @@ def _counted(settings: config.Settings, before: int | str, valid: int, wait_s: f
 
 def _cmd_verify(args: argparse.Namespace, settings: config.Settings) -> int:
     """Recount [--from, --to) from Kafka and compare every roll-up with Pinot; exit 0 only when exact."""
-    from livedash import verify_run
+    from livedash.verify import run as verify_run
 
     now = int(time.time() * 1000)
     start, end = verify_run.parse_time(args.from_, now), verify_run.parse_time(args.to, now)

@@ -209,7 +209,7 @@ def run(
     """Produce to Kafka. rate > 0: paced so event time follows the wall clock; rate 0: as fast as possible.
     Stops after `count` events or `duration_s` seconds, whichever comes first. Every delivery is checked.
     start_ms: the first event time (default now); earlier for a backfill (with rate 0)."""
-    from livedash.producer import CheckedProducer
+    from livedash.kafka.producer import CheckedProducer
 
     if rate > 0:  # chunks of ~0.1 s of event time, so paced events leave close to their event time
         chunk = max(64, min(opts.chunk, int(rate / 10)))

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from livedash.config import Settings
-from livedash.producer import CheckedProducer
+from livedash.kafka.producer import CheckedProducer
 
 RAW_TOPIC = "events_raw"
 TYPES = ("page_view", "page_view", "page_view", "click", "click", "purchase")

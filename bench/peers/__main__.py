@@ -45,9 +45,9 @@ from bench.common import (
     stop,
 )
 from bench.peers import EOF_TYPE, WINDOW_MS, live, pinot_baseline
-from dashboard.pinot import PinotError
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
+from livedash.pinot.client import PinotError
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = PROJECT_ROOT / ".livedash" / "peers"

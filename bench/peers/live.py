@@ -165,7 +165,7 @@ def flink(python: Path, job: Path, jar: Path, rate: float, duration_s: float, wa
 
 
 def pinot(rate: float, duration_s: float, warm_s: float) -> Freshness:
-    from dashboard.pinot import PinotError
+    from livedash.pinot.client import PinotError
 
     topics = Topics(partitions=4)
     settings = topics.create()

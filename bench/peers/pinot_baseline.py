@@ -6,9 +6,9 @@ from __future__ import annotations
 import requests
 
 from bench.peers import EOF_TYPE, WINDOW_MS
-from dashboard.pinot import PinotClient
 from livedash import apply
 from livedash.config import Settings
+from livedash.pinot.client import PinotClient
 
 
 def pinot_table(name: str, topic: str, bootstrap: str) -> tuple[dict[str, object], dict[str, object]]:

@@ -14,8 +14,8 @@ from string import Template
 import requests
 
 from livedash.config import PROJECT_ROOT, Settings
+from livedash.dataflow.source import STATE_FORMAT
 from livedash.errors import LivedashError
-from livedash.pipeline import STATE_FORMAT
 from livedash.stack.jars import DEPLOY
 from livedash.stack.process import marker, marker_env, tail
 

@@ -141,7 +141,7 @@ def test_raw_panels_sketches_agree_with_exact_values(live: Settings) -> None:
     from dataclasses import replace
 
     from dashboard.query import Catalog, breakdown, totals
-    from livedash.verify import distinct_bound
+    from livedash.verify.recount import distinct_bound
 
     catalog = replace(Catalog.from_settings(live.pipeline), rollups=())  # every panel from raw events
     end = int(time.time() * 1000)
@@ -176,8 +176,8 @@ def test_an_empty_range_shows_no_data_without_failing(app: Callable[..., AppTest
 
 
 def test_pinot_down_shows_last_good_data_marked_stale(app: Callable[..., AppTest]) -> None:
-    from dashboard.pinot import PinotClient
     from dashboard.runtime import resources
+    from livedash.pinot.client import PinotClient
 
     at = app(range="1h", refresh="0")
     good = metric(at, "Events / s")

@@ -9,7 +9,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from livedash.config import Settings
-from livedash.kafka_source import KafkaBatchSource, RecordBatch
+from livedash.kafka.source import KafkaBatchSource, RecordBatch
 
 
 def test_a_batch_carries_each_message_s_offset_timestamp_key_and_value(stack: Settings) -> None:

@@ -17,8 +17,8 @@ import orjson
 from confluent_kafka import Producer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from dashboard.pinot import PinotClient
 from livedash import apply, config
+from livedash.pinot.client import PinotClient
 from livedash.stack import manager
 
 

@@ -47,7 +47,7 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
     import orjson
 
     from livedash.pipeline.contract import Validator
-    from livedash.pipeline.windowing import PartitionWindows
+    from livedash.pipeline.windows import PartitionWindows
 
     settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
     schema, table = apply.load_table("aggregates", settings)

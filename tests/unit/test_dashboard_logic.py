@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from dashboard import health
-from dashboard.pinot import PinotError, QueryService, Result
 from dashboard.query import Catalog
 from dashboard.state import View, from_params, parse_time, to_params
 from livedash import config
+from livedash.pinot.client import PinotError, QueryService, Result
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,22 +21,16 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import AbortExecution, TestingSink, TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
-from dataflows.aggregate import (
-    Out,
-    PartitionLogic,
-    Record,
-    ValidEvents,
-    WindowedSource,
-    batch_of,
-    build_flow,
-    build_windowed_flow,
-    tune_gc,
-)
-from livedash.kafka_source import KafkaBatchSource, RecordBatch
+from livedash.dataflow.flow import build_windowed_flow, tune_gc
+from livedash.dataflow.logic import PartitionLogic
+from livedash.dataflow.source import WindowedSource
+from livedash.kafka.messages import Out, ValidEvents
+from livedash.kafka.source import KafkaBatchSource, RecordBatch
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
 from livedash.pipeline.settings import PipelineSettings
-from livedash.pipeline.windowing import PartitionWindows
+from livedash.pipeline.windows import PartitionWindows
+from tests.dataflow_scaffold import Record, batch_of, build_flow
 
 BASE = 1_800_000_000_000  # a multiple of 10 s, 60 s and 300 s (window boundaries)
 LATENESS_S = 5
@@ -520,7 +514,7 @@ def test_tdigest_column_puts_the_median_mass_at_the_median(n: int) -> None:
 
     import datasketches as ds
 
-    from livedash.pipeline.aggregate import tdigest_bytes
+    from livedash.pipeline.aggregates import tdigest_bytes
 
     rng = random.Random(n)
     values = [rng.lognormvariate(4, 0.7) for _ in range(n)]
@@ -657,7 +651,7 @@ class ListReader(StatefulSourcePartition[RecordBatch, int]):
         return self.batches[0].partition
 
     @property
-    def next_offset(self) -> int:  # as the Kafka reader tells it (dataflows.aggregate.Positioned)
+    def next_offset(self) -> int:  # as the Kafka reader tells it (livedash.dataflow.source.Positioned)
         return self.batches[self.i].offsets[0] if self.i < len(self.batches) else self.batches[-1].offsets[-1] + 1
 
 

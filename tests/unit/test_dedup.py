@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livedash.pipeline.dedup import Dedup
-from livedash.verify import SeenIds
+from livedash.verify.recount import SeenIds
 
 BASE = 1_800_000_000_000
 HORIZON_S = 60  # buckets of 6 s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from livedash.kafka_source import _end_of_partition
+from livedash.kafka.source import _end_of_partition
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 from prometheus_client import REGISTRY
 
-from dataflows.aggregate import Out, PartitionLogic, Record, ValidEvents, batch_of
+from livedash.dataflow.logic import PartitionLogic
+from livedash.kafka.messages import Out, ValidEvents
+from tests.dataflow_scaffold import Record, batch_of
 from tests.unit.test_dataflow import BASE, InputClock, event, records, settings
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from livedash.pipeline.aggregate import DBL_MAX
+from livedash.pipeline.aggregates import DBL_MAX
 from livedash.pipeline.settings import PipelineSettings
-from livedash.verify import Found, GroupKey, Recount, Report, compare_rollup
+from livedash.verify.recount import Found, GroupKey, Recount, Report, compare_rollup
 from tests.unit.test_dataflow import BASE, Out, Record, event, records, run, settings
 
 CAPPED = 2  # country cap in these tests: with 4 countries, "__other__" rows appear
@@ -226,6 +226,6 @@ def test_a_live_recount_compares_the_closed_windows_and_leaves_out_later_correct
 
 
 def test_the_distinct_count_bound_widens_with_the_groups_checked_at_once() -> None:
-    from livedash.verify import theta_z
+    from livedash.verify.recount import theta_z
 
     assert 3.2 < theta_z(1) < 3.4 and 4.3 < theta_z(100) < 4.5 and 5.2 < theta_z(10_000) < 5.4

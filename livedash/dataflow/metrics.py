@@ -3,14 +3,11 @@
     BYTEWAX_DATAFLOW_API_ENABLED=1 BYTEWAX_DATAFLOW_API_PORT=3030 python -m bytewax.run ...
     curl http://127.0.0.1:3030/metrics
 
-Consumer lag is the raw topic's end offset minus the last offset this dataflow folded in: Bytewax keeps its
-offsets in recovery snapshots, not in a consumer group, so no Kafka tool can see them.
+Consumer lag is the raw topic's end offset (livedash.kafka.offsets) minus the last offset this dataflow folded
+in: Bytewax keeps its offsets in recovery snapshots, not in a consumer group, so no Kafka tool can see them.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -26,31 +23,3 @@ ROWS_OUT = Counter("livedash_rows_out", "Aggregate rows published (provisional, 
 PROCESSED_OFFSET = Gauge("livedash_processed_offset", "Last raw-topic offset folded in", ["partition"])
 CONSUMER_LAG = Gauge("livedash_consumer_lag_events", "Raw-topic end offset minus processed offset", ["partition"])
 WATERMARK_DELAY = Gauge("livedash_watermark_delay_seconds", "Wall clock minus the partition's watermark", ["partition"])
-
-EndOffset = Callable[[int], int | None]
-
-
-class EndOffsets:
-    """The raw topic's end offset per partition, asked of the broker at most once a second per partition."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Consumer
-
-        self.topic = topic
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "livedash-lag-probe",
-                                  "enable.auto.commit": False})  # fmt: skip
-        self.cache: dict[int, tuple[float, int]] = {}
-
-    def __call__(self, partition: int) -> int | None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        now = time.monotonic()
-        hit = self.cache.get(partition)
-        if hit and now - hit[0] < 1.0:
-            return hit[1]
-        try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=2)
-        except KafkaException:
-            return hit[1] if hit else None
-        self.cache[partition] = (now, high)
-        return high

@@ -12,8 +12,8 @@ from __future__ import annotations
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
-from dataflows.aggregate import Item, ValidEvents
 from livedash.errors import LivedashError
+from livedash.kafka.messages import Item, ValidEvents
 
 
 class DeliveryFailed(LivedashError):

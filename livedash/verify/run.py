@@ -1,4 +1,4 @@
-"""`livedash verify --from T1 --to T2`: the I/O around livedash/verify.py (Kafka scan, Pinot queries, output).
+"""`livedash verify --from T1 --to T2`: the I/O around livedash/verify/recount.py (Kafka scan, Pinot queries, output).
 
 Reads every partition of the raw topic from `--warmup` before T1 (by message timestamp, so the replayed
 watermark has seen what came before the range; events can be at most `events.max_future_s` ahead of their
@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.pipeline.settings import Rollup
-from livedash.verify import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
+from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
 Say = Callable[[str], None]
 GROUPS_PER_QUERY = 50_000  # below Pinot's default numGroupsLimit (100,000): a query never truncates silently

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from livedash.pipeline.aggregate import Agg, SketchParams
+from livedash.pipeline.aggregates import Agg, SketchParams
 from livedash.pipeline.contract import MISSING, Event, dimension_values, event_time
 from livedash.pipeline.settings import ALL, OTHER, PipelineSettings, Rollup
 

@@ -1,0 +1,1 @@
+"""The one Pinot client: broker queries (with freshness and errors) and the controller's REST API."""

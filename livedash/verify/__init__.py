@@ -1,0 +1,1 @@
+"""`livedash verify`: an independent recount of the raw topic against what Pinot holds."""
