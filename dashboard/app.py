@@ -85,7 +85,8 @@ def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
         stamp = datetime.fromtimestamp(as_of, UTC).strftime("%H:%M:%S")
         bits.append(f"data as of {stamp} UTC, {ago(max(0.0, time.time() - as_of))}")
         bits.append(f"{result.time_used_ms} ms in Pinot")
-    bits.append("raw events" if sql.source.is_raw else f"roll-up `{sql.source.rollup.name}`")  # type: ignore[union-attr]
+    rollup = sql.source.rollup
+    bits.append("raw events" if rollup is None else f"roll-up `{rollup.name}`")
     bits.append(f"[Open in Pinot console]({console_url(res.settings, sql.text)})")
     if sql.quantile is not None and result is not None:
         with contextlib.suppress(query.QueryError):  # a value the builder refuses: no link
@@ -146,9 +147,11 @@ def sidebar(res: Resources, view: View) -> None:
         ss["nav_refresh"] = 0
     with st.sidebar:
         st.title("livedash")
-        st.radio("Page", list(TITLES), format_func=TITLES.get, key="nav_page", on_change=_on_nav)
+        st.radio("Page", list(TITLES), format_func=TITLES.__getitem__, key="nav_page", on_change=_on_nav)
         labels = {k: f"Last {k}" for k in PRESETS} | {"abs": "Absolute range"}
-        st.selectbox("Time range", [*PRESETS, "abs"], format_func=labels.get, key="nav_range", on_change=_on_nav)
+        st.selectbox(
+            "Time range", [*PRESETS, "abs"], format_func=labels.__getitem__, key="nav_range", on_change=_on_nav
+        )
         if view.range == "abs":
             now = int(time.time() * 1000)
             ss["nav_from"] = format_time(view.start_ms or now - 3_600_000)

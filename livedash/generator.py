@@ -212,8 +212,8 @@ def run(
     from livedash.kafka.producer import CheckedProducer
 
     if rate > 0:  # chunks of ~0.1 s of event time, so paced events leave close to their event time
-        chunk = max(64, min(opts.chunk, int(rate / 10)))
-        opts = GeneratorOptions(**{**opts.__dict__, "nominal_rate": rate, "burst_probability": 0.0, "chunk": chunk})
+        size = max(64, min(opts.chunk, int(rate / 10)))
+        opts = GeneratorOptions(**{**opts.__dict__, "nominal_rate": rate, "burst_probability": 0.0, "chunk": size})
     limit = count if count is not None else sys.maxsize
     producer = CheckedProducer(bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
                                              "queue.buffering.max.messages": 1_000_000})  # fmt: skip

@@ -111,10 +111,10 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         events, indices, invalid = self.validator.parse_batch(batch.values, batch.timestamps)
         for i, reason in invalid:
             out.append(self._dead_letter(batch, i, reason))
-        events, indices, dropped = self.dedup.filter(events, indices, self.windows.watermark)
+        events, kept_at, dropped = self.dedup.filter(events, indices, self.windows.watermark)
         offsets = batch.offsets
         whole = not invalid and not dropped  # every message is a kept event: the batch's own columns serve
-        corrections, late = self.windows.add_batch(events, offsets if whole else [offsets[i] for i in indices])
+        corrections, late = self.windows.add_batch(events, offsets if whole else [offsets[i] for i in kept_at])
         label = str(self.partition)
         if invalid:
             self.dead_letters += len(invalid)
@@ -124,7 +124,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         if self.dedup.enabled:
             metrics.DEDUP_IDS.labels(label).set(len(self.dedup.seen))
         if self.publish_valid and events:
-            self._publish_valid(events, batch.keys if whole else [batch.keys[i] for i in indices], out)
+            self._publish_valid(events, batch.keys if whole else [batch.keys[i] for i in kept_at], out)
         if late:
             metrics.LATE.labels(label).inc(len(late))
             where = {offset: i for i, offset in enumerate(offsets)}
@@ -216,7 +216,9 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         label = str(self.partition)
         lag = self._lag()
         catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
-        out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush, provisional=not catching_up)]
+        out: list[Item] = [
+            Out(row.role, row.key, row.value) for row in self.windows.publish(flush, provisional=not catching_up)
+        ]
         metrics.ROWS_OUT.labels(label).inc(len(out))
         if self.windows.watermark is not None:
             metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)

@@ -53,7 +53,7 @@ class WindowedPartition(StatefulSourcePartition[Item, dict[str, Any]]):
             self.ended = True
             return self.logic.on_eof()[0]  # publishes nothing for a partition that never had input
         if batches:
-            return self.logic.on_batch(batches)[0]
+            return self.logic.on_batch(list(batches))[0]
         due = self.logic.notify_at()
         if due is not None and self.clock() >= due:
             return self.logic.on_notify()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import KafkaError, Message, Producer
 
 from livedash.errors import LivedashError
@@ -40,7 +42,7 @@ class CheckedProducer:
 
     def send_many(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
         """A chunk at a time (librdkafka's batch call: far less per-message overhead than produce())."""
-        batch = [{"key": k, "value": v} for k, v in zip(keys, values, strict=True)]
+        batch: list[dict[str, Any]] = [{"key": k, "value": v} for k, v in zip(keys, values, strict=True)]
         while batch:
             try:
                 queued = self._producer.produce_batch(topic, batch, on_delivery=self._on_delivery)

@@ -43,7 +43,7 @@ class _TopicPartition(StatelessSinkPartition[Item]):
     def write_batch(self, items: list[Item]) -> None:
         produce, poll = self.producer.produce, self.producer.poll
         for item in items:
-            if type(item) is ValidEvents:
+            if isinstance(item, ValidEvents):
                 self._write_events(item)
                 continue
             while True:

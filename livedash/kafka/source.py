@@ -10,11 +10,12 @@ group; errors other than end-of-partition and transient broker trouble raise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import is_not, itemgetter
+from typing import cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT = timedelta(milliseconds=20)  # how long an empty partition waits before polling again
 _NOT_NONE = partial(is_not, None)
 _SECOND = itemgetter(1)
+# A consumed message always has an offset (None is for a produced one not yet delivered).
+_offset = cast(Callable[[Message], int], Message.offset)
 
 
 @dataclass(slots=True)
@@ -61,12 +64,12 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
             msgs = [m for m in msgs if not _end_of_partition(m.error())]
             if not msgs:
                 return []
-        first, last = msgs[0].offset(), msgs[-1].offset()
+        first, last = _offset(msgs[0]), _offset(msgs[-1])
         batch = RecordBatch(
             self.partition,
             # Offsets of one partition only grow, so as many as the span means consecutive (no transaction
             # markers or compacted gaps in between): a range then, instead of one call per message.
-            range(first, last + 1) if last - first + 1 == len(msgs) else list(map(Message.offset, msgs)),
+            range(first, last + 1) if last - first + 1 == len(msgs) else list(map(_offset, msgs)),
             list(map(_SECOND, map(Message.timestamp, msgs))),
             list(map(Message.key, msgs)),
             list(map(Message.value, msgs)),

@@ -69,7 +69,7 @@ class SketchParams:
         self.quantile_field = quantile_field
         self.lg_k = lg_k
         self.kll_k = kll_k
-        getter = attrgetter(*metrics)
+        getter: Callable[[Event], Any] = attrgetter(*metrics)  # one name: the value; several: a tuple
         self.metric_values: Callable[[Event], tuple[float | None, ...]] = (
             getter if len(metrics) > 1 else lambda event: (getter(event),)
         )

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 import msgspec
 
@@ -37,9 +37,23 @@ BOM = b"\xef\xbb\xbf"
 # sequences, any script. (str.isprintable refused the no-break space and the joiner.)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
-# An event: a msgspec Struct whose fields are event_id, ts, type, user_id, then every declared dimension and
-# metric. Built per contract by Validator.
-Event = msgspec.Struct
+if TYPE_CHECKING:
+
+    class Event(Protocol):
+        """What the checker knows of an event: the fixed fields; the contract's dimensions and metrics are
+        read by name (attrgetter)."""
+
+        event_id: str
+        ts: int
+        type: str
+        user_id: str
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    # An event: a msgspec Struct whose fields are event_id, ts, type, user_id, then every declared dimension and
+    # metric. Built per contract by Validator.
+    Event = msgspec.Struct
 
 
 class Validator:
@@ -53,18 +67,17 @@ class Validator:
         fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
             ("event_id", ident),
             ("ts", int),
-            ("type", Literal[tuple(contract.types)]),  # type: ignore[valid-type]
+            ("type", Literal[tuple(contract.types)]),
             ("user_id", ident),
         ]
         # An absent dimension decodes straight to MISSING; a JSON null to None, replaced by MISSING after.
         fields += [(name, value | None, MISSING) for name in self.dimensions]
         for name, r in contract.metrics.items():
-            meta = msgspec.Meta(**({"ge": r.min} if math.isfinite(r.min) else {}),
-                                **({"le": r.max} if math.isfinite(r.max) else {}))  # fmt: skip
+            meta = msgspec.Meta(ge=r.min if math.isfinite(r.min) else None, le=r.max if math.isfinite(r.max) else None)
             fields.append((name, Annotated[float, meta] | None, None))
         # gc=False: events hold only strings and numbers, never cycles, and are allocated by the million.
         self.event_type = msgspec.defstruct("Event", fields, forbid_unknown_fields=True, gc=False)
-        self._decode = msgspec.json.Decoder(self.event_type).decode
+        self._decode = cast(Callable[[bytes], Event], msgspec.json.Decoder(self.event_type).decode)
         self._strings = attrgetter("event_id", "user_id", *self.dimensions)
         self._dim_getters = [attrgetter(name) for name in self.dimensions]
         self.max_future_ms = int(contract.max_future_s * 1000)
@@ -120,7 +133,7 @@ class Validator:
         indices: list[int] | None = None  # None: every message decoded, in order
         for i, raw in enumerate(values):
             try:
-                append(decode(raw))  # type: ignore[arg-type]
+                append(decode(raw))  # type: ignore[arg-type]  # None raises TypeError, caught below: no test first
             except (msgspec.DecodeError, ValueError, TypeError):  # ValidationError is a ValueError; None: TypeError
                 if indices is None:
                     indices = list(range(i))
@@ -139,8 +152,8 @@ class Validator:
             indices, refs = list(range(len(values))), list(timestamps)
         else:
             refs = [timestamps[i] for i in indices]
-        invalid = [(i, self.parse(values[i], timestamps[i])) for i in failed]
-        invalid = [(i, reason) for i, reason in invalid if isinstance(reason, str)]
+        verdicts = [(i, self.parse(values[i], timestamps[i])) for i in failed]
+        invalid = [(i, reason) for i, reason in verdicts if isinstance(reason, str)]
         if events and not self._batch_passes(events, refs, values if indices is None else None):
             kept: list[Event] = []
             kept_at: list[int] = []
@@ -165,7 +178,7 @@ class Validator:
             # ASCII without a backslash or DEL: every string in the batch is printable (JSON forbids raw control
             # characters in strings, and a decoded string can only hold one through an escape); without '"__'
             # none is reserved, without 'null' no dimension is null. One scan in C each.
-            joined = b"".join(raw)  # type: ignore[arg-type]
+            joined = b"".join(raw)  # type: ignore[arg-type]  # every message decoded: none is None
             if (joined.isascii() and b"\\" not in joined and b"\x7f" not in joined and b'"__' not in joined
                     and b"null" not in joined):  # fmt: skip
                 return True
@@ -175,7 +188,7 @@ class Validator:
         if None in dims or not RESERVED.isdisjoint(dims):
             return False
         strings = [*map(attrgetter("event_id"), events), *map(attrgetter("user_id"), events), *dims]
-        return _UNPRINTABLE.search("".join(strings)) is None  # type: ignore[arg-type]
+        return _UNPRINTABLE.search("".join(strings)) is None
 
 
 def dimension_values(event: Event, names: Sequence[str]) -> tuple[str, ...]:

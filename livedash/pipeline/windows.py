@@ -91,7 +91,7 @@ class RollupWindows:
         self.pane_ms = rollup.window.pane_s * 1000
         self.caps = caps
         names = rollup.dimensions
-        getter = attrgetter(*names)
+        getter: Callable[[Event], Any] = attrgetter(*names)  # one name: the value; several: a tuple
         self.dims_of: Callable[[Event], tuple[str | None, ...]] = (
             getter if len(names) > 1 else lambda event: (getter(event),)
         )
@@ -152,8 +152,8 @@ class RollupWindows:
             for value in pop:
                 pop[value] *= POPULARITY_DECAY
         for raw, (_, hits) in pane.route.items():
-            for pop, value in zip(self.popular, raw, strict=True):
-                key = MISSING if value is None else value
+            for pop, got in zip(self.popular, raw, strict=True):
+                key = MISSING if got is None else got
                 pop[key] = pop.get(key, 0.0) + hits
         for i, (pop, cap) in enumerate(zip(self.popular, self.caps, strict=True)):
             if len(pop) > POPULARITY_KEEP * cap:

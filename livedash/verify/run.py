@@ -82,6 +82,7 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
                         continue
                     raise KafkaException(err)
                 p, offset = msg.partition(), msg.offset()
+                assert p is not None and offset is not None  # a consumed message has both
                 if p not in todo or offset >= ends[p]:
                     continue
                 recount.feed(p, msg.key(), msg.value(), msg.timestamp()[1])
