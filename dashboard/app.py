@@ -25,7 +25,7 @@ from dashboard.runtime import Resources, resources
 from dashboard.state import PRESETS, REFRESH_CHOICES, View, format_time, from_params, parse_time, to_params
 from livedash.config import Settings
 from livedash.pinot.client import PinotError, Result
-from livedash.pipeline.settings import OTHER
+from livedash.pipeline.rows import OTHER
 
 TITLES = {"overview": "Overview", "events": "Raw events"}
 EPOCH_MS = re.compile(r"\b\d{13}\b")

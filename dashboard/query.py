@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, LAST_EVENT_TS, QUANTILE_TDIGEST
 from livedash.pipeline.settings import PipelineSettings
 
 MAX_LITERAL = 256  # the pipeline refuses longer dimension values, so no stored value is longer
@@ -259,9 +260,9 @@ def _measures(catalog: Catalog, source: Source) -> list[str]:
         theta = f"'nominalEntries={int(catalog.theta_nominal_entries)}'"  # as the roll-ups': the same error bound
         return ["COUNT(*)", f'DISTINCTCOUNTTHETASKETCH("{catalog.distinct_field}", {theta})']
     return [
-        'SUM("event_count")',
-        'DISTINCTCOUNTTHETASKETCH("distinct_theta")',
-        'PERCENTILETDIGEST("quantile_tdigest", 95)',
+        f'SUM("{EVENT_COUNT}")',
+        f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}")',
+        f'PERCENTILETDIGEST("{QUANTILE_TDIGEST}", 95)',
     ]
 
 
@@ -350,7 +351,7 @@ def raw_events(
 
 def freshest(catalog: Catalog) -> str:
     """The newest event time folded into any roll-up row (freshness of the aggregates: the recent tier)."""
-    return f'SELECT MAX("last_event_ts") FROM {catalog.aggregates_table}'
+    return f'SELECT MAX("{LAST_EVENT_TS}") FROM {catalog.aggregates_table}'
 
 
 def _limit(n: int, cap: int = 1000) -> int:

@@ -10,7 +10,6 @@ events folded in (in partition order), so a replay reproduces them bit for bit.
 from __future__ import annotations
 
 import struct
-import sys
 from collections import deque
 from collections.abc import Callable
 from functools import lru_cache, partial, reduce
@@ -21,8 +20,16 @@ import datasketches as ds
 import numpy as np
 
 from livedash.pipeline.contract import Event, event_time
+from livedash.pipeline.rows import (
+    DBL_MAX,
+    DISTINCT,
+    EVENT_COUNT,
+    LAST_EVENT_TS,
+    QUANTILE_KLL,
+    QUANTILE_TDIGEST,
+    metric_columns,
+)
 
-DBL_MAX = sys.float_info.max  # MIN of a metric no event carried: merges correctly under Pinot's MIN
 TDIGEST_COMPRESSION = 100.0
 TDIGEST_CENTROIDS = 100  # Pinot 0.11's MergingDigest(100) holds at most 2 * 100 + 10
 
@@ -64,7 +71,7 @@ class SketchParams:
 
     def __init__(self, metrics: tuple[str, ...], distinct_field: str, quantile_field: str, lg_k: int, kll_k: int):
         self.metrics = metrics
-        self.columns = tuple((f"{m}_sum", f"{m}_count", f"{m}_min", f"{m}_max") for m in metrics)
+        self.columns = tuple(map(metric_columns, metrics))
         self.distinct_field = distinct_field
         self.quantile_field = quantile_field
         self.lg_k = lg_k
@@ -195,16 +202,16 @@ class Agg:
 
     def fields(self) -> dict[str, Any]:
         """The aggregate columns of a row (see pinot/tables/aggregates/schema.json)."""
-        row: dict[str, Any] = {"event_count": self.count}
+        row: dict[str, Any] = {EVENT_COUNT: self.count}
         for i, (c_sum, c_count, c_min, c_max) in enumerate(self.p.columns):
             row[c_sum] = self.msum[i]
             row[c_count] = self.mcount[i]
             row[c_min] = self.mmin[i]
             row[c_max] = self.mmax[i]
-        row["distinct_theta"] = self.theta_compact().serialize().hex()
-        row["quantile_kll"] = self.kll.serialize().hex()
-        row["quantile_tdigest"] = tdigest_bytes(self.kll).hex()
-        row["last_event_ts"] = self.last_ts
+        row[DISTINCT] = self.theta_compact().serialize().hex()
+        row[QUANTILE_KLL] = self.kll.serialize().hex()
+        row[QUANTILE_TDIGEST] = tdigest_bytes(self.kll).hex()
+        row[LAST_EVENT_TS] = self.last_ts
         return row
 
     def to_state(self) -> tuple[Any, ...]:

@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 import msgspec
 
-from livedash.pipeline.settings import ALL, OTHER, EventContract
+from livedash.pipeline.rows import MISSING, RESERVED
+from livedash.pipeline.settings import EventContract
 
 event_time = attrgetter("ts")  # an Event's ts; map() over a batch runs it in C
-MISSING = "__none__"  # the value of a dimension an event does not carry
-RESERVED = frozenset({ALL, OTHER})  # roll-up values a producer cannot send as its own (MISSING means absent)
 MAX_ID_LEN = 256  # characters (code points) of event_id and user_id
 MAX_VALUE_LEN = 256  # characters (code points) of a dimension value
 BOM = b"\xef\xbb\xbf"

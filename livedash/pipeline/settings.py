@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-OTHER = "__other__"  # the bucket for dimension values beyond a cap
-ALL = "__all__"  # the value of a dimension a roll-up does not group by
 
 
 class _Model(BaseModel):

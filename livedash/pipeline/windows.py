@@ -4,8 +4,8 @@ One `PartitionWindows` holds the state of one Kafka source partition. Nothing is
 each partition has its own watermark (the highest event time it has seen), so a quiet partition stalls no
 other, and Pinot merges the partitions' rows at query time (sums, min/max, sketch unions).
 
-Rows (dicts, see pinot/tables/aggregates/schema.json) carry a primary key: a digest of
-  [rollup, window_start, dimension values..., source partition] (JSON-encoded; see primary_key)
+Rows (livedash.pipeline.rows: their columns, primary key and version) carry a primary key, a digest of
+  [rollup, window_start, dimension values..., source partition]
 and a version that grows with the input: 2 * (highest source offset folded into the row) + is_final. A replay
 of the same offsets re-publishes rows with the same versions, so Pinot's upsert never regresses.
 
@@ -15,19 +15,19 @@ additive correction rows (kind "late", one per late event and window, keyed by i
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from livedash.pipeline.aggregates import Agg, SketchParams
-from livedash.pipeline.contract import MISSING, Event, dimension_values, event_time
-from livedash.pipeline.settings import ALL, OTHER, PipelineSettings, Rollup
+from livedash.pipeline.contract import Event, dimension_values, event_time
+from livedash.pipeline.rows import ALL, MISSING, OTHER, Row, key_parts, primary_key, version
+from livedash.pipeline.settings import PipelineSettings, Rollup
 
 ROUTE_CACHE_MAX = 65_536  # raw dimension tuples remembered per pane (beyond, the caps are applied per event)
 POPULARITY_DECAY = 0.5  # per retired pane: a value's popularity halves every pane it is not seen in
@@ -45,24 +45,10 @@ class Pane:
     retired: bool = False  # its counts went into the roll-up's popularity
 
 
-class Row(NamedTuple):
-    key: bytes  # Kafka message key = Pinot primary key
-    value: bytes  # the row as JSON (see pinot/tables/aggregates/schema.json)
-    role: str = "aggregates"  # the sink's name for its tier's topic: aggregates (recent) or history
-
-
 @dataclass(slots=True, frozen=True)
 class LateEvent:
     offset: int
     reason: str
-
-
-def primary_key(parts: list[Any]) -> bytes:
-    """The row's key: 32 hex digits of a BLAKE2b digest of its parts as JSON. Fixed length, so no column limit
-    can cut it: Pinot cut the JSON itself at 512 characters, and two rows whose keys shared those collided in
-    the upsert (a dimension value of 256 emoji is 512 UTF-16 units). 128 bits: at a billion keys, the chance
-    of any collision is about 1e-21."""
-    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest().encode()
 
 
 def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
@@ -443,10 +429,7 @@ class PartitionWindows:
         offset: int | None,
         fields: dict[str, Any] | None = None,
     ) -> Row:
-        key_parts: list[Any] = [rw.rollup.name, ws, *dims, self.partition]
-        if offset is not None:
-            key_parts += ["late", offset]
-        pk = primary_key(key_parts)
+        pk = primary_key(key_parts(rw.rollup.name, ws, dims, self.partition, offset))
         by_name = dict(zip(rw.rollup.dimensions, dims, strict=True))
         value: dict[str, Any] = {
             "pk": pk.decode(),
@@ -458,7 +441,7 @@ class PartitionWindows:
             **{d: by_name.get(d, ALL) for d in self.dimensions},
             **(agg.fields() if fields is None else fields),
             "is_final": int(final),
-            "version": 2 * agg.max_offset + int(final),
+            "version": version(agg.max_offset, final),
         }
         return Row(pk, orjson.dumps(value), rw.role)
 

@@ -37,9 +37,8 @@ import datasketches as ds
 
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
-from livedash.pipeline.settings import OTHER, PipelineSettings, Rollup
-
-DBL_MAX = 1.7976931348623157e308
+from livedash.pipeline.rows import DBL_MAX, OTHER
+from livedash.pipeline.settings import PipelineSettings, Rollup
 
 GroupKey = tuple[str, int, tuple[str, ...]]  # roll-up, window start, dimension values
 

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from livedash.config import Settings
 from livedash.errors import LivedashError
+from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
@@ -122,7 +123,10 @@ def read_so_far(ends: dict[int, int]) -> str:
     2 * its event's offset + 1): those of later events are not in the recount."""
     if not ends:
         return "TRUE"
-    late = " OR ".join(f'("source_partition" = {int(p)} AND "version" < {2 * int(end)})' for p, end in ends.items())
+    # The correction of the event at offset o has version(o, final=True) = 2o + 1: below version(end, False) =
+    # 2 * end exactly when o < end.
+    late = " OR ".join(f'("source_partition" = {int(p)} AND "version" < {version(int(end), False)})'
+                       for p, end in ends.items())  # fmt: skip
     return f"(\"kind\" = 'window' OR {late})"
 
 
@@ -138,7 +142,9 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[i
     dims = ", ".join(f'"{d}"' for d in rollup.dimensions)
     n = len(rollup.dimensions)
     metrics = list(settings.pipeline.events.metrics)
-    aggs = ", ".join(f'SUM("{m}_sum"), SUM("{m}_count"), MIN("{m}_min"), MAX("{m}_max")' for m in metrics)
+    aggs = ", ".join(
+        f'SUM("{s}"), SUM("{c}"), MIN("{lo}"), MAX("{hi}")' for s, c, lo, hi in map(metric_columns, metrics)
+    )
     window_rows: list[tuple[int, int, tuple[str, ...]]] = []
     found: dict[GroupKey, Found] = {}
     limit = GROUPS_PER_QUERY
@@ -151,8 +157,8 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[i
                    f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"source_partition\", {dims} "
                    f"LIMIT {limit}")  # fmt: skip
             rows_w = _rows(settings, sql, limit)
-        sql = (f'SELECT "window_start", {dims}, SUM("event_count"), {aggs}, '
-               f'DISTINCTCOUNTTHETASKETCH("distinct_theta"), MIN("is_final") FROM {table} WHERE {where} '
+        sql = (f'SELECT "window_start", {dims}, SUM("{EVENT_COUNT}"), {aggs}, '
+               f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}"), MIN("is_final") FROM {table} WHERE {where} '
                f'GROUP BY "window_start", {dims} LIMIT {limit}')  # fmt: skip
         rows_g = _rows(settings, sql, limit)
         window_rows.extend((int(r[0]), int(r[1]), tuple(str(v) for v in r[2 : 2 + n])) for r in rows_w)
@@ -184,7 +190,7 @@ def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey, ends: dict[
     table = settings.pipeline.table_of(rollup)
     conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
                                                                                           strict=True))  # fmt: skip
-    sql = (f"SELECT \"quantile_kll\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
+    sql = (f"SELECT \"{QUANTILE_KLL}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
            f'"window_start" = {key[1]} AND {conds} AND {read_so_far(ends or {})} LIMIT 100000')  # fmt: skip
     return [row[0] for row in _sql(settings, sql)["resultTable"]["rows"]]
 

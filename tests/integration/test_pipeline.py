@@ -15,7 +15,7 @@ import pytest
 
 from livedash import generator
 from livedash.config import Settings
-from livedash.pipeline.aggregates import DBL_MAX
+from livedash.pipeline.rows import DBL_MAX
 from tests.conftest import run_cli
 from tests.ground_truth import GroupKey, Truth, ground_truth
 from tests.pipeline_harness import Pipeline, query_all, wait_stable

@@ -5,6 +5,7 @@ import pytest
 
 from livedash import apply, config
 from livedash.errors import LivedashError
+from livedash.pipeline import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,8 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
     windows.add(event, 0)
     row = orjson.loads(windows.publish()[0].value)
     assert set(row) == columns
+    # the one description of the row format says the same, in the order a row holds its columns
+    assert list(row) == rows.columns(settings.pipeline.events.dimensions, settings.pipeline.events.metrics)
     kept, topics = settings.pipeline.retention, settings.pipeline.topics
     for name, topic, hours in (("aggregates", topics.aggregates, kept.recent_h),
                                ("aggregates_history", topics.history, kept.history_h)):  # fmt: skip

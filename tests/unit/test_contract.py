@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from livedash import config
-from livedash.pipeline.contract import MISSING, Validator
+from livedash.pipeline.contract import Validator
+from livedash.pipeline.rows import MISSING
 from tests.conftest import ROOT
 
 CONTRACT = config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.events

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from livedash.pipeline.aggregates import DBL_MAX
+from livedash.pipeline.rows import DBL_MAX
 from livedash.pipeline.settings import PipelineSettings
 from livedash.verify.recount import Found, GroupKey, Recount, Report, compare_rollup
 from tests.unit.test_dataflow import BASE, Out, Record, event, records, run, settings
