@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -18,9 +17,9 @@ import requests
 
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.errors import LivedashError
+from livedash.output import Say
 
 TABLES_DIR = PROJECT_ROOT / "pinot" / "tables"
-Say = Callable[[str], None]
 
 
 def load_table(name: str, settings: Settings, tables_dir: Path = TABLES_DIR) -> tuple[dict[str, Any], dict[str, Any]]:

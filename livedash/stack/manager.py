@@ -5,16 +5,15 @@ from __future__ import annotations
 import functools
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from livedash.config import Settings
 from livedash.errors import LivedashError
+from livedash.output import Say
 from livedash.stack import jars, process
 from livedash.stack.services import Dashboard, Dataflow, Health, Pinot, Service, all_services
 from livedash.stack.toolchain import require_java
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ for up to `settle_s`, and only then reported (a correct pipeline converges; a wr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +20,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from livedash.config import Settings
 from livedash.errors import LivedashError
+from livedash.output import Say
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
-Say = Callable[[str], None]
 GROUPS_PER_QUERY = 50_000  # below Pinot's default numGroupsLimit (100,000): a query never truncates silently
 
 

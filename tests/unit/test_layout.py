@@ -15,6 +15,8 @@ PACKAGES = ("livedash", "dashboard", "dataflows")
 # Layer of each module, by the longest prefix that names it; a module imports only its own layer or lower ones.
 LAYERS = {
     "livedash.errors": 0,
+    "livedash.wait": 0,
+    "livedash.output": 0,
     "livedash.pipeline": 0,  # the pure core: contract, rows, windows, aggregates, dedup
     "livedash.config": 1,
     "livedash.kafka": 2,
