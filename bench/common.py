@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import requests
-
-from livedash import apply, config
+from livedash import apply, config, prometheus
 from livedash.config import PROJECT_ROOT, Settings
+from livedash.wait import poll
 
 BENCH_DIR = PROJECT_ROOT / ".livedash" / "bench"
 
@@ -105,11 +105,11 @@ def start_dataflows(env: dict[str, str], processes: int, log_prefix: str,
 
 
 def metric_sum(port: int, name: str) -> float:
+    """The sum of the samples `name` (over their labels) at the dataflow's metrics port; 0 when it does not answer."""
     try:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except requests.RequestException:
+        return prometheus.total(prometheus.scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=2), name)
+    except prometheus.ScrapeError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -151,13 +151,12 @@ def stop(procs: list[tuple[subprocess.Popen[bytes], int]]) -> None:
         proc.wait(timeout=30)
 
 
-def wait_until(check, timeout_s: float, every_s: float = 0.2) -> float:  # type: ignore[no-untyped-def]
+def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> float:
+    """Seconds until check() held; TimeoutError when it did not within timeout_s."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if check():
-            return time.monotonic() - start
-        time.sleep(every_s)
-    raise TimeoutError(f"not reached within {timeout_s}s")
+    if not poll(check, timeout_s, every_s):
+        raise TimeoutError(f"not reached within {timeout_s}s")
+    return time.monotonic() - start
 
 
 def measure_intake(

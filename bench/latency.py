@@ -16,11 +16,11 @@ import threading
 import time
 
 import numpy as np
-import requests
 
 from bench.common import machine
 from livedash import config
 from livedash.generator import GeneratorOptions, run
+from livedash.pinot.client import PinotClient, PinotError
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     settings = config.load()
-    url = f"{settings.pinot.broker_url}/query/sql"
+    pinot = PinotClient(settings.pinot.broker_url, timeout_s=5.0, slack_s=0.0)
     gen = threading.Thread(target=run, args=(settings.kafka.bootstrap, settings.pipeline.topics.raw, None,
                                              args.seconds, args.rate, GeneratorOptions(seed=int(time.time()),
                                              late_fraction=0, out_of_order_fraction=0, malformed_fraction=0)),
@@ -41,9 +41,13 @@ def main() -> None:
         since = int(time.time() * 1000) - 120_000
         sql = ("SELECT MAX(last_event_ts) FROM aggregates WHERE rollup_name = 'geo_10s' AND "
                f"window_start >= {since}")  # fmt: skip
-        answer = requests.post(url, json={"sql": sql}, timeout=5).json()
+        try:
+            rows = pinot.query(sql).rows
+        except PinotError as exc:
+            if not exc.query_exception:
+                raise
+            rows = ()  # Pinot reported an exception (the table still starting): no probe this time
         now = time.time() * 1000
-        rows = answer.get("resultTable", {}).get("rows") or []
         newest = float(rows[0][0]) if rows else float("-inf")  # MAX over no rows is "-Infinity"
         if newest > since:
             lags.append((now - newest) / 1000)

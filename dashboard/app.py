@@ -3,13 +3,13 @@
 Pages (`?page=`): overview (KPI tiles, events over time, top values of every dimension, click to drill down)
 and events (the matching raw events, paged). The whole view (page, time range, filters, refresh) lives in the
 URL. Live panels re-run inside st.fragment(run_every=refresh); Plotly's uirevision keeps a zoom across
-refreshes. SQL comes from dashboard/query.py only; results are cached per process (livedash/pinot/client.py).
+refreshes. This module is the layout: SQL comes from dashboard/query.py only, the figures from dashboard/charts.py,
+the KPI tiles' numbers from dashboard/kpis.py; results are cached per process (livedash/pinot/client.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import urllib.parse
 from dataclasses import replace
@@ -17,18 +17,17 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import health, query
+from dashboard import charts, health, kpis, query
 from dashboard.runtime import Resources, resources
-from dashboard.state import PRESETS, REFRESH_CHOICES, View, format_time, from_params, parse_time, to_params
+from dashboard.state import PRESETS, REFRESH_CHOICES, View, from_params, to_params
 from livedash.config import Settings
 from livedash.pinot.client import PinotError, Result
 from livedash.pipeline.rows import OTHER
+from livedash.times import format_time, read_time
 
 TITLES = {"overview": "Overview", "events": "Raw events"}
-EPOCH_MS = re.compile(r"\b\d{13}\b")
 
 
 def wall_ms() -> int:
@@ -60,8 +59,7 @@ def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | 
     ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
     fresh = st.session_state.get("refresh_now", False)
     try:
-        panel = role + EPOCH_MS.sub("?", sql.text)  # the same panel over a later window
-        result = res.service.query(sql.text, ttl_s=ttl, fresh=fresh, panel=panel)
+        result = res.service.query(sql.text, ttl_s=ttl, fresh=fresh, panel=role + sql.key)
     except PinotError as exc:
         st.error(f"No data: {exc}", icon=":material/cloud_off:")
         return None
@@ -69,7 +67,7 @@ def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | 
         return result
     try:  # raw events: the p95 column from the rows that carry the field
         q_sql = sql.quantile.statement(result.rows)
-        found = res.service.query(q_sql, ttl_s=ttl, fresh=fresh, panel="p95:" + EPOCH_MS.sub("?", q_sql))
+        found = res.service.query(q_sql, ttl_s=ttl, fresh=fresh, panel=sql.quantile.key(role + sql.key, result.rows))
         return replace(result, rows=sql.quantile.merge(result.rows, found.rows), stale=result.stale or found.stale,
                        error=result.error or found.error)  # fmt: skip
     except (PinotError, query.QueryError) as exc:
@@ -128,8 +126,8 @@ def _on_nav() -> None:
     new = replace(view, page=ss["nav_page"], range=ss["nav_range"], refresh_s=ss["nav_refresh"], events_page=0)
     if new.range == "abs":
         now = int(time.time() * 1000)
-        start = parse_time(ss.get("nav_from")) or view.start_ms or now - 3_600_000
-        end = parse_time(ss.get("nav_to")) or view.end_ms or now
+        start = read_time(ss.get("nav_from")) or view.start_ms or now - 3_600_000
+        end = read_time(ss.get("nav_to")) or view.end_ms or now
         new = replace(new, start_ms=start, end_ms=end) if start < end else replace(new, range=view.range)
     else:
         new = replace(new, start_ms=None, end_ms=None)
@@ -185,13 +183,21 @@ def health_strip(res: Resources, view: View) -> None:
     now = time.time()
     sample = health.scrape(res.metrics_url, now)
     newest: float | None = None
+    unreachable = ""  # why Pinot did not answer: then its newest data is unknown, not absent
     try:
         result = res.service.query(query.freshest(res.catalog), ttl_s=1)
-        if result.rows and result.rows[0][0] and float(result.rows[0][0]) > 0 and not result.stale:
+        if result.stale:
+            unreachable = result.error
+        elif result.rows and result.rows[0][0] and float(result.rows[0][0]) > 0:
             newest = float(result.rows[0][0]) / 1000
-    except PinotError:
-        pass
+    except PinotError as exc:
+        unreachable = str(exc)
     h = health.assess(res.last_sample, sample, newest, now, res.settings.dashboard.stale_after_s)
+    reason = h.reason
+    if unreachable:
+        pinot = "Pinot could not be reached: " + " ".join(unreachable.split())  # one line
+        # assess reads unknown as absent ("no aggregates in Pinot yet"); its other reasons are the dataflow's
+        reason = pinot if h.reason.startswith("no aggregates") else f"{h.reason}; {pinot}"
     if sample.up and (res.last_sample is None or now - res.last_sample.at >= 1):
         res.last_sample = sample
     fmt = lambda v, unit="": "n/a" if v is None else f"{v:,.1f}{unit}" if v < 100 else f"{v:,.0f}{unit}"  # noqa: E731
@@ -201,13 +207,17 @@ def health_strip(res: Resources, view: View) -> None:
     if h.level == "ok":
         st.success(f"Pipeline healthy: {text}", icon=":material/check_circle:")
     else:
-        st.error(f"Data is stale: {h.reason}. {text}", icon=":material/error:")
+        st.error(f"Data is stale: {reason}. {text}", icon=":material/error:")
 
 
 # -- overview ----------------------------------------------------------------------------------------------------
 
 
-def kpis(res: Resources, view: View, start: int, end: int) -> None:
+def rows_of(result: Result | None) -> tuple[tuple[Any, ...], ...] | None:
+    return None if result is None else result.rows
+
+
+def kpi_tiles(res: Resources, view: View, start: int, end: int) -> None:
     cat, f = res.catalog, view.filter_map
     span = end - start
     at = wall_ms()  # which tiers still hold a range depends on how far back it starts from now
@@ -215,36 +225,11 @@ def kpis(res: Resources, view: View, start: int, end: int) -> None:
     types_now, types_before = query.by_type(cat, start, end, f, at), query.by_type(cat, start - span, start, f, at)
     now, before = run(res, view, now_sql), run(res, view, before_sql, role="previous:")
     tnow, tbefore = run(res, view, types_now), run(res, view, types_before, role="previous:")
-    seconds = span / 1000
-
-    def total(r: Result | None, i: int) -> float | None:
-        if r is None or not r.rows or r.rows[0][i] is None:
-            return None
-        value = float(r.rows[0][i])
-        return None if value != value else value  # NaN: no data
-
-    def ratio(r: Result | None, pair: tuple[str, str]) -> float | None:
-        if r is None:
-            return None
-        counts = {row[0]: float(row[1]) for row in r.rows}
-        return counts.get(pair[0], 0.0) / counts[pair[1]] if counts.get(pair[1]) else None
-
-    def rate(r: Result | None) -> float | None:
-        return None if r is None else (total(r, 0) or 0.0) / seconds
-
-    conv, ctr = res.settings.dashboard.conversion, res.settings.dashboard.click_through
-    tiles = [
-        ("Events / s", rate(now), rate(before), "{:,.1f}"),
-        ("Unique users", total(now, 1), total(before, 1), "{:,.0f}"),
-        (f"Conversion ({conv[0]} / {conv[1]})", ratio(tnow, conv), ratio(tbefore, conv), "{:.2%}"),
-        (f"Click-through ({ctr[0]} / {ctr[1]})", ratio(tnow, ctr), ratio(tbefore, ctr), "{:.2%}"),
-        (f"p95 {cat.quantile_field}", total(now, 2), total(before, 2), "{:,.1f}"),
-    ]
-    for col, (label, value, prev, fmt) in zip(st.columns(len(tiles)), tiles, strict=True):
-        delta = None
-        if value is not None and prev:
-            delta = f"{(value - prev) / prev:+.1%} vs previous"
-        col.metric(label, "n/a" if value is None else fmt.format(value), delta)
+    dash = res.settings.dashboard
+    current, previous = kpis.Period(rows_of(now), rows_of(tnow)), kpis.Period(rows_of(before), rows_of(tbefore))
+    tiles = kpis.tiles(current, previous, span / 1000, dash.conversion, dash.click_through, cat.quantile_field)
+    for col, tile in zip(st.columns(len(tiles)), tiles, strict=True):
+        col.metric(tile.label, tile.value, tile.delta)
     caption(res, now_sql, now)
 
 
@@ -253,17 +238,7 @@ def series(res: Resources, view: View, start: int, end: int) -> None:
     sql = query.timeseries(res.catalog, start, end, view.filter_map, bucket, now_ms=wall_ms())
     result = run(res, view, sql)
     st.subheader(f"Events per {bucket // 1000} s, by type")
-    fig = go.Figure()
-    if result is not None and result.rows:
-        by_type: dict[str, tuple[list[datetime], list[float]]] = {}
-        for row in result.rows:
-            xs, ys = by_type.setdefault(str(row[1]), ([], []))
-            xs.append(datetime.fromtimestamp(int(row[0]) / 1000, UTC))
-            ys.append(float(row[2]))
-        for kind, (xs, ys) in sorted(by_type.items()):
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=kind, customdata=[kind] * len(xs)))
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select",
-                      uirevision=f"series-{view.range}-{view.filters}", legend={"orientation": "h"})  # fmt: skip
+    fig = charts.series(rows_of(result) or (), view)
     pick = partial(_on_pick, "type", "chart_series")
     st.plotly_chart(fig, key="chart_series", on_select=pick, selection_mode="points", width="stretch")
     caption(res, sql, result)
@@ -282,12 +257,8 @@ def breakdown(res: Resources, view: View, dim: str, start: int, end: int) -> Non
     sql = query.breakdown(res.catalog, dim, start, end, view.filter_map, limit=10, now_ms=wall_ms())
     result = run(res, view, sql)
     st.markdown(f"**{dim}**")
-    values = [str(r[0]) for r in result.rows] if result is not None else []
-    counts = [float(r[1]) for r in result.rows] if result is not None else []
-    fig = go.Figure(go.Bar(x=counts[::-1], y=values[::-1], orientation="h", customdata=values[::-1],
-                           hovertemplate="%{y}: %{x:,.0f} events<extra></extra>"))  # fmt: skip
-    fig.update_layout(height=60 + 24 * max(len(values), 1), margin={"l": 10, "r": 10, "t": 4, "b": 4},
-                      uirevision=f"bd-{dim}-{view.filters}", clickmode="event+select")  # fmt: skip
+    found = rows_of(result) or ()
+    values, fig = charts.top_values(found), charts.breakdown(found, view, dim)
     st.plotly_chart(fig, key=f"chart_{dim}", on_select=partial(_on_pick, dim, f"chart_{dim}"), selection_mode="points",
                     width="stretch")  # fmt: skip
     st.selectbox(f"Drill into {dim}", ["", *values], key=f"drill_{dim}", label_visibility="collapsed",
@@ -329,7 +300,7 @@ def _on_drill(dim: str, key: str) -> None:
 def overview(res: Resources, view: View) -> None:
     start, end = window(res, view)
     st.caption(f"{format_time(start)} to {format_time(end)}" + (" (live)" if view.live else ""))
-    kpis(res, view, start, end)
+    kpi_tiles(res, view, start, end)
     series(res, view, start, end)
     breakdowns(res, view, start, end)
 

@@ -3,10 +3,10 @@ likely reason when the data is stale. Scraping is thin; `assess` is pure (tested
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
+from livedash import prometheus
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,36 +23,39 @@ class Sample:
     error: str = ""
 
 
-def parse(text: str, at: float) -> Sample:
+def summarize(samples: Iterable[prometheus.Sample], at: float) -> Sample:
     sums = {"livedash_events_in": 0.0, "livedash_events_dead_lettered": 0.0, "livedash_events_late": 0.0}
     lag: float | None = None
     delay = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.endswith("_created"):
-                continue
-            name = s.name.removesuffix("_total")
-            if name in sums:
-                sums[name] += s.value
-            elif name == "livedash_consumer_lag_events":
-                lag = (lag or 0.0) + s.value
-            elif name == "livedash_watermark_delay_seconds":
-                delay = max(delay, s.value)
+    for s in samples:
+        if s.name.endswith("_created"):
+            continue
+        name = s.name.removesuffix("_total")
+        if name in sums:
+            sums[name] += s.value
+        elif name == "livedash_consumer_lag_events":
+            lag = (lag or 0.0) + s.value
+        elif name == "livedash_watermark_delay_seconds":
+            delay = max(delay, s.value)
     return Sample(at, True, sums["livedash_events_in"], sums["livedash_events_dead_lettered"],
                   sums["livedash_events_late"], lag, delay)  # fmt: skip
 
 
+def parse(text: str, at: float) -> Sample:
+    return summarize(prometheus.parse(text), at)
+
+
 def scrape(url: str, at: float, timeout_s: float = 2.0) -> Sample:
     try:
-        resp = requests.get(url, timeout=timeout_s)
-        resp.raise_for_status()
-    except requests.RequestException as exc:
-        return Sample(at, False, error=f"{type(exc).__name__} at {url}")
-    return parse(resp.text, at)
+        return summarize(prometheus.scrape(url, timeout_s), at)
+    except prometheus.ScrapeError as exc:
+        return Sample(at, False, error=str(exc))
 
 
 @dataclass(frozen=True, slots=True)
-class Health:
+class PipelineHealth:
+    """What the strip shows: how stale the data is, the dataflow's figures, and the likely reason when red."""
+
     level: str  # "ok", "red"
     staleness_s: float | None  # now minus the newest event time visible in Pinot
     lag_events: float | None
@@ -63,7 +66,9 @@ class Health:
     reason: str  # empty when ok
 
 
-def assess(prev: Sample | None, cur: Sample, newest_event_s: float | None, now: float, threshold_s: float) -> Health:
+def assess(
+    prev: Sample | None, cur: Sample, newest_event_s: float | None, now: float, threshold_s: float
+) -> PipelineHealth:
     """How stale the dashboard's data is and, when too stale, the likely reason."""
     staleness = None if newest_event_s is None else max(0.0, now - newest_event_s)
     rates: tuple[float | None, float | None, float | None] = (None, None, None)
@@ -75,7 +80,7 @@ def assess(prev: Sample | None, cur: Sample, newest_event_s: float | None, now: 
     delay = cur.watermark_delay_s if cur.up else None
     stale = staleness is None or staleness > threshold_s
     if not stale and cur.up:
-        return Health("ok", staleness, lag, delay, *rates, "")
+        return PipelineHealth("ok", staleness, lag, delay, *rates, "")
     if not cur.up:
         reason = f"dataflow stopped: its metrics endpoint does not answer ({cur.error})"
     elif lag is not None and lag > 0 and (delay or 0) > threshold_s:
@@ -86,4 +91,4 @@ def assess(prev: Sample | None, cur: Sample, newest_event_s: float | None, now: 
         reason = "no aggregates in Pinot yet"
     else:
         reason = f"Pinot behind: the dataflow is current but Pinot's newest data is {staleness:,.0f} s old"
-    return Health("red", staleness, lag, delay, *rates, reason)
+    return PipelineHealth("red", staleness, lag, delay, *rates, reason)

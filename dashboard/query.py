@@ -94,12 +94,19 @@ class Quantile:
     keys: int  # leading columns of the main rows that name a group (0: one row)
     restrict: str | None = None  # breakdowns: only the values the main statement returned
 
+    def values(self, rows: Sequence[Sequence[Any]]) -> tuple[str, ...]:
+        """The values the statement is restricted to (none: not restricted)."""
+        return tuple(sorted({str(r[0]) for r in rows})) if self.restrict is not None else ()
+
     def statement(self, rows: Sequence[Sequence[Any]]) -> str:
         sql = self.select
         if self.restrict is not None:
-            values = sorted({str(r[0]) for r in rows})
-            sql += f" AND {self.restrict} IN ({', '.join(literal(v) for v in values) or literal('')})"
+            sql += f" AND {self.restrict} IN ({', '.join(literal(v) for v in self.values(rows)) or literal('')})"
         return f"{sql} {self.tail}".rstrip()
+
+    def key(self, panel: str, rows: Sequence[Sequence[Any]]) -> str:
+        """The statement's Sql.key (across time), for the panel keyed `panel` that returned `rows`."""
+        return f"p95:{panel}{self.values(rows)!r}"
 
     def merge(self, rows: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> tuple[tuple[Any, ...], ...]:
         """The main rows, each with its group's p95 appended (None where no row carried the field)."""
@@ -134,6 +141,9 @@ class Carried:
 class Sql(NamedTuple):
     text: str
     source: Source
+    # The panel across time: everything the statement says but its time range (a live panel's text changes with
+    # every step of its range; its last good rows are still the ones to show while Pinot is down).
+    key: str
     quantile: Quantile | None = None  # raw events: the p95 column comes from a second statement
     carried: Carried | None = None  # raw events listed: which metrics each event carries
 
@@ -248,6 +258,13 @@ def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters:
     return " AND ".join(parts)
 
 
+def _key(kind: str, source: Source, filters: Mapping[str, str], *rest: object) -> str:
+    """Sql.key: the builder, the table (a roll-up's name, or raw events), the filters and the other arguments
+    that shape the statement, never the time range."""
+    table = "raw" if source.rollup is None else source.rollup.name
+    return repr((kind, table, tuple(sorted(filters.items())), *rest))
+
+
 def _table(catalog: Catalog, source: Source) -> str:
     return catalog.raw_table if source.rollup is None else source.rollup.table
 
@@ -279,7 +296,9 @@ def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, s
     measures = ", ".join(_measures(catalog, source))
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
-    return Sql(sql, source, _quantile(catalog, cond, [], "") if source.is_raw else None)
+    return Sql(
+        sql, source, _key("totals", source, filters), _quantile(catalog, cond, [], "") if source.is_raw else None
+    )
 
 
 def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
@@ -304,7 +323,7 @@ def breakdown(
     sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
            f"ORDER BY {measures[0]} DESC LIMIT {_limit(limit)}")  # fmt: skip
     quantile = _quantile(catalog, cond, [col], f"GROUP BY {col} LIMIT {_limit(limit)}", col)
-    return Sql(sql, source, quantile if source.is_raw else None)
+    return Sql(sql, source, _key("breakdown", source, filters, dim, _limit(limit)), quantile if source.is_raw else None)
 
 
 def timeseries(
@@ -332,7 +351,8 @@ def timeseries(
     quantile = _quantile(
         catalog, cond, [f"{bucket} AS bucket", col], f"GROUP BY bucket, {col} LIMIT {_limit(n, 100_000)}"
     )
-    return Sql(sql, source, quantile if source.is_raw else None)
+    key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000))
+    return Sql(sql, source, key, quantile if source.is_raw else None)
 
 
 def raw_events(
@@ -346,7 +366,8 @@ def raw_events(
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = (f"SELECT {cols} FROM {catalog.raw_table} WHERE {cond} "
            f'ORDER BY "ts" DESC LIMIT {int(page_size)} OFFSET {int(page) * int(page_size)}')  # fmt: skip
-    return Sql(sql, source, carried=Carried(catalog.raw_table, catalog.metrics, cond))
+    key = _key("raw_events", source, filters, int(page), int(page_size))
+    return Sql(sql, source, key, carried=Carried(catalog.raw_table, catalog.metrics, cond))
 
 
 def freshest(catalog: Catalog) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from dashboard.query import Catalog, QueryError, literal
+from livedash.times import format_time, read_time
 
 PAGES = ("overview", "events")
 PRESETS = {"5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}
@@ -67,25 +67,6 @@ def _all(params: Mapping[str, str | list[str]], key: str) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def parse_time(text: str | None) -> int | None:
-    """Epoch ms from an ISO 8601 time (UTC when no zone is given) or from epoch milliseconds."""
-    if not text or len(text) > 40:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def format_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def from_params(params: Mapping[str, str | list[str]], catalog: Catalog, refresh_floor_s: int = 1) -> View:
     view = View()
     page = _first(params, "page")
@@ -95,7 +76,7 @@ def from_params(params: Mapping[str, str | list[str]], catalog: Catalog, refresh
     if rng in PRESETS:
         view = replace(view, range=rng)
     elif rng == "abs":
-        start, end = parse_time(_first(params, "from")), parse_time(_first(params, "to"))
+        start, end = read_time(_first(params, "from")), read_time(_first(params, "to"))
         if start is not None and end is not None and start < end:
             view = replace(view, range="abs", start_ms=start, end_ms=end)
     refresh = _first(params, "refresh")

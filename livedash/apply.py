@@ -8,16 +8,27 @@ that grows later.
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
 
-import requests
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    ResourceType,
+)
 
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
+from livedash.pinot.client import PinotClient, PinotError
+from livedash.wait import poll
 
 TABLES_DIR = PROJECT_ROOT / "pinot" / "tables"
 
@@ -52,77 +63,81 @@ def topic_of(table: dict[str, Any]) -> str | None:
     return streams.get("stream.kafka.topic.name")
 
 
+def kafka_admin(bootstrap: str) -> AdminClient:
+    """An admin client whose requests time out after 15 s (librdkafka's socket.timeout.ms, the default of every
+    admin call's request and operation timeouts). librdkafka's own log is off: a failed call raises with why."""
+    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "livedash-apply", "socket.timeout.ms": 15_000,
+                        "log_level": 0})  # fmt: skip
+
+
+def create_topics(admin: AdminClient, partitions: Mapping[str, int], configs: Mapping[str, str] | None = None) -> None:
+    """Create each topic with its partition count (replication 1) and wait until the broker has; a topic that
+    exists already raises KafkaException (TOPIC_ALREADY_EXISTS), as any other failure does."""
+    topics = [NewTopic(name, count, 1, config=dict(configs or {})) for name, count in partitions.items()]
+    for future in admin.create_topics(topics).values():
+        future.result()
+
+
 def ensure_topic(settings: Settings, name: str, say: Say = print) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
     wanted = settings.kafka.topic(name)
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap, client_id="livedash-apply", request_timeout_ms=15_000
-    )
+    admin = kafka_admin(settings.kafka.bootstrap)
+    current = _partition_count(admin, name)
+    configs = wanted.configs()
+    if current is None:
+        try:
+            create_topics(admin, {name: wanted.partitions}, configs)
+            say(f"topic {name}: created ({wanted.partitions} partitions)")
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            current = _partition_count(admin, name)
+    if current is not None:
+        if current != wanted.partitions:
+            raise LivedashError(
+                f"topic {name} has {current} partitions but kafka.topics declares {wanted.partitions}: "
+                "Kafka cannot shrink a topic and growing one breaks keyed upserts; fix the config or "
+                "delete and recreate the topic"
+            )
+        if configs and topic_configs(admin, name, list(configs)) != configs:
+            changes = [ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                       for key, value in configs.items()]  # fmt: skip
+            resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=changes)
+            for future in admin.incremental_alter_configs([resource]).values():
+                future.result()
+            say(f"topic {name}: exists ({current} partitions), settings updated: {configs}")
+        else:
+            say(f"topic {name}: exists ({current} partitions)")
+
+
+# Where a setting comes from when nobody set it on the topic (as kafka-python's "modified" filter reads them).
+_DEFAULT_SOURCES = (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, ConfigSource.STATIC_BROKER_CONFIG,
+                    ConfigSource.DEFAULT_CONFIG)  # fmt: skip
+
+
+def topic_configs(admin: AdminClient, name: str, keys: list[str]) -> dict[str, str]:
+    """The topic's non-default settings among `keys`."""
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    entries = admin.describe_configs([resource])[resource].result()
+    return {key: entry.value for key, entry in entries.items() if key in keys and entry.value is not None
+            and ConfigSource(entry.source) not in _DEFAULT_SOURCES}  # fmt: skip
+
+
+def _partition_count(admin: AdminClient, name: str) -> int | None:
     try:
-        current = _partition_count(admin, name)
-        configs = wanted.configs()
-        if current is None:
-            try:
-                admin.create_topics([NewTopic(name, wanted.partitions, 1, topic_configs=configs)])
-                say(f"topic {name}: created ({wanted.partitions} partitions)")
-            except TopicAlreadyExistsError:
-                current = _partition_count(admin, name)
-        if current is not None:
-            if current != wanted.partitions:
-                raise LivedashError(
-                    f"topic {name} has {current} partitions but kafka.topics declares {wanted.partitions}: "
-                    "Kafka cannot shrink a topic and growing one breaks keyed upserts; fix the config or "
-                    "delete and recreate the topic"
-                )
-            if configs and _topic_configs(admin, name, list(configs)) != configs:
-                from kafka.admin import ConfigResource, ConfigResourceType
-
-                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
-                say(f"topic {name}: exists ({current} partitions), settings updated: {configs}")
-            else:
-                say(f"topic {name}: exists ({current} partitions)")
-    finally:
-        admin.close()
-
-
-def _topic_configs(admin: Any, name: str, keys: list[str]) -> dict[str, str]:
-    """The topic's non-default settings among `keys` (kafka-python 3: {type: {name: {key: {"value": ...}}}})."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
-    entries = response.get("topic", {}).get(name, {})
-    return {key: entry["value"] for key, entry in entries.items() if key in keys}
-
-
-def _partition_count(admin: Any, name: str) -> int | None:
-    if name not in admin.list_topics():
+        topics = admin.list_topics(timeout=15).topics
+    except KafkaException as exc:
+        raise LivedashError(f"Kafka did not list its topics ({exc.args[0].str()}): run `livedash up`, then "
+                            "`livedash status`") from exc  # fmt: skip
+    meta = topics.get(name)
+    if meta is None or meta.error is not None:
         return None
-    (meta,) = admin.describe_topics([name])
-    return len(meta["partitions"])
+    return len(meta.partitions)
 
 
 def wait_for_controller(settings: Settings, timeout_s: float = 60.0) -> None:
-    url = f"{settings.pinot.controller_url}/health"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if requests.get(url, timeout=3).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise LivedashError(f"Pinot controller {url} is not healthy: run `livedash up`, then `livedash status`")
-        time.sleep(1)
-
-
-def _call(method: str, url: str, **kwargs: Any) -> requests.Response:
-    resp = requests.request(method, url, timeout=30, **kwargs)
-    if resp.status_code >= 400:
-        raise LivedashError(f"Pinot refused {method} {url}: {resp.status_code} {resp.text.strip()[:500]}")
-    return resp
+    if not poll(PinotClient.of(settings.pinot).controller_healthy, timeout_s, every_s=1.0):
+        raise LivedashError(f"Pinot controller {settings.pinot.controller_url}/health is not healthy: run "
+                            "`livedash up`, then `livedash status`")  # fmt: skip
 
 
 class IncompatibleSchema(LivedashError):
@@ -130,31 +145,28 @@ class IncompatibleSchema(LivedashError):
 
 
 def apply_schema(settings: Settings, schema: dict[str, Any]) -> str:
-    base = settings.pinot.controller_url
+    pinot = PinotClient.of(settings.pinot)
     name = schema["schemaName"]
-    resp = requests.get(f"{base}/schemas/{name}", timeout=10)
-    if resp.status_code == 200 and is_subset(schema, resp.json()):
+    have = pinot.schema(name)
+    if have is not None and is_subset(schema, have):
         return "unchanged"
-    existed = resp.status_code == 200
-    answer = requests.post(f"{base}/schemas", params={"override": "true"}, json=schema, timeout=30)
-    if answer.status_code >= 400 and "backward-compatible" in answer.text:
-        raise IncompatibleSchema(f"Pinot refuses the new schema of {name} as backward-incompatible (a column's "
-                                 "type, length limit or default changed)")  # fmt: skip
-    if answer.status_code >= 400:
-        raise LivedashError(f"Pinot refused POST {base}/schemas: {answer.status_code} {answer.text.strip()[:500]}")
-    return "updated" if existed else "created"
+    try:
+        pinot.post_schema(schema)
+    except PinotError as exc:
+        if "backward-compatible" in exc.detail:
+            raise IncompatibleSchema(f"Pinot refuses the new schema of {name} as backward-incompatible (a "
+                                     "column's type, length limit or default changed)") from None  # fmt: skip
+        raise
+    return "updated" if have is not None else "created"
 
 
 def drop_table(settings: Settings, name: str, kind: str, timeout_s: float = 120.0) -> None:
     """Delete a table and its schema, and wait until Pinot has let go of both."""
-    base = settings.pinot.controller_url
-    _call("DELETE", f"{base}/tables/{name}", params={"type": kind.lower()})
-    deadline = time.monotonic() + timeout_s
-    while kind in requests.get(f"{base}/tables/{name}", params={"type": kind.lower()}, timeout=10).json():
-        if time.monotonic() > deadline:
-            raise LivedashError(f"Pinot did not delete table {name}_{kind} within {timeout_s:.0f}s")
-        time.sleep(1)
-    requests.delete(f"{base}/schemas/{name}", timeout=30)  # absent already: fine
+    pinot = PinotClient.of(settings.pinot)
+    pinot.delete_table(name, kind)
+    if not poll(lambda: pinot.table(name, kind) is None, timeout_s, every_s=1.0):
+        raise LivedashError(f"Pinot did not delete table {name}_{kind} within {timeout_s:.0f}s")
+    pinot.delete_schema(name)  # absent already: fine
 
 
 def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str, Any]) -> str | None:
@@ -162,19 +174,19 @@ def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str,
     table to another topic, nor take an incompatible schema), or None. Its rows all come back from the topic."""
     if "upsertConfig" in table:
         return None  # its rows depend on the order of their versions: never rebuilt behind the operator's back
-    base = settings.pinot.controller_url
+    pinot = PinotClient.of(settings.pinot)
     name, kind = table["tableName"], table["tableType"].upper()
-    current = requests.get(f"{base}/tables/{name}", params={"type": kind.lower()}, timeout=10).json().get(kind)
+    current = pinot.table(name, kind)
     if current is None:
         return None
     if topic_of(current) != topic_of(table):
         return f"it read topic {topic_of(current)}, now {topic_of(table)}"
-    have = requests.get(f"{base}/schemas/{name}", timeout=10)
-    if have.status_code == 200 and not is_subset(schema, have.json()):
+    have = pinot.schema(name)
+    if have is not None and not is_subset(schema, have):
         wanted = {f["name"]: f for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
                   for f in schema.get(key, [])}  # fmt: skip
         for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs"):
-            for field in have.json().get(key, []):
+            for field in have.get(key, []):
                 want = wanted.get(field["name"])
                 if want is not None and not is_subset(want, field):
                     return f"column {field['name']} changed"
@@ -182,16 +194,16 @@ def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str,
 
 
 def apply_table(settings: Settings, table: dict[str, Any]) -> str:
-    base = settings.pinot.controller_url
+    pinot = PinotClient.of(settings.pinot)
     name, kind = table["tableName"], table["tableType"].upper()
-    current = requests.get(f"{base}/tables/{name}", params={"type": kind.lower()}, timeout=10).json()
-    if kind in current:
+    current = pinot.table(name, kind)
+    if current is not None:
         # Pinot answers with the typed name (events_raw_REALTIME); compare the rest.
-        if is_subset({**table, "tableName": current[kind]["tableName"]}, current[kind]):
+        if is_subset({**table, "tableName": current["tableName"]}, current):
             return "unchanged"
-        _call("PUT", f"{base}/tables/{name}", json=table)
+        pinot.put_table(name, table)
         return "updated"
-    _call("POST", f"{base}/tables", json=table)
+    pinot.post_table(table)
     return "created"
 
 
@@ -220,5 +232,5 @@ def apply_one(settings: Settings, schema: dict[str, Any], table: dict[str, Any],
     say(f"table {name}_{kind}: {apply_table(settings, table)}")
     if changed == "updated":
         # Segments already loaded read a new column only once reloaded (it gets its default value there)
-        _call("POST", f"{settings.pinot.controller_url}/segments/{name}/reload", params={"type": kind})
+        PinotClient.of(settings.pinot).reload_segments(name, kind)
         say(f"table {name}_{kind}: segments reloaded for the new schema")

@@ -10,6 +10,7 @@ from types import FrameType
 
 from livedash import config
 from livedash.errors import LivedashError
+from livedash.wait import poll
 
 
 def _warn_about_state_dir(settings: config.Settings) -> None:
@@ -172,25 +173,24 @@ def _counted(settings: config.Settings, before: int | str, valid: int, wait_s: f
 
     if not isinstance(before, int):
         return f"events_raw could not be counted before the demo ({before})"
-    deadline = time.monotonic() + wait_s
-    while True:
-        now = sample.count_in_pinot(settings)
-        gained = now - before if isinstance(now, int) else None
-        if gained is not None and gained >= valid:
-            return f"all {valid:,} valid events are counted (events_raw gained {gained:,} rows)"
-        if time.monotonic() > deadline:
-            seen = f"{gained:,}" if gained is not None else f"an unknown number ({now})"
-            return (f"events_raw shows {seen} of the {valid:,} valid events after {wait_s:.0f}s (still catching "
-                    "up? see `livedash status`)")  # fmt: skip
-        time.sleep(1)
+    now = poll(
+        lambda: sample.count_in_pinot(settings), wait_s, done=lambda n: isinstance(n, int) and n - before >= valid
+    )
+    gained = now - before if isinstance(now, int) else None
+    if gained is not None and gained >= valid:
+        return f"all {valid:,} valid events are counted (events_raw gained {gained:,} rows)"
+    seen = f"{gained:,}" if gained is not None else f"an unknown number ({now})"
+    return (f"events_raw shows {seen} of the {valid:,} valid events after {wait_s:.0f}s (still catching "
+            "up? see `livedash status`)")  # fmt: skip
 
 
 def _cmd_verify(args: argparse.Namespace, settings: config.Settings) -> int:
     """Recount [--from, --to) from Kafka and compare every roll-up with Pinot; exit 0 only when exact."""
+    from livedash.times import parse_time
     from livedash.verify import run as verify_run
 
     now = int(time.time() * 1000)
-    start, end = verify_run.parse_time(args.from_, now), verify_run.parse_time(args.to, now)
+    start, end = parse_time(args.from_, now), parse_time(args.to, now)
     warmup = None if args.from_beginning else int(args.warmup * 3_600_000)
     report = verify_run.verify(settings, start, end, warmup_ms=warmup, quantile_groups=args.quantile_groups,
                                progress=not args.quiet, now_ms=now, settle_s=args.settle)  # fmt: skip

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from livedash.errors import ConfigError
-from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.settings import FrozenModel, PipelineSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "livedash.yaml"
@@ -26,10 +26,6 @@ ENV_CONFIG = "LIVEDASH_CONFIG"
 Port = int
 _HEAP = re.compile(r"^[1-9][0-9]*[mMgG]$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_port(value: int) -> int:
@@ -44,7 +40,7 @@ def _check_heap(value: str) -> str:
     return value
 
 
-class TopicSettings(_Model):
+class TopicSettings(FrozenModel):
     name: str
     partitions: int = Field(ge=1, le=10_000)
     retention_hours: float | None = Field(default=None, gt=0)  # None: the broker's default (7 days)
@@ -70,7 +66,7 @@ class TopicSettings(_Model):
         return value
 
 
-class KafkaSettings(_Model):
+class KafkaSettings(FrozenModel):
     host: str = "127.0.0.1"
     port: Port = 9092
     controller_port: Port = 9093
@@ -92,7 +88,7 @@ class KafkaSettings(_Model):
         raise ConfigError(f"config error: kafka.topics: no topic named {name!r} is declared")
 
 
-class PinotSettings(_Model):
+class PinotSettings(FrozenModel):
     host: str = "127.0.0.1"
     cluster: str = Field(default="livedash", pattern=r"^[A-Za-z0-9_-]+$")
     zookeeper_port: Port = 2181
@@ -123,14 +119,14 @@ class PinotSettings(_Model):
         return f"{self.host}:{self.zookeeper_port}"
 
 
-class DataflowSettings(_Model):
+class DataflowSettings(FrozenModel):
     metrics_port: Port = 3030  # Bytewax's API server: /metrics (Prometheus)
     snapshot_s: int = Field(default=1, ge=1, le=600)  # recovery snapshot interval (whole seconds)
 
     _port = field_validator("metrics_port")(_check_port)
 
 
-class DashboardSettings(_Model):
+class DashboardSettings(FrozenModel):
     host: str = "127.0.0.1"
     port: Port = 8501  # Streamlit
     stale_after_s: float = Field(default=30, gt=0)  # the health strip turns red past this
@@ -148,7 +144,7 @@ class DashboardSettings(_Model):
         return f"http://{self.host}:{self.port}"
 
 
-class Settings(_Model):
+class Settings(FrozenModel):
     state_dir: Path = Path(".livedash")
     config_file: Path | None = None  # set by load(): handed to the processes `up` starts
     # set by load(): the LIVEDASH_* variables it applied (name, raw value), handed to those processes too
@@ -220,7 +216,10 @@ class Settings(_Model):
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, Any]]:
-    """LIVEDASH_KAFKA__PORT=19092 -> {("kafka", "port"): ("LIVEDASH_KAFKA__PORT", 19092)}."""
+    """LIVEDASH_KAFKA__PORT=19092 -> {("kafka", "port"): ("LIVEDASH_KAFKA__PORT", 19092)}.
+
+    Not pydantic-settings (tried for issue 15): it ignores a misspelt LIVEDASH_ variable where this refuses it
+    (an unknown key), and its errors cannot name the variable that set a bad value; both are tested."""
     out: dict[tuple[str, ...], tuple[str, Any]] = {}
     for var, raw in environ.items():
         if not var.startswith(ENV_PREFIX) or var in (ENV_CONFIG, "LIVEDASH_MARKER"):

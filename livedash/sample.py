@@ -1,6 +1,8 @@
 """`livedash sample`: a small stream of plausible raw events, enough to see data flow end to end.
 
-The full generator (bursts, daily rhythm, late and malformed events, ground truth) is `livedash generate`.
+The full generator (bursts, daily rhythm, late and malformed events, ground truth) is `livedash generate`;
+sample events draw their values from the generator's vocabulary (countries, devices and their operating
+systems, pages, referrers), uniformly, and every one carries a latency.
 """
 
 from __future__ import annotations
@@ -13,29 +15,28 @@ from typing import Any
 import orjson
 
 from livedash.config import Settings
+from livedash.generator import COUNTRIES, DEVICES, OSES, PAGES, REFERRERS
 from livedash.kafka.producer import CheckedProducer
+from livedash.pinot.client import PinotClient, PinotError
 
 RAW_TOPIC = "events_raw"
 TYPES = ("page_view", "page_view", "page_view", "click", "click", "purchase")
-COUNTRIES = ("US", "DE", "IN", "BR", "GB", "FR", "JP")
-DEVICES = ("mobile", "desktop", "tablet")
-OSES = ("android", "ios", "windows", "macos", "linux")
-PAGES = ("/", "/search", "/product", "/cart", "/checkout", "/blog")
 
 
 def make_event(rng: random.Random, now_ms: int, campaign: str = "none") -> dict[str, Any]:
     """One event of the documented contract (flat fields); pure apart from the given rng and clock."""
     kind = rng.choice(TYPES)
+    device = rng.choice(DEVICES)
     event: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),  # unique even with a fixed seed: a repeated id is a duplicate
         "ts": now_ms - rng.randint(0, 2_000),
         "type": kind,
         "user_id": f"u{rng.randint(1, 5_000)}",
         "country": rng.choice(COUNTRIES),
-        "device": rng.choice(DEVICES),
-        "os": rng.choice(OSES),
+        "device": device,
+        "os": rng.choice(OSES[device]),
         "page": rng.choice(PAGES),
-        "referrer": rng.choice(("direct", "search", "social", "email")),
+        "referrer": rng.choice(REFERRERS),
         "campaign": campaign,
         "latency_ms": round(rng.lognormvariate(4.0, 0.6), 2),
     }
@@ -46,14 +47,12 @@ def make_event(rng: random.Random, now_ms: int, campaign: str = "none") -> dict[
 
 def count_in_pinot(settings: Settings) -> int | str:
     """Rows in events_raw, or why they cannot be counted right now."""
-    import requests
-
     try:
-        answer = requests.post(
-            f"{settings.pinot.broker_url}/query/sql", json={"sql": f"SELECT COUNT(*) FROM {RAW_TOPIC}"}, timeout=5
-        ).json()
-        return int(answer["resultTable"]["rows"][0][0])
-    except (requests.RequestException, KeyError, IndexError, ValueError) as exc:
+        pinot = PinotClient.of(settings.pinot, timeout_s=5.0, slack_s=0.0)
+        return int(pinot.query(f"SELECT COUNT(*) FROM {RAW_TOPIC}").rows[0][0])
+    except PinotError as exc:
+        return f"unknown ({exc.reason})"
+    except (IndexError, ValueError) as exc:
         return f"unknown ({type(exc).__name__})"
 
 

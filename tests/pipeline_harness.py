@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 
 from livedash import apply, config
 from livedash.config import Settings
+from livedash.pinot.client import PinotClient
+from livedash.wait import poll
 from tests.conftest import ROOT, TEST_CONFIG
+from tests.pinot_query import attempt, query
 
 T = TypeVar("T")
 
@@ -189,21 +192,15 @@ class Pipeline:
         return len(seen)
 
     def drop(self) -> None:
-        import requests
-
-        base = self.stack.pinot.controller_url
+        pinot = PinotClient.of(self.stack.pinot)
         for name in (self.table, self.events):
-            requests.delete(f"{base}/tables/{name}", params={"type": "realtime"}, timeout=30)
-            requests.delete(f"{base}/schemas/{name}", timeout=30)
+            pinot.drop(name)
 
 
-def query_all(settings: Settings, sql: str) -> list[list[Any]]:
-    import requests
-
-    answer = requests.post(f"{settings.pinot.broker_url}/query/sql", json={"sql": sql}, timeout=60).json()
-    if answer.get("exceptions"):
-        raise RuntimeError(answer["exceptions"][0].get("message", "")[:300])
-    return answer["resultTable"]["rows"]
+def query_all(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    """Every row (Pinot's own timeout 60 s); a PinotError when Pinot fails, reports an exception or answers
+    partly."""
+    return query(settings, sql, timeout_s=60.0)
 
 
 def wait_progressing(fn: Callable[[], T], done: Callable[[T], bool], stall_s: float, cap_s: float) -> tuple[bool, str]:
@@ -212,12 +209,11 @@ def wait_progressing(fn: Callable[[], T], done: Callable[[T], bool], stall_s: fl
     the machine's speed passes while it keeps moving, and a stuck one fails. Returns (done, what was seen)."""
     start = last_move = time.monotonic()
     value: T | None = None
-    while True:
-        seen: T | Exception
-        try:
-            seen = fn()
-        except Exception as exc:  # Pinot warming up: retry, but it does not count as progress
-            seen = exc
+
+    def look() -> tuple[bool, str] | None:
+        """The outcome once there is one, else None (look again)."""
+        nonlocal value, last_move
+        seen = attempt(fn)  # Pinot warming up: retry, but it does not count as progress
         now = time.monotonic()
         if not isinstance(seen, Exception):
             if done(seen):
@@ -226,23 +222,20 @@ def wait_progressing(fn: Callable[[], T], done: Callable[[T], bool], stall_s: fl
                 value, last_move = seen, now
         if now - last_move > stall_s:
             return False, f"no progress for {stall_s:.0f} s (last {value!r}, now {seen!r})"
-        if now - start > cap_s:
-            return False, f"not done after {cap_s:.0f} s, still moving (last {value!r})"
-        time.sleep(1)
+        return None
+
+    outcome = poll(look, cap_s, every_s=1.0, done=lambda found: found is not None)
+    return outcome or (False, f"not done after {cap_s:.0f} s, still moving (last {value!r})")
 
 
 def wait_stable(fn: Any, want: Any, timeout_s: float = 240, quiet_s: float = 3) -> Any:
     """Poll until fn() == want and stays so for quiet_s; returns the last value."""
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except Exception as exc:  # Pinot warming up: retry until the deadline
-            value = exc
+
+    def look() -> tuple[Any, bool]:
+        value = attempt(fn)  # Pinot warming up: retry until the deadline
         if value == want:
             time.sleep(quiet_s)
-            if fn() == want:
-                return value
-        time.sleep(1)
-    return value
+            return value, fn() == want
+        return value, False
+
+    return poll(look, timeout_s, every_s=1.0, done=lambda seen: seen[1])[0]

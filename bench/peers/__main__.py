@@ -45,9 +45,11 @@ from bench.common import (
     stop,
 )
 from bench.peers import EOF_TYPE, WINDOW_MS, live, pinot_baseline
+from livedash import apply
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
 from livedash.pinot.client import PinotError
+from livedash.wait import poll
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = PROJECT_ROOT / ".livedash" / "peers"
@@ -234,9 +236,7 @@ def run_quix(
     log = (work / "quix.log").open("wb")
     proc = subprocess.Popen([str(python), str(HERE / "quix_app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 3600
-        while not drained.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: drained.exists() or proc.poll() is not None, 3600, every_s=0.05)
         assert drained.exists(), f"quix did not read the input; see {work / 'quix.log'}"
         close_windows(bootstrap, topics.raw, newest, grace, topics.partitions)
         done, got = next(watch_output(bootstrap, out_topic, set(want), timeout_s=3600))
@@ -253,11 +253,7 @@ def run_quix(
 
 
 def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()]).values():
-        future.result(30)
+    apply.create_topics(apply.kafka_admin(bootstrap), partitions)
 
 
 FLINK_KAFKA = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"  # for Flink 2.2 (docs/peers.md)
@@ -322,15 +318,13 @@ def run_pinot(topics: Topics, settings: Settings, want: dict[Key, Agg], label: s
     def sql(text: str) -> tuple[tuple[Any, ...], ...]:
         return client.query(text).rows
 
-    deadline = time.monotonic() + 3600
-    while time.monotonic() < deadline:
+    def held() -> int:
         try:
-            held = int(sql(f"SELECT SUM(cnt) FROM {name}")[0][0])
+            return int(sql(f"SELECT SUM(cnt) FROM {name}")[0][0])
         except (PinotError, IndexError, TypeError, ValueError):
-            held = 0  # the table is still being set up
-        if held >= events:
-            break
-        time.sleep(0.1)
+            return 0  # the table is still being set up
+
+    poll(held, 3600, every_s=0.1, done=lambda n: n >= events)
     t1 = time.time()
     cpu, rss = cpu_seconds(pid) - cpu0, (status_kb(pid, "VmRSS") - rss0) / 1024
     rows = sql(f"SELECT window_start, type, country, SUM(cnt) FROM {name} GROUP BY window_start, type, country "

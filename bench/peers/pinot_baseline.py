@@ -1,9 +1,7 @@
 """Pinot's own ingestion-time aggregation as the peers' baseline (no stream processor): a table per run over
-the run's topic, created and dropped here; queried through the dashboard's PinotClient."""
+the run's topic, created and dropped here; queried through the project's PinotClient."""
 
 from __future__ import annotations
-
-import requests
 
 from bench.peers import EOF_TYPE, WINDOW_MS
 from livedash import apply
@@ -59,10 +57,8 @@ def create(settings: Settings, name: str, topic: str) -> PinotClient:
     schema, table = pinot_table(name, topic, settings.kafka.bootstrap)
     apply.apply_schema(settings, schema)
     apply.apply_table(settings, table)
-    return PinotClient(settings.pinot.broker_url, timeout_s=60)
+    return PinotClient.of(settings.pinot, timeout_s=60)
 
 
 def drop(settings: Settings, name: str) -> None:
-    controller = settings.pinot.controller_url
-    requests.delete(f"{controller}/tables/{name}", params={"type": "realtime"}, timeout=60)
-    requests.delete(f"{controller}/schemas/{name}", timeout=60)
+    PinotClient.of(settings.pinot).drop(name, timeout_s=60)

@@ -10,16 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-class _Model(BaseModel):
+class FrozenModel(BaseModel):
+    """The base of every settings model: unknown keys are errors, values never change after loading."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MetricRange(_Model):
+class MetricRange(FrozenModel):
     min: float = float("-inf")
     max: float = float("inf")
 
 
-class EventContract(_Model):
+class EventContract(FrozenModel):
     types: tuple[str, ...] = Field(min_length=1)
     identifiers: tuple[str, ...] = ("event_id", "user_id")
     dimensions: dict[str, int]  # name -> cap
@@ -48,7 +50,7 @@ class EventContract(_Model):
         return self
 
 
-class WindowSettings(_Model):
+class WindowSettings(FrozenModel):
     allowed_lateness_s: float = Field(default=300, ge=0)
     publish_every_s: float = Field(default=1, gt=0, le=60)
     # The history tier's open windows (5-15 minutes, read for ranges of hours) are re-published this often:
@@ -61,7 +63,7 @@ class WindowSettings(_Model):
     provisional_max_lag: int = Field(default=50_000, ge=0)
 
 
-class DedupSettings(_Model):
+class DedupSettings(FrozenModel):
     """Duplicates by event_id, per source partition (livedash/pipeline/dedup.py, docs/events.md)."""
 
     # An id is remembered until the partition's watermark passes its event time by this much (plus up to a
@@ -72,14 +74,14 @@ class DedupSettings(_Model):
     max_ids: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
 
 
-class SketchSettings(_Model):
+class SketchSettings(FrozenModel):
     distinct_field: str = "user_id"
     quantile_field: str = "latency_ms"
     theta_lg_k: int = Field(default=12, ge=4, le=26)  # 12 = Pinot's default nominal entries 4096
     kll_k: int = Field(default=200, ge=8, le=65535)
 
 
-class RollupWindow(_Model):
+class RollupWindow(FrozenModel):
     size_s: int = Field(gt=0)
     every_s: int | None = Field(default=None, gt=0)  # None: tumbling
 
@@ -99,7 +101,7 @@ class RollupWindow(_Model):
         return self.size_s // self.pane_s
 
 
-class Rollup(_Model):
+class Rollup(FrozenModel):
     name: str
     dimensions: tuple[str, ...] = Field(min_length=1)
     window: RollupWindow
@@ -115,7 +117,7 @@ class Rollup(_Model):
         return value
 
 
-class TopicNames(_Model):
+class TopicNames(FrozenModel):
     raw: str = "events_raw"
     aggregates: str = "aggregates"  # the recent tier's rows (and the Pinot table reading them)
     history: str = "aggregates_history"  # the history tier's rows (and the Pinot table reading them)
@@ -126,7 +128,7 @@ class TopicNames(_Model):
     valid: str | None = "events_valid"
 
 
-class RetentionSettings(_Model):
+class RetentionSettings(FrozenModel):
     """Hours each tier's Pinot table keeps rows (`livedash apply` writes them into the table configs). Upsert
     keys stay in Pinot's memory for as long, so fine windows are kept briefly and long ranges read the coarse
     windows of the history tier."""
@@ -135,7 +137,7 @@ class RetentionSettings(_Model):
     history_h: int = Field(default=720, gt=0)
 
 
-class PipelineSettings(_Model):
+class PipelineSettings(FrozenModel):
     events: EventContract
     windows: WindowSettings = WindowSettings()
     retention: RetentionSettings = RetentionSettings()

@@ -14,6 +14,7 @@ from livedash.output import Say
 from livedash.stack import jars, process
 from livedash.stack.services import Dashboard, Dataflow, Health, Pinot, Service, all_services
 from livedash.stack.toolchain import require_java
+from livedash.wait import poll
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,7 @@ def up(settings: Settings, say: Say = print, dataflow: bool = False, dashboard: 
 def _wait_segments(pinot: Service, say: Say, timeout_s: float = 120.0) -> None:
     """Wait until Pinot serves every segment it holds, so data ingested before a restart is queryable."""
     assert isinstance(pinot, Pinot)
-    deadline = time.monotonic() + timeout_s
-    health = pinot.segments()
-    while not health.ok and time.monotonic() < deadline:
-        time.sleep(1.0)
-        health = pinot.segments()
+    health = poll(pinot.segments, timeout_s, done=lambda h: h.ok)
     if health.ok:
         say(f"pinot: {health.detail}")
     else:
@@ -96,9 +93,8 @@ def _wait_segments(pinot: Service, say: Say, timeout_s: float = 120.0) -> None:
 
 
 def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
-    deadline = time.monotonic() + svc.timeout_s
-    health = Health(False, "not checked")
-    while time.monotonic() < deadline:
+
+    def check() -> Health:
         # Our child: poll() (its cmdline may not show the exec'd java yet). Reused: the marker check.
         alive = proc.poll() is None if proc is not None else process.is_ours(pid, svc.name, svc.state_dir)
         if not alive:
@@ -106,10 +102,11 @@ def _wait_healthy(svc: Service, pid: int, proc: subprocess.Popen[bytes] | None) 
             if svc.log_file != svc.out_file:  # the Python processes log to their output: show it once
                 logs += f"\nand of {svc.log_file}:\n{process.tail(svc.log_file)}"
             raise LivedashError(f"{svc.name} exited during start-up; {logs}")
-        health = svc.health()
-        if health.ok:
-            return
-        time.sleep(1.0)
+        return svc.health()
+
+    health = poll(check, svc.timeout_s, done=lambda h: h.ok)
+    if health.ok:
+        return
     if proc is not None:  # ours and broken: do not leave it half-up
         process.stop(pid, 15, lambda: process.is_ours(pid, svc.name, svc.state_dir))
         svc.pid_file.unlink(missing_ok=True)

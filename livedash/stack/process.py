@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import psutil
+
+from livedash.wait import poll
 
 MARKER_ENV = "LIVEDASH_MARKER"  # for processes that take no -D flags (the Python dataflow)
 
@@ -28,33 +31,26 @@ def marker_env(name: str, state_dir: Path) -> dict[str, str]:
     return {MARKER_ENV: f"{name}@{state_dir}"}
 
 
-def _environ_has(pid: int, entry: str) -> bool:
+def _process(pid: int) -> psutil.Process | None:
     try:
-        return entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        return psutil.Process(pid)
+    except (psutil.Error, ValueError):
+        return None
 
 
 def is_ours(pid: int, name: str, state_dir: Path) -> bool:
     """True when pid is alive (not a zombie) and carries our marker for this service and state dir."""
+    proc = _process(pid)
+    if proc is None:
+        return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        if proc.status() in {psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}:
+            return False
+        if all(m in proc.cmdline() for m in marker(name, state_dir)):
+            return True
+        return proc.environ().get(MARKER_ENV) == f"{name}@{state_dir}"
+    except psutil.Error:  # gone meanwhile, or another user's
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}:
-        return False
-    args = _cmdline(pid)
-    if all(m in args for m in marker(name, state_dir)):
-        return True
-    return _environ_has(pid, f"{MARKER_ENV}={name}@{state_dir}")
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -73,11 +69,7 @@ def running_pid(pid_file: Path, name: str, state_dir: Path) -> int | None:
 
 def find_ours(name: str, state_dir: Path) -> list[int]:
     """Every live process carrying our marker, pid file or not (a crash can lose the file)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and is_ours(int(entry.name), name, state_dir):
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid in psutil.pids() if is_ours(pid, name, state_dir)]
 
 
 def start(
@@ -108,22 +100,19 @@ def stop(pid: int, timeout_s: float, is_alive: Callable[[], bool]) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return True
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_alive():
-            return True
-        time.sleep(0.2)
+    if poll(lambda: _gone(pid, is_alive), timeout_s, every_s=0.2):
+        return True
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return True
-    for _ in range(50):
-        _reap(pid)
-        if not is_alive():
-            break
-        time.sleep(0.1)
+    poll(lambda: _gone(pid, is_alive), 5.0, every_s=0.1)
     return False
+
+
+def _gone(pid: int, is_alive: Callable[[], bool]) -> bool:
+    _reap(pid)
+    return not is_alive()
 
 
 def _reap(pid: int) -> None:
@@ -143,19 +132,18 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def port_owner(port: int) -> str:
-    """'pid 123 (java)' for a listening port when ss can tell, else ''."""
-    if not shutil.which("ss"):
-        return ""
+    """'pid 123 (java)' for a listening TCP port when the system tells us its process, else ''."""
     try:
-        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.Error:
         return ""
-    # users:(("java",pid=3494,fd=333))
-    if "pid=" in out:
-        users = out.split("users:((", 1)[-1]
-        prog = users.split(",", 1)[0].strip('"')
-        pid = users.split("pid=", 1)[1].split(",", 1)[0]
-        return f"pid {pid} ({prog})"
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid is not None:
+            proc = _process(conn.pid)
+            try:
+                return f"pid {conn.pid} ({proc.name() if proc else '?'})"
+            except psutil.Error:
+                return f"pid {conn.pid} (?)"
     return ""
 
 

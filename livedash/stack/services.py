@@ -13,9 +13,11 @@ from string import Template
 
 import requests
 
+from livedash import prometheus
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.dataflow.source import STATE_FORMAT
 from livedash.errors import LivedashError
+from livedash.pinot.client import PinotClient, PinotError
 from livedash.stack.jars import DEPLOY
 from livedash.stack.process import marker, marker_env, tail
 
@@ -302,37 +304,32 @@ class Pinot(Service):
     def segments(self) -> Health:
         """Whether every segment of every table is served as the controller intends (external view = ideal
         state). The JVM answers /health seconds before a restarted server has loaded its segments."""
-        base = self.settings.pinot.controller_url
+        pinot = PinotClient.of(self.settings.pinot, timeout_s=10.0, slack_s=0.0)
         try:
-            tables = requests.get(f"{base}/tables", timeout=5).json().get("tables", [])
+            tables = pinot.tables(timeout_s=5)
             pending: list[str] = []
             total = 0
             for table in tables:
-                ideal = requests.get(f"{base}/tables/{table}/idealstate", timeout=5).json()
-                view = requests.get(f"{base}/tables/{table}/externalview", timeout=5).json()
+                ideal = pinot.ideal_state(table, timeout_s=5)
+                view = pinot.external_view(table, timeout_s=5)
                 for kind, segs in ideal.items():
                     served = (view or {}).get(kind) or {}
                     for seg, replicas in (segs or {}).items():
                         total += 1
                         if served.get(seg) != replicas:
                             pending.append(seg)
-        except (requests.RequestException, ValueError) as exc:
-            return Health(False, f"segment states unavailable ({type(exc).__name__})")
+        except PinotError as exc:
+            return Health(False, f"segment states unavailable ({exc.reason})")
         if pending:
             return Health(False, f"{len(pending)} of {total} segments not yet served, e.g. {pending[0]}")
         # The broker learns of served segments a moment later: ask it, as a user would.
         for table in tables:
             try:
-                answer = requests.post(
-                    f"{self.settings.pinot.broker_url}/query/sql",
-                    timeout=10,
-                    json={"sql": f"SELECT COUNT(*) FROM {table}"},
-                ).json()
-            except (requests.RequestException, ValueError) as exc:
-                return Health(False, f"broker query on {table} failed ({type(exc).__name__})")
-            if answer.get("exceptions"):
-                first = answer["exceptions"][0].get("message", "").replace("\n", " ")[:160]
-                return Health(False, f"broker cannot yet query {table}: {first}")
+                pinot.query(f"SELECT COUNT(*) FROM {table}")
+            except PinotError as exc:
+                if exc.query_exception:
+                    return Health(False, f"broker cannot yet query {table}: {exc.detail[:160]}")
+                return Health(False, f"broker query on {table} failed ({exc.reason})")
         return Health(True, f"{len(tables)} tables, {total} segments served and queryable")
 
 
@@ -398,12 +395,11 @@ class Dataflow(Service):
     def health(self) -> Health:
         url = f"http://127.0.0.1:{self.settings.dataflow.metrics_port}/metrics"
         try:
-            resp = requests.get(url, timeout=3)
-        except requests.RequestException as exc:
-            return Health(False, f"{url}: {type(exc).__name__}")
-        lag = sum(float(line.split()[-1]) for line in resp.text.splitlines()
-                  if line.startswith("livedash_consumer_lag_events{"))  # fmt: skip
-        return Health(resp.status_code == 200, f"metrics {url}, consumer lag {lag:.0f} events")
+            samples = prometheus.scrape(url, timeout_s=3)
+        except prometheus.ScrapeError as exc:
+            return Health(False, f"{url}: {exc.reason}")
+        lag = prometheus.total(samples, "livedash_consumer_lag_events")
+        return Health(True, f"metrics {url}, consumer lag {lag:.0f} events")
 
 
 class Dashboard(Service):

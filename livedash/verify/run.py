@@ -12,43 +12,19 @@ for up to `settle_s`, and only then reported (a correct pipeline converges; a wr
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
+from livedash.pinot.client import PinotClient, Result
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
 GROUPS_PER_QUERY = 50_000  # below Pinot's default numGroupsLimit (100,000): a query never truncates silently
-
-
-def parse_time(text: str, now_ms: int) -> int:
-    """Epoch milliseconds, an ISO 8601 time (UTC unless it says otherwise), 'now', or 'now-30m' / 'now-2h'."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    if text.startswith("now"):
-        rest = text[3:]
-        if not rest:
-            return now_ms
-        units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-        if rest[0] in "+-" and rest[-1] in units and rest[1:-1].replace(".", "", 1).isdigit():
-            delta = float(rest[1:-1]) * units[rest[-1]]
-            return int(now_ms + delta if rest[0] == "+" else now_ms - delta)
-        raise LivedashError(f"cannot read the time {text!r}: use now, now-30m, now-2h, epoch ms or ISO 8601")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise LivedashError(f"cannot read the time {text!r}: use now, now-30m, epoch ms or ISO 8601") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, progress: bool = True) -> int:
@@ -97,12 +73,9 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
         consumer.close()
 
 
-def _sql(settings: Settings, sql: str) -> dict[str, Any]:
-    answer = requests.post(f"{settings.pinot.broker_url}/query/sql",
-                           json={"sql": sql, "queryOptions": "timeoutMs=120000"}, timeout=130).json()  # fmt: skip
-    if answer.get("exceptions"):
-        raise LivedashError(f"Pinot: {answer['exceptions'][0].get('message', '')[:300]}")
-    return answer
+def _sql(settings: Settings, sql: str) -> Result:
+    """Pinot's answer (Pinot's own timeout 120 s); a PinotError when it fails or reports an exception."""
+    return PinotClient.of(settings.pinot, timeout_s=120.0, slack_s=10.0).query(sql)
 
 
 class _Truncated(Exception):
@@ -110,11 +83,10 @@ class _Truncated(Exception):
 
 
 def _rows(settings: Settings, sql: str, limit: int) -> list[list[Any]]:
-    answer = _sql(settings, sql)
-    rows: list[list[Any]] = answer["resultTable"]["rows"]
-    if answer.get("numGroupsLimitReached") or len(rows) >= limit:
+    result = _sql(settings, sql)
+    if result.groups_limit_reached or len(result.rows) >= limit:
         raise _Truncated
-    return rows
+    return [list(row) for row in result.rows]
 
 
 def read_so_far(ends: dict[int, int]) -> str:
@@ -191,7 +163,7 @@ def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey, ends: dict[
                                                                                           strict=True))  # fmt: skip
     sql = (f"SELECT \"{QUANTILE_KLL}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
            f'"window_start" = {key[1]} AND {conds} AND {read_so_far(ends or {})} LIMIT 100000')  # fmt: skip
-    return [row[0] for row in _sql(settings, sql)["resultTable"]["rows"]]
+    return [row[0] for row in _sql(settings, sql).rows]
 
 
 def verify(

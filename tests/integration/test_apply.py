@@ -8,12 +8,12 @@ import uuid
 
 import orjson
 import pytest
-import requests
 from confluent_kafka import Producer
 
 from livedash import apply
 from livedash.config import Settings
 from livedash.errors import LivedashError
+from livedash.pinot.client import PinotClient
 from tests.pinot_query import scalar, wait_for
 
 
@@ -27,12 +27,7 @@ def test_a_raw_table_moved_to_another_topic_or_column_limit_is_rebuilt_from_it(s
     for field in old_schema["dimensionFieldSpecs"]:
         field.pop("maxLength", None)  # as before this release: Pinot's default of 512
     table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = new_topic
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1) for t in (old_topic, new_topic)])
-    admin.close()
+    apply.create_topics(apply.kafka_admin(stack.kafka.bootstrap), {old_topic: 1, new_topic: 1})
     producer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
     for topic, n in ((old_topic, 3), (new_topic, 5)):
         for i in range(n):
@@ -50,9 +45,7 @@ def test_a_raw_table_moved_to_another_topic_or_column_limit_is_rebuilt_from_it(s
         apply.apply_one(stack, schema, table, say=said.append)  # and a second run changes nothing
         assert said == [f"schema {name}: unchanged", f"table {name}_REALTIME: unchanged"], said
     finally:
-        base = stack.pinot.controller_url
-        requests.delete(f"{base}/tables/{name}", params={"type": "realtime"}, timeout=30)
-        requests.delete(f"{base}/schemas/{name}", timeout=30)
+        PinotClient.of(stack.pinot).drop(name)
 
 
 def test_an_upsert_table_with_an_incompatible_schema_is_refused_with_what_to_do(stack: Settings) -> None:

@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from livedash.config import Settings
+from livedash.wait import poll
 from tests.conftest import ARTIFACTS, ROOT, TEST_CONFIG, free_port, run_cli
 from tests.pinot_query import query, scalar, wait_for
 
@@ -213,7 +214,7 @@ def test_real_browser_drill_down(live: Settings) -> None:
             page.goto(f"{live.dashboard.url}/?range=15m&refresh=0", timeout=60_000)
             page.get_by_text("Unique users").first.wait_for(timeout=90_000)
             page.wait_for_selector(".js-plotly-plot .bars path", timeout=90_000)
-            time.sleep(2)  # let every panel finish drawing
+            wait_drawn(page, timeout_ms=90_000)
             before = events_per_s(page)
             assert before > 0
             page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
@@ -224,26 +225,37 @@ def test_real_browser_drill_down(live: Settings) -> None:
             assert bar is not None
             x, y = bar["x"] + 8, bar["y"] + bar["height"] / 2  # the bar's left end: the mode bar covers its right
             page.mouse.move(x - 3, y)
-            time.sleep(0.5)
-            page.mouse.move(x, y)
-            time.sleep(0.5)
+            chart.locator(".hoverlayer .hovertext").filter(has_text=value).first.wait_for(timeout=10_000)  # Plotly
+            page.mouse.move(x, y)  # saw the pointer on the bar: the click picks it
             page.mouse.click(x, y)
             # Streamlit rewrites the address with history.replaceState, which Playwright's page.url does not
             # follow: read what the address bar shows.
-            deadline = time.monotonic() + 60
-            while "f=country" not in page.evaluate("location.href") and time.monotonic() < deadline:
-                time.sleep(0.5)
-            address = page.evaluate("location.href")
+            address = poll(lambda: str(page.evaluate("location.href")), timeout_s=60, every_s=0.5,
+                           done=lambda href: "f=country" in href)  # fmt: skip
             assert f"f=country%3A{urllib.parse.quote(value)}" in address, address
             page.get_by_role("button", name=f"country = {value}").wait_for(timeout=60_000)
             page.wait_for_selector(".js-plotly-plot .bars path", timeout=60_000)
-            time.sleep(2)
+            wait_drawn(page, timeout_ms=60_000)
             after = events_per_s(page)
             assert 0 < after < before  # the panels are filtered
             assert country_chart(page) is None  # a filtered dimension has no breakdown any more
             page.screenshot(path=str(ARTIFACTS / "dashboard-drilldown.png"), full_page=True)
         finally:
             browser.close()
+
+
+# Streamlit has finished its run (no running icon, no element left over from the run before, marked stale) and
+# Plotly has drawn every chart of it: what the test waits for instead of sleeping.
+DRAWN = """() => {
+    const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+    return charts.length > 0 && charts.every(chart => chart.querySelector('.main-svg') !== null)
+        && document.querySelector('[data-testid="stStatusWidgetRunningIcon"]') === null
+        && document.querySelector('[data-stale="true"]') === null;
+}"""
+
+
+def wait_drawn(page: Any, timeout_ms: float) -> None:
+    page.wait_for_function(DRAWN, timeout=timeout_ms)
 
 
 def events_per_s(page: Any) -> float:

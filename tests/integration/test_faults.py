@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from livedash.config import Settings
 from livedash.pipeline.contract import Validator
+from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.malformed import NOW, malformed, odd_unicode_valid, valid_event
 from tests.pipeline_harness import Pipeline, query_all, wait_progressing, wait_stable
@@ -49,9 +50,9 @@ def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) 
     """`livedash verify` once every window it looks at is final in Pinot (none pending). With repair_s, final
     but not exact keeps it waiting that much longer, for a Pinot partition that stopped consuming and that the
     controller's validation task repairs (see test_kafka_broker_restart_mid_run)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = run_cli(
+
+    def run() -> Any:
+        return run_cli(
             "verify",
             "--from",
             "now-3h",
@@ -63,11 +64,13 @@ def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) 
             "0",
             env=p.env(),
             timeout=300,
-        )  # fmt: skip  (this loop looks again itself)
+        )  # fmt: skip  (poll looks again itself)
+
+    def done(result: Any) -> bool:
         final = " 0 windows not final yet" in summary_line(result.stdout)
-        if (final and (result.returncode == 0 or not repair_s)) or time.monotonic() > deadline + repair_s:
-            return result
-        time.sleep(5)
+        return final and (result.returncode == 0 or not repair_s)
+
+    return poll(run, timeout_s + repair_s, every_s=5, done=done)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +245,7 @@ def test_dataflow_stopped_for_60s_turns_health_red_and_recovers_on_its_own(
     settings_ = p.settings()
     newest_sql = f"SELECT MAX(last_event_ts) FROM {p.table}"
 
-    def state() -> tuple[health.Health, health.Sample]:
+    def state() -> tuple[health.PipelineHealth, health.Sample]:
         now = time.time()
         newest = query_all(settings_, newest_sql)[0][0]
         newest_s = float(newest) / 1000 if newest and float(newest) > 0 else None
@@ -305,15 +308,18 @@ def test_dataflow_stopped_for_60s_turns_health_red_and_recovers_on_its_own(
         restarted = time.monotonic()
         lags: list[float] = []
         h = None
-        while time.monotonic() - restarted < 120:
+
+        def caught_up() -> bool:
+            nonlocal h
             sample = health.scrape(url, time.time())  # the metrics alone, often: the catch-up takes seconds
             if sample.up and sample.lag_events is not None:
                 lags.append(sample.lag_events)
                 if sample.lag_events < per_s:  # under a second of input behind; is the strip green too?
                     h, sample = state()
-                    if h.level == "ok" and sample.lag_events is not None and sample.lag_events < per_s:
-                        break
-            time.sleep(0.2)
+                    return h.level == "ok" and sample.lag_events is not None and sample.lag_events < per_s
+            return False
+
+        poll(caught_up, 120, every_s=0.2)
         recovered = time.monotonic() - restarted
         # The lag shows the backlog at once (the resumed partitions report it before their first batch) and
         # while it is worked off, then falls to under a second of input by itself.

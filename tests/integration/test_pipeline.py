@@ -13,11 +13,13 @@ import datasketches as ds
 import orjson
 import pytest
 
-from livedash import generator
+from livedash import generator, prometheus
 from livedash.config import Settings
 from livedash.pipeline.rows import DBL_MAX
+from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.ground_truth import GroupKey, Truth, ground_truth
+from tests.pinot_query import records
 from tests.pipeline_harness import Pipeline, query_all, wait_stable
 
 pytestmark = pytest.mark.slow
@@ -225,16 +227,19 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
         # Compare every group. Pinot 0.11 can hide upserted rows for a moment while it swaps a committed segment
         # in (these tests commit segments as they go), so look again for up to a minute; the last look must
         # be exact.
-        deadline = time.monotonic() + 60
-        while True:
+        looks = 0
+
+        def look() -> tuple[list[GroupKey], list[GroupKey], list[str]]:
+            nonlocal looks
+            looks += 1
             got = pinot_groups(settings, p.table, pipeline)
-            missing, extra = sorted(set(truth) - set(got)), sorted(set(got) - set(truth))
             problems = [msg for key, t in truth.items() if key in got
                         for msg in check_group(key, t, got[key], pipeline.sketches.theta_lg_k)]  # fmt: skip
-            if (not missing and not extra and not problems) or time.monotonic() > deadline:
-                break
-            figures["looks"] = figures.get("looks", 1) + 1
-            time.sleep(3)
+            return sorted(set(truth) - set(got)), sorted(set(got) - set(truth)), problems
+
+        missing, extra, problems = poll(look, 60, every_s=3, done=lambda found: not any(found))
+        if looks > 1:
+            figures["looks"] = looks
         assert not missing and not extra, (missing[:5], extra[:5])
         assert not problems, problems[:10]
         busiest = sorted((k for k in truth if truth[k].quantile_values), key=lambda k: -truth[k].count)
@@ -280,14 +285,11 @@ def run_verify(p: Pipeline, settle_s: float = 30) -> Any:
 
 def duplicate_a_final_row(settings: Settings, p: Pipeline) -> str:
     """Publish one final window row again under another primary key, as a broken sink would."""
-    import requests
     from confluent_kafka import Producer
 
     sql = (f"SELECT * FROM {p.table} WHERE kind = 'window' AND is_final = 1 AND event_count > 1 "
            "ORDER BY window_start LIMIT 1")  # fmt: skip
-    answer = requests.post(f"{settings.pinot.broker_url}/query/sql", json={"sql": sql}, timeout=30).json()
-    table = answer["resultTable"]
-    twin = dict(zip(table["dataSchema"]["columnNames"], table["rows"][0], strict=True))
+    twin = records(settings, sql, timeout_s=30)[0]
     twin["pk"] = twin["pk"] + "-twin"
     twin["event_count"] = int(twin["event_count"]) - 1
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
@@ -310,7 +312,6 @@ def test_the_longest_legal_rows_round_trip_through_every_table(stack: Settings) 
     """Every string the contract accepts at its longest (256 characters of 4-byte emoji: 1,024 bytes, 512 UTF-16
     units) and the longest roll-up name, through the dataflow into the aggregates and raw-events tables: every
     column comes back whole, and values that differ only in their last character stay apart."""
-    import requests
     from confluent_kafka import Producer
 
     name = "r" * 63  # the longest roll-up name config accepts
@@ -336,10 +337,7 @@ def test_the_longest_legal_rows_round_trip_through_every_table(stack: Settings) 
         total = f"SELECT SUM(event_count) FROM {p.table}"
         n = len(events)
         assert wait_stable(lambda: query_all(settings, total)[0][0], n, timeout_s=120) == n
-        sql = f"SELECT * FROM {p.table} LIMIT 1000"
-        answer = requests.post(f"{settings.pinot.broker_url}/query/sql", json={"sql": sql}, timeout=30).json()
-        columns = answer["resultTable"]["dataSchema"]["columnNames"]
-        rows = [dict(zip(columns, row, strict=True)) for row in answer["resultTable"]["rows"]]
+        rows = records(settings, f"SELECT * FROM {p.table} LIMIT 1000", timeout_s=30)
         groups = {tuple(e[d] for d in dims) for e in events}
         assert {tuple(r[d] for d in dims) for r in rows} == groups  # whole values, none cut or merged
         assert all(r["rollup_name"] == name and len(r["pk"]) == 32 for r in rows)
@@ -364,7 +362,6 @@ def test_a_live_pipeline_counts_duplicates_once_across_kill9_and_verifies_while_
     import threading
 
     from confluent_kafka import Producer
-    from prometheus_client.parser import text_string_to_metric_families
 
     from tests.conftest import ROOT, free_port
     from tests.integration.test_faults import close_all_windows, summary_line, verify_when_final
@@ -442,9 +439,8 @@ def test_a_live_pipeline_counts_duplicates_once_across_kill9_and_verifies_while_
         final = verify_when_final(p, timeout_s=300)
         assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-1000:]
         assert f"{dups:,} duplicates" in final.stdout, final.stdout[-2000:]  # the recount saw them too
-        metrics = requests_get(f"http://127.0.0.1:{port}/metrics")
-        dropped = sum(s.value for f in text_string_to_metric_families(metrics) if f.name == "livedash_events_duplicate"
-                      for s in f.samples if s.name.endswith("_total"))  # fmt: skip
+        metrics = prometheus.scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=10)
+        dropped = prometheus.total(metrics, "livedash_events_duplicate_total")
         assert dropped == dups, dropped
         raw_dups = f"SELECT COUNT(*) FROM {p.events} WHERE REGEXP_LIKE(event_id, '^dup-')"
         assert wait_stable(lambda: int(query_all(settings, raw_dups)[0][0]), dups, timeout_s=60) == dups
@@ -460,9 +456,3 @@ def test_a_live_pipeline_counts_duplicates_once_across_kill9_and_verifies_while_
             generator_proc.kill()
         p.stop()
         p.drop()
-
-
-def requests_get(url: str) -> str:
-    import requests
-
-    return requests.get(url, timeout=10).text

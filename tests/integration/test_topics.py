@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from kafka import KafkaAdminClient
-
 from livedash import apply
 from livedash.config import Settings
 
 
 def test_the_aggregates_topic_keeps_the_newest_row_per_key(stack: Settings) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap)
-    try:
-        keys = ["cleanup.policy", "segment.ms", "retention.ms"]
-        got = apply._topic_configs(admin, stack.pipeline.topics.aggregates, keys)
-        history = apply._topic_configs(admin, stack.pipeline.topics.history, keys)
-        raw = apply._topic_configs(admin, stack.pipeline.topics.raw, ["cleanup.policy"])
-    finally:
-        admin.close()
+    admin = apply.kafka_admin(stack.kafka.bootstrap)
+    keys = ["cleanup.policy", "segment.ms", "retention.ms"]
+    got = apply.topic_configs(admin, stack.pipeline.topics.aggregates, keys)
+    history = apply.topic_configs(admin, stack.pipeline.topics.history, keys)
+    raw = apply.topic_configs(admin, stack.pipeline.topics.raw, ["cleanup.policy"])
     # Newest row per key, and gone after the tier's retention (as in Pinot)
     hour = 3_600_000
     recent, kept = stack.pipeline.retention.recent_h, stack.pipeline.retention.history_h

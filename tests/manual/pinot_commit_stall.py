@@ -15,11 +15,11 @@ import uuid
 
 import orjson
 from confluent_kafka import Producer
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from livedash import apply, config
 from livedash.pinot.client import PinotClient
 from livedash.stack import manager
+from livedash.wait import poll
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     def say(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap).create_topics([NewTopic(name, 1, 1)])
+    apply.create_topics(apply.kafka_admin(s.kafka.bootstrap), {name: 1})
     schema, table = apply.load_table("aggregates", s)
     schema["schemaName"] = table["tableName"] = table["segmentsConfig"]["schemaName"] = name
     streams = table["tableIndexConfig"]["streamConfigs"]
@@ -59,14 +59,16 @@ def main() -> None:
     say("broker up")
     send(100)
     client = PinotClient(s.pinot.broker_url, timeout_s=30)
-    while time.monotonic() - up < 900:
-        count = client.query(f"SELECT COUNT(*) FROM {name}").rows[0][0]
-        say(f"rows in Pinot: {count}")
-        if count >= 20:
-            say(f"all rows in {time.monotonic() - up:.0f} s after the broker was up")
-            return
-        time.sleep(15)
-    say("not repaired within 15 minutes")
+
+    def count() -> int:
+        rows = int(client.query(f"SELECT COUNT(*) FROM {name}").rows[0][0])
+        say(f"rows in Pinot: {rows}")
+        return rows
+
+    if poll(count, 900 - (time.monotonic() - up), every_s=15, done=lambda rows: rows >= 20) >= 20:
+        say(f"all rows in {time.monotonic() - up:.0f} s after the broker was up")
+    else:
+        say("not repaired within 15 minutes")
 
 
 if __name__ == "__main__":

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from dashboard import health
+from dashboard import health, query
 from dashboard.query import Catalog
-from dashboard.state import View, from_params, parse_time, to_params
+from dashboard.runtime import Resources
+from dashboard.state import View, from_params, to_params
 from livedash import config
 from livedash.pinot.client import PinotError, QueryService, Result
+from livedash.times import parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_settings(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline)
+def settings() -> config.Settings:
+    return config.load(ROOT / "config" / "livedash.yaml", environ={})
+
+
+@pytest.fixture(scope="module")
+def catalog(settings: config.Settings) -> Catalog:
+    return Catalog.from_settings(settings.pipeline)
 
 
 # -- URL state ---------------------------------------------------------------------------------------------------
@@ -55,7 +64,6 @@ def test_absolute_ranges_need_from_before_to(catalog: Catalog) -> None:
     )
     ok = from_params({"range": "abs", "from": "2026-11-28T10:00:00", "to": "1795874400000"}, catalog)
     assert ok.range == "abs" and ok.window(0) == (parse_time("2026-11-28T10:00:00Z"), 1_795_874_400_000)
-    assert parse_time("yesterday") is None and parse_time("9" * 50) is None
 
 
 def test_drilling_adds_and_removes_filters_and_resets_paging() -> None:
@@ -112,6 +120,61 @@ def test_stale_data_turns_red_with_the_likely_reason(cur: health.Sample, newest:
     prev = health.Sample(190.0, True, events_in=1000)
     h = health.assess(prev, cur, newest_event_s=newest, now=200.0, threshold_s=30)
     assert h.level == "red" and h.reason.startswith(reason), h.reason
+
+
+def _strip(res: "Resources") -> None:  # noqa: UP037 (a string: the script below has no imports of this module)
+    """The health strip alone, as a Streamlit script (AppTest.from_function runs this function's source)."""
+    from dashboard import app
+
+    app.health_strip(res, app.View())
+
+
+def strip_errors(res: Resources) -> list[str]:
+    """The strip's red text up to its figures ("newest data ...")."""
+    at = AppTest.from_function(_strip, args=(res,), default_timeout=30)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return [e.value.split("newest data")[0] for e in at.error]
+
+
+STOPPED = "dataflow stopped: its metrics endpoint does not answer (ConnectionError)"
+
+
+@pytest.mark.parametrize(
+    ("dataflow_up", "answered_before", "says"),
+    [
+        (True, False, "Data is stale: Pinot could not be reached: Pinot is unreachable. "),
+        (True, True, "Data is stale: Pinot could not be reached: Pinot is unreachable. "),  # the last good answer
+        (False, False, f"Data is stale: {STOPPED}; Pinot could not be reached: Pinot is unreachable. "),
+    ],
+)
+def test_the_strip_says_pinot_could_not_be_reached_not_that_it_is_empty(
+    settings: config.Settings,
+    catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+    dataflow_up: bool,
+    answered_before: bool,
+    says: str,
+) -> None:
+    pinot = Flaky()
+    res = Resources(settings, catalog, QueryService(pinot), "-")
+    if answered_before:
+        res.service.query(query.freshest(catalog), ttl_s=0)
+    pinot.down = True
+    sample = health.Sample(
+        0.0, dataflow_up, events_in=1000, lag_events=0, error="" if dataflow_up else "ConnectionError"
+    )
+    monkeypatch.setattr(health, "scrape", lambda url, at: replace(sample, at=at))
+    assert strip_errors(res) == [says]
+
+
+def test_the_strip_still_says_when_pinot_has_no_aggregates(
+    settings: config.Settings, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = Result(("max",), ((0,),), fetched_at=0.0, freshness_ms=None, time_used_ms=1, partial=False)
+    res = Resources(settings, catalog, QueryService(lambda sql: empty), "-")
+    monkeypatch.setattr(health, "scrape", lambda url, at: health.Sample(at, True, events_in=1000, lag_events=0))
+    assert strip_errors(res) == ["Data is stale: no aggregates in Pinot yet. "]
 
 
 # -- shared cache ------------------------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ LAYERS = {
     "livedash.errors": 0,
     "livedash.wait": 0,
     "livedash.output": 0,
+    "livedash.times": 0,
     "livedash.pipeline": 0,  # the pure core: contract, rows, windows, aggregates, dedup
     "livedash.config": 1,
     "livedash.kafka": 2,
     "livedash.pinot": 2,
+    "livedash.prometheus": 2,  # scrapes over HTTP
     "livedash.dataflow": 3,
     "livedash.verify": 3,
     "livedash.generator": 3,

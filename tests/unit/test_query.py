@@ -5,6 +5,7 @@ statement's structure. Structure is checked by blanking every string literal (Pi
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,60 @@ def test_the_listed_events_carrying_each_metric_come_from_its_null_vector(catalo
         {"event_id": "e2", "amount": None, "latency_ms": 5.0},
         {"event_id": "e3", "amount": 7.0, "latency_ms": 0.0},
     ]
+
+
+# -- panel identity across time ----------------------------------------------------------------------------------
+
+EPOCH_MS = re.compile(r"\b\d{13}\b")  # the identity the dashboard derived from the SQL text before Sql.key
+
+
+def panels(catalog: Catalog, start: int, end: int, filters: dict[str, str]) -> list[query.Sql]:
+    """What the dashboard asks for one view over [start, end), at `end`."""
+    bucket = query.bucket_for(start, end)
+    return [
+        query.totals(catalog, start, end, filters, end),
+        query.by_type(catalog, start, end, filters, end),
+        query.timeseries(catalog, start, end, filters, bucket, now_ms=end),
+        *(query.breakdown(catalog, d, start, end, filters, limit=10, now_ms=end) for d in catalog.dimensions),
+        query.raw_events(catalog, start, end, filters, page=0, page_size=50),
+        query.raw_events(catalog, start, end, filters, page=1, page_size=50),
+    ]
+
+
+def test_a_panel_keeps_its_key_across_time_and_only_the_same_statement_shares_it(catalog: Catalog) -> None:
+    """Sql.key names the panel across time (the last good rows to show while Pinot is down): two statements
+    share a key exactly when they differ in their time range only (their text with every epoch-ms time
+    blanked is the same), over ranges of every preset, steps of a live range, the previous period, filters
+    that move a panel to another roll-up or to raw events, and pages."""
+    sqls: list[query.Sql] = []
+    for cat in (catalog, replace(catalog, rollups=())):  # with roll-ups, and raw events only
+        for span in (300_000, 900_000, 3_600_000, 86_400_000):
+            for end in (END, END + 5_000, END - span):  # a later step, the previous period
+                for filters in ({}, {"country": "DE"}, {"country": "FR"}, {"campaign": "x"},
+                                {"country": "DE", "device": "mobile"}):  # fmt: skip
+                    sqls += panels(cat, end - span, end, filters)
+    by_key: dict[str, set[str]] = {}
+    by_text: dict[str, set[str]] = {}
+    for sql in sqls:
+        by_key.setdefault(sql.key, set()).add(EPOCH_MS.sub("?", sql.text))
+        by_text.setdefault(EPOCH_MS.sub("?", sql.text), set()).add(sql.key)
+    assert all(len(texts) == 1 for texts in by_key.values())  # one key: one statement but for its times
+    assert all(len(keys) == 1 for keys in by_text.values())  # one statement: one key
+    assert len(by_key) > 100  # the ranges, filters and pages made many panels
+    live = [query.totals(catalog, END + step - 900_000, END + step, {}, END + step) for step in (0, 1_000, 5_000)]
+    assert len({s.key for s in live}) == 1 and len({s.text for s in live}) == 3
+
+
+def test_a_p95_statement_is_keyed_by_its_panel_and_the_values_it_looks_up(catalog: Catalog) -> None:
+    raw = replace(catalog, rollups=())
+    statements: list[tuple[str, str]] = []
+    for end in (END, END + 5_000, END - 900_000):
+        for sql in panels(raw, end - 900_000, end, {"type": "click"}):
+            if sql.quantile is None:
+                continue
+            for rows in ([], [("DE", 5, 1)], [("DE", 5, 1), ("FR", 2, 1)], [("FR", 2, 1), ("DE", 9, 3)]):
+                statement = EPOCH_MS.sub("?", sql.quantile.statement(rows))
+                statements.append((sql.quantile.key(sql.key, rows), statement))
+    keys = {k for k, _ in statements}
+    assert len(keys) == len({s for _, s in statements}) == len(set(statements)) > 10  # key and statement pair up
+    assert not keys & {s.key for s in panels(raw, END - 900_000, END, {"type": "click"})}

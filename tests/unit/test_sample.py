@@ -1,0 +1,31 @@
+"""`livedash sample`'s events: the generator's vocabulary, every one valid under the contract."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+
+from livedash import config, generator, sample
+from livedash.pipeline.contract import Validator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sample_events_use_the_generators_values_and_pass_the_contract() -> None:
+    validator = Validator(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.events)
+    rng = random.Random(1)
+    now = 1_800_000_000_000
+    events = [sample.make_event(rng, now, campaign="tag") for _ in range(500)]
+    for event in events:
+        assert not isinstance(validator.parse(orjson.dumps(event), now), str), event
+        assert event["os"] in generator.OSES[event["device"]] and event["country"] in generator.COUNTRIES
+        assert event["page"] in generator.PAGES and event["referrer"] in generator.REFERRERS
+        assert (
+            event["campaign"] == "tag"
+            and event["latency_ms"] > 0
+            and ("amount" in event) == (event["type"] == "purchase")
+        )
+    assert {e["type"] for e in events} == {"page_view", "click", "purchase"}
+    assert len({e["event_id"] for e in events}) == len(events)
