@@ -17,7 +17,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from livedash import apply, config
 from livedash.errors import LivedashError
 from livedash.pinot.client import PinotError
-from tests.unit.test_pinot_client import response as http_response
+from tests.unit.pinot.test_client import response as http_response
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = config.load(ROOT / "config" / "livedash.yaml", environ={})

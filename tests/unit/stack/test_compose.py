@@ -8,7 +8,7 @@ import yaml
 from livedash import config
 from livedash.stack import jars
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 
 

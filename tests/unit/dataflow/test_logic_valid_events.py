@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from livedash.dataflow.logic import PartitionLogic
 from livedash.kafka.messages import Out, ValidEvents
+from tests.dataflow_runs import BASE, InputClock, event, records, settings
 from tests.dataflow_scaffold import Record, batch_of
-from tests.unit.test_dataflow import BASE, InputClock, event, records, settings
 
 
 def valid(out: list[Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from livedash import config
 from livedash.pinot.client import PinotError, QueryService, Result
 from livedash.times import parse_time
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from dashboard import query
 from dashboard.query import Catalog, QueryError
 from livedash import config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 START, END = 1_800_000_000_000, 1_800_000_900_000
 LITERAL = re.compile(r"'(?:[^']|'')*'")
 

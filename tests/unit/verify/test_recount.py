@@ -13,7 +13,7 @@ import pytest
 from livedash.pipeline.rows import DBL_MAX
 from livedash.pipeline.settings import PipelineSettings
 from livedash.verify.recount import Found, GroupKey, Recount, Report, compare_rollup
-from tests.unit.test_dataflow import BASE, Out, Record, event, records, run, settings
+from tests.dataflow_runs import BASE, Out, Record, event, records, run, settings
 
 CAPPED = 2  # country cap in these tests: with 4 countries, "__other__" rows appear
 

@@ -10,7 +10,7 @@ import pytest
 from livedash import config
 from livedash.stack import services
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -1,0 +1,225 @@
+"""Windows through the dataflow on fixed clocks: tumbling and sliding windows, lateness, caps, tiers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import orjson
+
+from livedash.dataflow.logic import PartitionLogic
+from livedash.kafka.messages import Out
+from livedash.pipeline.contract import Validator
+from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.windows import PartitionWindows
+from tests.dataflow_runs import (
+    BASE,
+    LATENESS_S,
+    InputClock,
+    event,
+    final_state,
+    finals,
+    records,
+    rows,
+    run,
+    settings,
+)
+from tests.dataflow_scaffold import batch_of
+
+
+def test_tumbling_window_is_provisional_then_final() -> None:
+    cfg = settings()
+    recs = records([(BASE + i * 1000, event(BASE + i * 1000, latency=float(i))) for i in range(10)])
+    recs += records([(BASE + 16_000, event(BASE + 16_000))], first_offset=10)  # watermark 16 s: closes [0, 10)
+    out = run(cfg, recs)
+    window = [r for r in rows(out) if r["rollup_name"] == "tumbling_10s" or r["rollup_name"] == "tumble_10s"]
+    first = [r for r in window if r["window_start"] == BASE]
+    provisional = [r for r in first if not r["is_final"]]
+    final = [r for r in first if r["is_final"]]
+    assert provisional, "an open window publishes its running value"
+    assert [r["event_count"] for r in provisional] == sorted(r["event_count"] for r in provisional)
+    assert all(r["version"] == 2 * (r["event_count"] - 1) for r in provisional)  # offsets 0..n-1 folded in
+    assert len(final) == 1
+    assert final[0]["event_count"] == 10
+    assert final[0]["latency_ms_sum"] == sum(range(10))
+    assert (final[0]["latency_ms_min"], final[0]["latency_ms_max"]) == (0.0, 9.0)
+    assert final[0]["version"] == 2 * 9 + 1  # beats every provisional version of the same key
+    assert final[0]["window_end"] == BASE + 10_000
+
+
+def test_lateness_boundary_is_exact() -> None:
+    """Window [0, 10 s) is final once the watermark reaches 10 s + lateness, not one millisecond earlier."""
+    cfg = settings()
+    end = BASE + 10_000
+    recs = records(
+        [
+            (BASE, event(BASE, user="a")),
+            (end + LATENESS_S * 1000 - 1, event(end + LATENESS_S * 1000 - 1, user="b")),  # watermark 1 ms short
+            (end + LATENESS_S * 1000, event(BASE + 5_000, user="c")),  # on time: window still open
+            (end + LATENESS_S * 1000, event(end + LATENESS_S * 1000, user="d")),  # watermark reaches the boundary
+            (end + LATENESS_S * 1000, event(BASE + 6_000, user="e")),  # late now
+        ]
+    )
+    out = run(cfg, recs)
+    final = finals(out, "tumble_10s")[(BASE, "click", "DE", 0)]
+    assert final["event_count"] == 2  # a and c
+    late = [o for o in out if o.role == "late"]
+    assert len(late) == 1
+    assert orjson.loads(late[0].value)["user_id"] == "e"
+    assert dict(late[0].headers)["livedash.source.offset"] == b"4"
+    corrections = [r for r in rows(out) if r["kind"] == "late" and r["rollup_name"] == "tumble_10s"]
+    assert [(c["window_start"], c["event_count"], c["is_final"]) for c in corrections] == [(BASE, 1, 1)]
+
+
+def test_late_events_are_still_counted_exactly() -> None:
+    cfg = settings()
+    values = [(BASE + i * 100, event(BASE + i * 100, user=f"u{i % 7}")) for i in range(50)]
+    values += [(BASE + 60_000, event(BASE + 60_000))]  # closes everything before 55 s
+    values += [(BASE + 60_000, event(BASE + i * 100, user="late")) for i in range(20)]  # all late
+    out = run(cfg, records(values))
+    kept = final_state(out).values()  # what Pinot's upsert keeps
+    total = sum(row["event_count"] for _, row in kept if row["rollup_name"] == "tumble_10s")
+    assert total == 71  # 50 on time + 1 (still open) + 20 late corrections: nothing dropped, nothing twice
+    assert sum(1 for o in out if o.role == "late") == 20
+
+
+def test_sliding_windows_are_unions_of_panes() -> None:
+    cfg = settings()
+    values = [(BASE + s * 1000, event(BASE + s * 1000, latency=float(s))) for s in range(0, 40, 5)]  # 0,5..35 s
+    values += [(BASE + 100_000, event(BASE + 100_000))]
+    out = run(cfg, records(values))
+    slides = {r["window_start"]: r for r in rows(out) if r["rollup_name"] == "slide_30s" and r["is_final"]}
+    # window [0, 30 s) holds 0,5,...,25 s; [10 s, 40 s) holds 10..35 s; [-20 s, 10 s) holds 0 and 5 s
+    assert slides[BASE]["event_count"] == 6
+    assert slides[BASE + 10_000]["event_count"] == 6
+    assert slides[BASE - 20_000]["event_count"] == 2
+    assert slides[BASE]["latency_ms_max"] == 25.0
+    assert slides[BASE + 10_000]["latency_ms_min"] == 10.0
+
+
+def test_caps_fold_extra_values_into_other() -> None:
+    cfg = settings()  # country cap 3
+    values = [(BASE + i, event(BASE + i, country=c)) for i, c in enumerate(["DE", "FR", "US", "JP", "BR", "DE"])]
+    values += [(BASE + 20_000, event(BASE + 20_000))]
+    out = run(cfg, records(values))
+    by_country = {k[2]: v["event_count"] for k, v in finals(out, "tumble_10s").items() if k[0] == BASE}
+    assert by_country == {"DE": 2, "FR": 1, "US": 1, "__other__": 2}
+
+
+def test_caps_keep_the_top_values_of_earlier_panes() -> None:
+    """Caps rank values by their events in the partition's earlier panes: a value that was frequent keeps its
+    own row in the next window even when it arrives after the cap is filled by rarer newcomers."""
+    cfg = settings()  # country cap 3
+    first = ["JP"] * 5 + ["BR"] * 4 + ["DE", "FR", "US"]  # JP, BR, then one each: top 3 = JP, BR, then DE
+    second = ["DE", "FR", "US", "IN", "JP", "BR", "JP"]  # newcomers first; JP and BR must still get own rows
+    values = [(BASE + i, event(BASE + i, country=c)) for i, c in enumerate(first)]
+    values += [(BASE + 10_000 + i, event(BASE + 10_000 + i, country=c)) for i, c in enumerate(second)]
+    values += [(BASE + 40_000, event(BASE + 40_000))]
+    out = run(cfg, records(values))
+    pane = lambda start: {k[2]: v["event_count"] for k, v in finals(out, "tumble_10s").items() if k[0] == start}  # noqa: E731
+    assert pane(BASE) == {"JP": 5, "BR": 4, "DE": 1, "__other__": 2}  # no history yet: first come
+    assert pane(BASE + 10_000) == {"JP": 2, "BR": 1, "DE": 1, "__other__": 3}  # top 3 of the panes before
+
+
+def test_popularity_is_bounded_and_forgets() -> None:
+    cfg = settings()
+    values = []
+    for p in range(12):  # 12 panes, each with its own 5 countries: old ones decay and are dropped
+        values += [(BASE + p * 10_000 + i, event(BASE + p * 10_000 + i, country=f"c{p}-{i}")) for i in range(5)]
+    windows = PartitionWindows(cfg, 0)
+    validator = Validator(cfg.events)
+    events = [validator.parse(v, at) for at, v in values]
+    windows.add_batch(events, list(range(len(events))))  # type: ignore[arg-type]
+    tumble = windows.rollups[0]
+    countries = tumble.popular[1]
+    assert len(countries) <= 4 * 3  # POPULARITY_KEEP times the cap
+    assert not any(name.startswith("c0-") for name in countries)
+    assert all(tumble.popular[0]["click"] >= score for score in countries.values())
+
+
+def test_sliding_windows_are_published_once_current_not_minutes_ahead() -> None:
+    cfg = settings()  # slide_30s: 30 s windows every 10 s
+    validator = Validator(cfg.events)
+    windows = PartitionWindows(cfg, 0)
+
+    def add(offset: int, at: int) -> None:
+        windows.add(validator.parse(event(at), at), offset)  # type: ignore[arg-type]
+
+    def published(flush: bool = False) -> dict[int, int]:
+        rows = [orjson.loads(r.value) for r in windows.publish(flush)]
+        return {r["window_start"]: r["event_count"] for r in rows if r["rollup_name"] == "slide_30s"}
+
+    for i in range(5):
+        add(i, BASE + 1000 + i)  # pane [BASE, BASE+10s): in the windows starting BASE-20s, BASE-10s and BASE
+    # watermark BASE+1s: only the window ending within one slide (BASE-20s .. BASE+10s) is current
+    assert published() == {BASE - 20_000: 5}
+    add(5, BASE + 12_000)  # the watermark moves into the next pane: the window ending at BASE+20s is current
+    assert published() == {BASE - 10_000: 6}  # both panes; the window starting at BASE still waits
+    rows = published(flush=True)  # the end of the input: everything still waiting goes out
+    assert rows == {BASE: 6, BASE + 10_000: 1}
+
+
+def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
+    """History roll-ups go to their own topic; a recent roll-up's windows older than its tier's retention are
+    not published (Pinot would only keep their upsert keys in memory until retention deleted them)."""
+    cfg = PipelineSettings.model_validate(
+        {
+            **settings().model_dump(exclude={"rollups", "retention"}),
+            "retention": {"recent_h": 1, "history_h": 24},
+            "rollups": [
+                {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
+                {"name": "coarse", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history"},
+            ],
+        }
+    )
+    clock = InputClock()
+    logic = PartitionLogic(cfg, clock, None)
+    two_hours_ago = BASE - 7_200_000
+    out = logic.on_batch([batch_of(records([(BASE, event(two_hours_ago)), (BASE, event(BASE))]))])[0]
+    out += logic.on_eof()[0]
+    published = {(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"])
+                 for o in out if isinstance(o, Out)}  # fmt: skip
+    assert ("aggregates", "fine", BASE) in published
+    assert ("history", "coarse", BASE) in published
+    assert ("history", "coarse", two_hours_ago) in published  # within the history tier's 24 h
+    assert ("aggregates", "fine", two_hours_ago) not in published  # beyond the recent tier's hour
+
+
+def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
+    """Open windows of the recent tier go out every publish_every_s; those of the history tier (coarse windows
+    for long ranges, whose growing sketches were half of the output bytes) every history_publish_every_s, with
+    the changes of the seconds between; their final rows are not held back."""
+    cfg = PipelineSettings.model_validate(
+        {
+            **settings(history_publish_every_s=5).model_dump(exclude={"rollups"}),
+            "rollups": [
+                {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
+                {"name": "coarse", "dimensions": ["type", "country"], "window": {"size_s": 30}, "tier": "history"},
+            ],
+        }
+    )
+    clock = InputClock()
+    logic = PartitionLogic(cfg, clock, None)
+    running: dict[str, list[int]] = defaultdict(list)  # roll-up -> seconds at which it published running rows
+    coarse_countries: set[str] = set()
+    for i, rec in enumerate(records([(BASE + i * 1000, event(BASE + i * 1000, country=f"C{i % 3}"))
+                                     for i in range(12)])):  # fmt: skip
+        clock.see(rec)
+        for row in (orjson.loads(o.value) for o in logic.on_batch([batch_of([rec])])[0] if isinstance(o, Out)):
+            if not row["is_final"]:
+                running[row["rollup_name"]].append(i)
+                if row["rollup_name"] == "coarse":
+                    coarse_countries.add(row["country"])
+    assert running["fine"] == list(range(12))  # every second
+    assert sorted(set(running["coarse"])) == [0, 5, 10]  # every 5 s
+    assert coarse_countries == {"C0", "C1", "C2"}  # the groups changed between publications went out too
+    out = logic.on_eof()[0]
+    final = [orjson.loads(o.value) for o in out if isinstance(o, Out) and orjson.loads(o.value)["is_final"]]
+    assert not final  # nothing is final before the watermark passes end + lateness
+    late = records([(BASE + 40_000, event(BASE + 40_000))], first_offset=12)[0]
+    clock.see(late)
+    out = logic.on_batch([batch_of([late])])[0]
+    rows_out = map(orjson.loads, (o.value for o in out if isinstance(o, Out)))
+    assert {(r["rollup_name"], r["window_start"]) for r in rows_out if r["is_final"]} >= {
+        ("fine", BASE),
+        ("coarse", BASE),
+    }
