@@ -19,7 +19,7 @@ from livedash.generator import COUNTRIES, DEVICES, OSES, PAGES, REFERRERS
 from livedash.kafka.producer import CheckedProducer
 from livedash.pinot.client import PinotClient, PinotError
 
-RAW_TOPIC = "events_raw"
+RAW_TABLE = "events_raw"  # the Pinot table of the valid events (pinot/tables/events_raw)
 TYPES = ("page_view", "page_view", "page_view", "click", "click", "purchase")
 
 
@@ -49,7 +49,7 @@ def count_in_pinot(settings: Settings) -> int | str:
     """Rows in events_raw, or why they cannot be counted right now."""
     try:
         pinot = PinotClient.of(settings.pinot, timeout_s=5.0, slack_s=0.0)
-        return int(pinot.query(f"SELECT COUNT(*) FROM {RAW_TOPIC}").rows[0][0])
+        return int(pinot.query(f"SELECT COUNT(*) FROM {RAW_TABLE}").rows[0][0])
     except PinotError as exc:
         return f"unknown ({exc.reason})"
     except (IndexError, ValueError) as exc:
@@ -60,6 +60,7 @@ def produce(settings: Settings, count: int, rate: float = 0.0, campaign: str = "
     """Send `count` events (at `rate`/s when > 0); returns the number Kafka acknowledged."""
     rng = random.Random(seed)
     producer = CheckedProducer(settings.kafka.bootstrap)
+    topic = settings.pipeline.topics.raw  # the raw topic the dataflow reads (LIVEDASH_PIPELINE__TOPICS__RAW too)
     start = time.monotonic()
     for i in range(count):
         if rate > 0:
@@ -67,7 +68,7 @@ def produce(settings: Settings, count: int, rate: float = 0.0, campaign: str = "
             if delay > 0:
                 time.sleep(delay)
         event = make_event(rng, int(time.time() * 1000), campaign)
-        producer.send(RAW_TOPIC, orjson.dumps(event), event["user_id"].encode())
+        producer.send(topic, orjson.dumps(event), event["user_id"].encode())
     delivered = producer.flush()
-    print(f"sample: {delivered} events delivered to {RAW_TOPIC} in {time.monotonic() - start:.1f}s")
+    print(f"sample: {delivered} events delivered to {topic} in {time.monotonic() - start:.1f}s")
     return delivered

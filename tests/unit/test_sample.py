@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import orjson
+import pytest
 
 from livedash import config, generator, sample
 from livedash.pipeline.contract import Validator
@@ -29,3 +30,24 @@ def test_sample_events_use_the_generators_values_and_pass_the_contract() -> None
         )
     assert {e["type"] for e in events} == {"page_view", "click", "purchase"}
     assert len({e["event_id"] for e in events}) == len(events)
+
+
+def test_sample_sends_to_the_configured_raw_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+
+    class Recorder:
+        def __init__(self, bootstrap: str) -> None:
+            pass
+
+        def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+            sent.append(topic)
+
+        def flush(self) -> int:
+            return len(sent)
+
+    monkeypatch.setattr(sample, "CheckedProducer", Recorder)
+    base = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    pipeline = base.pipeline.model_copy(update={"topics": base.pipeline.topics.model_copy(update={"raw": "clicks_in"})})
+    settings = base.model_copy(update={"pipeline": pipeline})
+    assert sample.produce(settings, 3, seed=1) == 3
+    assert sent == ["clicks_in"] * 3
