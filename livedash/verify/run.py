@@ -69,6 +69,10 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
                 say(f"  {done:,} / {total:,} messages ({done / max(total, 1):.0%})")
                 last_say = time.monotonic()
         return done
+    except KafkaException as exc:  # Kafka down or refusing: one line, not a traceback
+        raise LivedashError(
+            f"Kafka at {settings.kafka.bootstrap}: {exc.args[0].str()} (is it up? see `livedash status`)"
+        ) from None
     finally:
         consumer.close()
 
