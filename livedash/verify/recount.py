@@ -30,6 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from statistics import NormalDist
 from typing import Any
 
@@ -143,14 +144,18 @@ class Recount:
         self.quantile = settings.sketches.quantile_field
         self.lateness_ms = int(settings.windows.allowed_lateness_s * 1000)
         self.partitions: dict[int, _Partition] = defaultdict(_Partition)
-        # On time: (roll-up, window start, pane start, partition, raw dims) -> Tally, per window the event met
-        # open (a sliding window closed before a late event must not count it; its correction row does).
-        # Caps are applied at compare time.
-        self.on_time: dict[tuple[str, int, int, int, tuple[str, ...]], Tally] = defaultdict(Tally)
+        # On time: roll-up -> (pane start, partition, raw dims, first window) -> Tally of the events that met the
+        # windows first window, first window + pane, ..., pane start open (every window of their pane, unless
+        # some closed before a late event: a sliding window closed before it must not count it, its correction
+        # row does). One tally per pane, not per window: a 5-minute window sliding by 10 s would add each event
+        # 30 times. Windows are expanded and caps applied at compare time.
+        self.on_time: dict[str, dict[tuple[int, int, tuple[str, ...], int], Tally]] = {
+            r.name: defaultdict(Tally) for r in settings.rollups
+        }
         # Late: (roll-up, window start, raw dims) -> Tally, per window the event missed
         self.late: dict[GroupKey, Tally] = defaultdict(Tally)
-        # Which (roll-up, window start) each partition has events in: a window is due when all have closed it
-        self.windows: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._rollups = [(r.name, r.window.size_s * 1000, r.window.pane_s * 1000, attrgetter(*r.dimensions),
+                          len(r.dimensions) == 1) for r in settings.rollups]  # fmt: skip
         self.valid = 0
         self.late_events = 0
         self.dedup_horizon_ms = int(settings.dedup.horizon_s * 1000)
@@ -191,20 +196,18 @@ class Recount:
             part.seen.remember(event.event_id, ts, part.watermark)
         horizon = part.watermark - self.lateness_ms
         was_late = False
-        for rollup in self.settings.rollups:
-            size = rollup.window.size_s * 1000
-            pane = rollup.window.pane_s * 1000
+        metrics, distinct, quantile = self.metrics, self.distinct, self.quantile
+        for name, size, pane, dims_of, single in self._rollups:
             pane_start = ts - ts % pane
-            raw = tuple(getattr(event, d) for d in rollup.dimensions)
+            raw = (dims_of(event),) if single else dims_of(event)
             closed_upto = horizon - horizon % pane
-            for ws in range(pane_start - size + pane, pane_start + 1, pane):
-                self.windows[(rollup.name, ws)].add(partition)
-                if ws + size <= closed_upto:
-                    tally = self.late[(rollup.name, ws, raw)]
-                    was_late = True
-                else:
-                    tally = self.on_time[(rollup.name, ws, pane_start, partition, raw)]
-                tally.add(event, self.metrics, self.distinct, self.quantile)
+            first = pane_start - size + pane  # the first window holding this pane
+            first_open = max(first, closed_upto - size + pane)  # windows ending at or before closed_upto closed
+            for ws in range(first, min(first_open, pane_start + pane), pane):
+                self.late[(name, ws, raw)].add(event, metrics, distinct, quantile)
+                was_late = True
+            if first_open <= pane_start:
+                self.on_time[name][(pane_start, partition, raw, first_open)].add(event, metrics, distinct, quantile)
         self.late_events += was_late
 
     def due(self, rollup: Rollup, window_start: int) -> bool:
@@ -237,15 +240,20 @@ class Recount:
         pane = rollup.window.pane_s * 1000
         out: dict[GroupKey, Tally] = defaultdict(Tally)
         tumbling = size == pane
-        for (name, ws, pane_start, partition, raw), tally in self.on_time.items():
-            if name != rollup.name or not start_ms <= ws < end_ms or not self.due(rollup, ws):
-                continue
+        due: dict[int, bool] = {}
+        for (pane_start, partition, raw, first_open), tally in self.on_time[rollup.name].items():
             dims = raw
             if tumbling:
                 dims = tuple(
                     v if v in admitted.get((pane_start, partition, i), ()) else OTHER for i, v in enumerate(raw)
                 )
-            _merge(out[(name, ws, dims)], tally)
+            for ws in range(first_open, pane_start + 1, pane):
+                if not start_ms <= ws < end_ms:
+                    continue
+                if ws not in due:
+                    due[ws] = self.due(rollup, ws)
+                if due[ws]:
+                    _merge(out[(rollup.name, ws, dims)], tally)
         for (name, ws, raw), tally in self.late.items():
             if name == rollup.name and start_ms <= ws < end_ms and self.due(rollup, ws):
                 _merge(out[(name, ws, raw)], tally)
