@@ -8,7 +8,6 @@ that grows later.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -20,12 +19,12 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     ConfigSource,
-    NewTopic,
     ResourceType,
 )
 
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.errors import LivedashError
+from livedash.kafka.admin import create_topics, kafka_admin
 from livedash.output import Say
 from livedash.pinot.client import PinotClient, PinotError
 from livedash.wait import poll
@@ -61,21 +60,6 @@ def is_subset(want: Any, have: Any) -> bool:
 def topic_of(table: dict[str, Any]) -> str | None:
     streams = table.get("tableIndexConfig", {}).get("streamConfigs", {})
     return streams.get("stream.kafka.topic.name")
-
-
-def kafka_admin(bootstrap: str) -> AdminClient:
-    """An admin client whose requests time out after 15 s (librdkafka's socket.timeout.ms, the default of every
-    admin call's request and operation timeouts). librdkafka's own log is off: a failed call raises with why."""
-    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "livedash-apply", "socket.timeout.ms": 15_000,
-                        "log_level": 0})  # fmt: skip
-
-
-def create_topics(admin: AdminClient, partitions: Mapping[str, int], configs: Mapping[str, str] | None = None) -> None:
-    """Create each topic with its partition count (replication 1) and wait until the broker has; a topic that
-    exists already raises KafkaException (TOPIC_ALREADY_EXISTS), as any other failure does."""
-    topics = [NewTopic(name, count, 1, config=dict(configs or {})) for name, count in partitions.items()]
-    for future in admin.create_topics(topics).values():
-        future.result()
 
 
 def ensure_topic(settings: Settings, name: str, say: Say = print) -> None:

@@ -45,9 +45,9 @@ from bench.common import (
     stop,
 )
 from bench.peers import EOF_TYPE, WINDOW_MS, live, pinot_baseline
-from livedash import apply
 from livedash.config import PROJECT_ROOT, Settings
 from livedash.generator import GeneratorOptions, run
+from livedash.kafka import admin
 from livedash.pinot.client import PinotError
 from livedash.wait import poll
 
@@ -253,7 +253,7 @@ def run_quix(
 
 
 def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
-    apply.create_topics(apply.kafka_admin(bootstrap), partitions)
+    admin.create_topics(admin.kafka_admin(bootstrap), partitions)
 
 
 FLINK_KAFKA = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"  # for Flink 2.2 (docs/peers.md)

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
-from livedash.pinot.client import PinotClient, Result
+from livedash.pinot.client import PinotClient
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
@@ -77,17 +77,17 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
         consumer.close()
 
 
-def _sql(settings: Settings, sql: str) -> Result:
-    """Pinot's answer (Pinot's own timeout 120 s); a PinotError when it fails or reports an exception."""
-    return PinotClient.of(settings.pinot, timeout_s=120.0, slack_s=10.0).query(sql)
+def pinot_client(settings: Settings) -> PinotClient:
+    """The client of one verify run (its queries share a connection); Pinot's own timeout 120 s."""
+    return PinotClient.of(settings.pinot, timeout_s=120.0, slack_s=10.0)
 
 
 class _Truncated(Exception):
     pass
 
 
-def _rows(settings: Settings, sql: str, limit: int) -> list[list[Any]]:
-    result = _sql(settings, sql)
+def _rows(pinot: PinotClient, sql: str, limit: int) -> list[list[Any]]:
+    result = pinot.query(sql)
     if result.groups_limit_reached or len(result.rows) >= limit:
         raise _Truncated
     return [list(row) for row in result.rows]
@@ -105,7 +105,8 @@ def read_so_far(ends: dict[int, int]) -> str:
     return f"(\"kind\" = 'window' OR {late})"
 
 
-def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[int, int] | None = None) -> tuple[
+def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, end: int,
+          ends: dict[int, int] | None = None) -> tuple[
     list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found]
 ]:  # fmt: skip
     """(window rows' start, partition and values for the caps, groups summed over partitions and kinds).
@@ -131,11 +132,11 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[i
             sql = (f'SELECT "window_start", "source_partition", {dims}, COUNT(*) FROM {table} '
                    f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"source_partition\", {dims} "
                    f"LIMIT {limit}")  # fmt: skip
-            rows_w = _rows(settings, sql, limit)
+            rows_w = _rows(pinot, sql, limit)
         sql = (f'SELECT "window_start", {dims}, SUM("{EVENT_COUNT}"), {aggs}, '
                f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}"), MIN("is_final") FROM {table} WHERE {where} '
                f'GROUP BY "window_start", {dims} LIMIT {limit}')  # fmt: skip
-        rows_g = _rows(settings, sql, limit)
+        rows_g = _rows(pinot, sql, limit)
         window_rows.extend((int(r[0]), int(r[1]), tuple(str(v) for v in r[2 : 2 + n])) for r in rows_w)
         for row in rows_g:
             v = row[1 + n :]
@@ -161,13 +162,15 @@ def fetch(settings: Settings, rollup: Rollup, start: int, end: int, ends: dict[i
     return window_rows, found
 
 
-def quantile_rows(settings: Settings, rollup: Rollup, key: GroupKey, ends: dict[int, int] | None = None) -> list[str]:
+def quantile_rows(
+    settings: Settings, pinot: PinotClient, rollup: Rollup, key: GroupKey, ends: dict[int, int] | None = None
+) -> list[str]:
     table = settings.pipeline.table_of(rollup)
     conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
                                                                                           strict=True))  # fmt: skip
     sql = (f"SELECT \"{QUANTILE_KLL}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
            f'"window_start" = {key[1]} AND {conds} AND {read_so_far(ends or {})} LIMIT 100000')  # fmt: skip
-    return [row[0] for row in _sql(settings, sql).rows]
+    return [row[0] for row in pinot.query(sql).rows]
 
 
 def verify(
@@ -194,6 +197,7 @@ def verify(
     say(f"recounted {scanned:,} messages: {recount.valid:,} valid events ({recount.late_events:,} late), "
         f"{recount.duplicates:,} duplicates, {recount.invalid:,} invalid")  # fmt: skip
     report = Report()
+    pinot = pinot_client(settings)
     deadline = time.monotonic() + settle_s
     for rollup in pipeline.rollups:
         size = rollup.window.size_s * 1000
@@ -205,14 +209,14 @@ def verify(
             continue
         while True:
             part = Report()
-            window_rows, found = fetch(settings, rollup, start, end_ms, recount.ends)
+            window_rows, found = fetch(settings, pinot, rollup, start, end_ms, recount.ends)
             want = compare_rollup(part, recount, rollup, start, end_ms, window_rows, found)
             busiest: list[tuple[GroupKey, Tally]] = sorted(
                 ((k, t) for k, t in want.items() if t.quantiles and k in found and "*" not in k[2]),
                 key=lambda kt: -kt[1].count,
             )[:quantile_groups]
             for key, tally in busiest:
-                rows = quantile_rows(settings, rollup, key, recount.ends)
+                rows = quantile_rows(settings, pinot, rollup, key, recount.ends)
                 problems = check_quantiles(key, tally, rows, pipeline.sketches.kll_k)
                 if problems:
                     part.different += 1

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from livedash import apply
 from livedash.config import Settings
 from livedash.errors import LivedashError
+from livedash.kafka import admin as kafka
 from livedash.pinot.client import PinotClient
 from tests.pinot_query import scalar, wait_for
 
@@ -27,7 +28,7 @@ def test_a_raw_table_moved_to_another_topic_or_column_limit_is_rebuilt_from_it(s
     for field in old_schema["dimensionFieldSpecs"]:
         field.pop("maxLength", None)  # as before this release: Pinot's default of 512
     table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"] = new_topic
-    apply.create_topics(apply.kafka_admin(stack.kafka.bootstrap), {old_topic: 1, new_topic: 1})
+    kafka.create_topics(kafka.kafka_admin(stack.kafka.bootstrap), {old_topic: 1, new_topic: 1})
     producer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
     for topic, n in ((old_topic, 3), (new_topic, 5)):
         for i in range(n):

@@ -7,15 +7,15 @@ import uuid
 
 from confluent_kafka import Producer
 
-from livedash import apply
 from livedash.config import Settings
+from livedash.kafka import admin
 from livedash.kafka.source import KafkaBatchSource, RecordBatch
 
 
 def test_a_batch_carries_each_message_s_offset_timestamp_key_and_value(stack: Settings) -> None:
     bootstrap = stack.kafka.bootstrap
     topic = f"test_source_{uuid.uuid4().hex[:8]}"
-    apply.create_topics(apply.kafka_admin(bootstrap), {topic: 2})
+    admin.create_topics(admin.kafka_admin(bootstrap), {topic: 2})
     t = 1_700_000_000_000
     sent = [(b"k0", b'{"a":0}', t), (None, b'{"a":1}', t + 1), (b"k2", b"", t + 5), (b"k3", None, t - 1),
             (None, b"x" * 1000, t + 10)]  # fmt: skip

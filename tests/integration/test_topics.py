@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from livedash import apply
 from livedash.config import Settings
+from livedash.kafka import admin as kafka
 
 
 def test_the_aggregates_topic_keeps_the_newest_row_per_key(stack: Settings) -> None:
-    admin = apply.kafka_admin(stack.kafka.bootstrap)
+    admin = kafka.kafka_admin(stack.kafka.bootstrap)
     keys = ["cleanup.policy", "segment.ms", "retention.ms"]
     got = apply.topic_configs(admin, stack.pipeline.topics.aggregates, keys)
     history = apply.topic_configs(admin, stack.pipeline.topics.history, keys)

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import Producer
 
 from livedash import apply, config
+from livedash.kafka import admin
 from livedash.pinot.client import PinotClient
 from livedash.stack import manager
 from livedash.wait import poll
@@ -29,7 +30,7 @@ def main() -> None:
     def say(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    apply.create_topics(apply.kafka_admin(s.kafka.bootstrap), {name: 1})
+    admin.create_topics(admin.kafka_admin(s.kafka.bootstrap), {name: 1})
     schema, table = apply.load_table("aggregates", s)
     schema["schemaName"] = table["tableName"] = table["segmentsConfig"]["schemaName"] = name
     streams = table["tableIndexConfig"]["streamConfigs"]
