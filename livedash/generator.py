@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from tqdm import tqdm
 
 COUNTRIES = ("US", "IN", "BR", "DE", "GB", "FR", "JP", "ID", "MX", "NG", "TR", "IT", "ES", "CA", "KR", "RU",
              "PL", "NL", "AU", "AR", "EG", "VN", "PH", "TH", "ZA", "SE", "CH", "BE", "AT", "PT", "CL", "CO",
@@ -218,7 +219,9 @@ def run(
     producer = CheckedProducer(bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
                                              "queue.buffering.max.messages": 1_000_000})  # fmt: skip
     summary = Summary()
-    bar = Progress(count, enabled=progress)
+    # A one-line display on stderr (events, rate), for a person at a terminal only
+    bar = tqdm(total=count, unit=" events", unit_scale=True, desc="generate", mininterval=0.5,
+               disable=not (progress and sys.stderr.isatty()))  # fmt: skip
     start_wall = time.monotonic()
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     out = truth.open("wb") if truth else None
@@ -236,33 +239,13 @@ def run(
                 summary.malformed += chunk.valid.count(False)
                 if out is not None:
                     out.writelines(v + b"\n" for v, ok in zip(chunk.values, chunk.valid, strict=True) if ok)
-                bar.update(summary.sent)
+                bar.update(len(chunk.values))
         except KeyboardInterrupt:  # Ctrl-C: stop generating, still deliver what was sent
             pass
         producer.flush()
     finally:
+        bar.close()
         if out is not None:
             out.close()
     summary.seconds = time.monotonic() - start_wall
-    bar.update(summary.sent, force=True)
     return summary
-
-
-class Progress:
-    """A one-line progress display on stderr (events, rate), at most twice a second."""
-
-    def __init__(self, total: int | None, enabled: bool = True) -> None:
-        self.total, self.enabled = total, enabled and sys.stderr.isatty()
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.5):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        pct = f" {100 * done / self.total:5.1f}%" if self.total else ""
-        sys.stderr.write(f"\rgenerate: {done:,} sent{pct}, {rate:,.0f} events/s   ")
-        if force:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
