@@ -23,7 +23,7 @@ from dashboard import charts, health, kpis, query
 from dashboard.runtime import Resources, resources
 from dashboard.state import PRESETS, REFRESH_CHOICES, View, from_params, to_params
 from livedash.config import Settings
-from livedash.pinot.client import PinotError, Result
+from livedash.pinot.client import PinotError, Result, one_line
 from livedash.pipeline.rows import OTHER
 from livedash.times import format_time, read_time
 
@@ -195,7 +195,7 @@ def health_strip(res: Resources, view: View) -> None:
     h = health.assess(res.last_sample, sample, newest, now, res.settings.dashboard.stale_after_s)
     reason = h.reason
     if unreachable:
-        pinot = "Pinot could not be reached: " + " ".join(unreachable.split())  # one line
+        pinot = "Pinot could not be reached: " + one_line(unreachable, 300)
         # assess reads unknown as absent ("no aggregates in Pinot yet"); its other reasons are the dataflow's
         reason = pinot if h.reason.startswith("no aggregates") else f"{h.reason}; {pinot}"
     if sample.up and (res.last_sample is None or now - res.last_sample.at >= 1):
