@@ -9,22 +9,27 @@ Kafka takes them), the dataflow aggregates them, and the script waits until Pino
 roll-up's SUM(event_count) over the range equals the valid events sent). Refresh: the overview's panels for
 the 24-hour view, unfiltered and with one filter, exactly as dashboard/query.py builds them, run one after the
 other without the dashboard's cache (what one viewer's refresh costs Pinot), `--runs` times; then the same
-panels with every roll-up hidden from the catalog, so they read the raw events. Figures: p50 and p95 of the
-whole refresh, and the median per panel.
+panels with every roll-up hidden from the catalog, so they read the raw events (`--raw-runs 0`: not). Live:
+the refresh of an open page, the range moved on by one refresh step each time, through the dashboard's cache.
+Figures: p50 and p95 of the whole refresh, the median per panel, the rows each roll-up holds per day, and one
+JSON object on the last line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
+from typing import Any
 
 from bench.common import machine, pct
 from dashboard import query
+from dashboard.state import View
 from livedash import config
 from livedash.generator import GeneratorOptions, mean_rate, run
-from livedash.pinot.client import PinotClient
+from livedash.pinot.client import PinotClient, QueryService
 
 
 def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str]) -> list[tuple[str, query.Sql]]:
@@ -106,50 +111,116 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     return valid, int(time.monotonic() - t0)
 
 
+def rows_per_day(client: PinotClient, settings: config.Settings, start: int, hours: float) -> dict[str, int]:
+    """Rows each roll-up holds per day of the range (upsert tables count each key's newest version once)."""
+    out: dict[str, int] = {}
+    for table in sorted({settings.pipeline.table_of(r) for r in settings.pipeline.rollups}):
+        got = client.query(f"SELECT rollup_name, COUNT(*) FROM {table} WHERE window_start >= {start} "
+                           "GROUP BY rollup_name LIMIT 100").rows  # fmt: skip
+        out.update({name: round(n * 24 / hours) for name, n in got})
+    return out
+
+
+def stored(client: PinotClient, settings: config.Settings, start: int) -> dict[str, dict[str, int]]:
+    """Per aggregates table over the range: the rows queries see (each key's newest version) and the rows its
+    segments hold (every version published, skipUpsert), which every scan filter still touches."""
+    out = {}
+    for table in sorted({settings.pipeline.table_of(r) for r in settings.pipeline.rollups}):
+        sql = f"SELECT COUNT(*) FROM {table} WHERE window_start >= {start}"
+        valid = int(client.query(sql).rows[0][0])
+        physical = int(client.query(sql + " OPTION(skipUpsert=true)").rows[0][0])
+        out[table] = {"valid": valid, "physical": physical}
+    return out
+
+
+def timed(client: PinotClient, catalog: query.Catalog, start: int, end: int, filters: dict[str, str],
+          runs: int) -> tuple[list[float], dict[str, list[float]]]:  # fmt: skip
+    """`runs` full refreshes (after one warm-up) of every panel, without a cache: what one viewer's first
+    view costs Pinot."""
+    sqls = panels(catalog, start, end, filters)
+    refresh(client, sqls)  # warm-up
+    totals: list[float] = []
+    per: dict[str, list[float]] = {n: [] for n, _ in sqls}
+    for _ in range(runs):
+        total, each = refresh(client, sqls)
+        totals.append(total)
+        for n, v in each.items():
+            per[n].append(v)
+    return totals, per
+
+
+def live(client: PinotClient, catalog: query.Catalog, start: int, end: int, step_s: int, runs: int) -> list[float]:
+    """The refresh of an open page: the range moved on by one refresh step each time, through the dashboard's
+    own cache (QueryService, TTL one step), so whatever the query layer can reuse is reused."""
+    service = QueryService(lambda sql: client.query(sql))
+    step = step_s * 1000
+    out: list[float] = []
+    for i in range(runs + 1):
+        sqls = panels(catalog, start + i * step, end + i * step, {})
+        t0 = time.perf_counter()
+        for _, sql in sqls:
+            rows = service.query(sql.text, ttl_s=step_s).rows
+            if sql.quantile is not None:
+                service.query(sql.quantile.statement(rows), ttl_s=step_s)
+        if i:  # the first fills the cache
+            out.append(time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long)")
+    parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long); 0: none")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
     args = parser.parse_args()
     settings = config.load()
     client = PinotClient(settings.pinot.broker_url, timeout_s=120)
+    loaded = None
     if not args.skip_load:
-        valid, seconds = load(settings, client, args.events, args.hours)
-        print(f"loaded: {valid:,} valid events aggregated exactly, {seconds}s from the first send")
+        loaded, seconds = load(settings, client, args.events, args.hours)
+        print(f"loaded: {loaded:,} valid events aggregated exactly, {seconds}s from the first send")
     rollups = query.Catalog.from_settings(settings.pipeline)
     raw = dataclasses.replace(rollups, rollups=())
-    end = int(time.time() * 1000)
+    # Whole refresh steps, as the dashboard ends a live range (so the live runs below move by whole steps)
+    step_s = View().refresh_s
+    end = int(time.time() * 1000) // (step_s * 1000) * (step_s * 1000)
     start = end - int(args.hours * 3_600_000)
     raw_rows = client.query(f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start}").rows[0][0]
-    tables = {settings.pipeline.table_of(r) for r in settings.pipeline.rollups}
-    agg_rows = {t: client.query(f"SELECT COUNT(*) FROM {t} WHERE window_start >= {start}").rows[0][0] for t in tables}
-    held = ", ".join(f"{t} {n:,} rows" for t, n in sorted(agg_rows.items()))
-    print(f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows, {held}")
+    per_day = rows_per_day(client, settings, start, args.hours)
+    print(
+        f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows; rows per roll-up per day: "
+        + ", ".join(f"{n} {v:,}" for n, v in per_day.items())
+    )
+    held = stored(client, settings, start)
+    print(
+        "rows held (newest version / every version): "
+        + ", ".join(f"{t} {v['valid']:,} / {v['physical']:,}" for t, v in held.items())
+    )
+    figures: dict[str, Any] = {"hours": args.hours, "events_loaded": loaded, "events_raw_rows": raw_rows,
+                               "rows_per_rollup_per_day": per_day, "rows_held": held}  # fmt: skip
     for label, filters in (("unfiltered", {}), ("country = US", {"country": "US"})):
-        results = {}
-        for name, catalog in (("roll-ups", rollups), ("raw events", raw)):
-            sqls = panels(catalog, start, end, filters)
-            refresh(client, sqls)  # warm-up
-            totals, per = [], {n: [] for n, _ in sqls}
-            runs = args.runs if name == "roll-ups" else args.raw_runs
-            for _ in range(runs):
-                total, each = refresh(client, sqls)
-                totals.append(total)
-                for n, v in each.items():
-                    per[n].append(v)
-            results[name] = totals
-            print(f"{label}, {name}: {len(sqls)} panels, full refresh p50 {pct(totals, 0.5):.3f}s "
-                  f"p95 {pct(totals, 0.95):.3f}s over {runs} runs")  # fmt: skip
-            print(
-                "   per panel (median): "
-                + ", ".join(f"{n} {statistics.median(v) * 1000:.0f} ms" for n, v in per.items())
-            )
-        ratio = pct(results["raw events"], 0.5) / pct(results["roll-ups"], 0.5)
-        print(f"{label}: raw events / roll-ups (p50): {ratio:.1f}x")
-    print(f"machine: {machine()}")
+        totals, per = timed(client, rollups, start, end, filters, args.runs)
+        p50, p95 = pct(totals, 0.5), pct(totals, 0.95)
+        print(f"{label}, roll-ups: {len(per)} panels, full refresh p50 {p50:.3f}s p95 {p95:.3f}s over {args.runs} runs")
+        medians = {n: round(statistics.median(v) * 1000) for n, v in per.items()}
+        print("   per panel (median): " + ", ".join(f"{n} {v} ms" for n, v in medians.items()))
+        key = "cold" if not filters else "cold_filtered"
+        figures[key] = {"p50_s": round(p50, 3), "p95_s": round(p95, 3), "per_panel_ms": medians}
+        if args.raw_runs:
+            raw_totals, _ = timed(client, raw, start, end, filters, args.raw_runs)
+            print(f"{label}, raw events: full refresh p50 {pct(raw_totals, 0.5):.3f}s "
+                  f"p95 {pct(raw_totals, 0.95):.3f}s over {args.raw_runs} runs; raw events / roll-ups (p50): "
+                  f"{pct(raw_totals, 0.5) / p50:.1f}x")  # fmt: skip
+            figures[key]["raw_p50_s"] = round(pct(raw_totals, 0.5), 3)
+    lives = live(client, rollups, start, end, step_s, args.runs)
+    print(f"live refresh (range moved {step_s} s each time, the dashboard's cache): p50 {pct(lives, 0.5):.3f}s "
+          f"p95 {pct(lives, 0.95):.3f}s over {args.runs} runs")  # fmt: skip
+    figures["live"] = {"p50_s": round(pct(lives, 0.5), 3), "p95_s": round(pct(lives, 0.95), 3)}
+    figures["machine"] = machine()
+    print(f"machine: {figures['machine']}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
