@@ -200,6 +200,47 @@ class Agg:
         out.theta_base = union.get_result()
         return out
 
+    def drain(self) -> tuple[Any, ...]:
+        """What the group gained since the last drain, in snapshot form, and the group emptied (its place in the
+        pane's routes stays): the partial a source partition sends to the merge (livedash.pipeline.merge)."""
+        state = self.to_state()
+        p = self.p
+        n = len(p.metrics)
+        self.count = 0
+        self.msum, self.mmin, self.mmax, self.mcount = [0.0] * n, [DBL_MAX] * n, [-DBL_MAX] * n, [0] * n
+        self.theta = ds.update_theta_sketch(p.lg_k)
+        self.theta_base = None
+        self.kll = ds.kll_doubles_sketch(p.kll_k)
+        self.last_ts = 0
+        self.compact = self.state = None
+        return state
+
+    def absorb(self, state: tuple[Any, ...]) -> None:
+        """Fold in another group's snapshot form (a partial): sums add, min/max combine, sketches unite."""
+        count, msum, mmin, mmax, mcount, theta, kll, max_offset, last_ts = state
+        self.compact = self.state = None
+        self.count += count
+        for i in range(len(self.msum)):
+            self.msum[i] += msum[i]
+            self.mcount[i] += mcount[i]
+            if mmin[i] < self.mmin[i]:
+                self.mmin[i] = mmin[i]
+            if mmax[i] > self.mmax[i]:
+                self.mmax[i] = mmax[i]
+        union = ds.theta_union(self.p.lg_k)
+        if self.theta_base is not None:
+            union.update(self.theta_base)
+        if not self.theta.is_empty():
+            union.update(self.theta)
+            self.theta = ds.update_theta_sketch(self.p.lg_k)
+        union.update(ds.compact_theta_sketch.deserialize(theta))
+        self.theta_base = union.get_result()
+        self.kll.merge(ds.kll_doubles_sketch.deserialize(kll))
+        if max_offset > self.max_offset:
+            self.max_offset = max_offset
+        if last_ts > self.last_ts:
+            self.last_ts = last_ts
+
     def fields(self) -> dict[str, Any]:
         """The aggregate columns of a row (see pinot/tables/aggregates/schema.json)."""
         row: dict[str, Any] = {EVENT_COUNT: self.count}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -51,6 +51,28 @@ class LateEvent:
     reason: str
 
 
+class Partial(NamedTuple):
+    """What one group of one pane gained in one source partition since the last tick (Agg.drain's form)."""
+
+    rollup: int  # index into the pipeline's roll-ups
+    pane_start: int
+    # The partition's closed_upto when these gains were drained: they count for the pane's windows ending
+    # after it only (in a sliding roll-up an event can be late for the pane's first windows, which got a
+    # correction row, and on time for its later ones). None: for every window of the pane.
+    after: int | None
+    dims: tuple[str, ...]
+    state: tuple[Any, ...]
+
+
+class PartialsOut(NamedTuple):
+    """One tick of one source partition for the merge."""
+
+    partition: int
+    watermark: int | None
+    closed_upto: list[int | None]  # per roll-up: every window ending at or before it is closed here
+    partials: list[Partial]
+
+
 def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
     buf = agg.buf
     if not buf:
@@ -62,6 +84,39 @@ def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
 
 
 _FIRST_TWO = itemgetter(0, 1)
+
+
+def window_row(
+    rollup: Rollup,
+    role: str,
+    dimensions: tuple[str, ...],
+    ws: int,
+    dims: tuple[str, ...],
+    agg: Agg,
+    kind: str,
+    final: bool,
+    partition: int,
+    offset: int | None,
+    row_version: int,
+    fields: dict[str, Any] | None = None,
+) -> Row:
+    """A row of one window and group (livedash.pipeline.rows): per source partition here, merged across them in
+    livedash.pipeline.merge (partition MERGED)."""
+    pk = primary_key(key_parts(rollup.name, ws, dims, partition, offset))
+    by_name = dict(zip(rollup.dimensions, dims, strict=True))
+    value: dict[str, Any] = {
+        "pk": pk.decode(),
+        "rollup_name": rollup.name,
+        "window_start": ws,
+        "window_end": ws + rollup.window.size_s * 1000,
+        "source_partition": partition,
+        "kind": kind,
+        **{d: by_name.get(d, ALL) for d in dimensions},
+        **(agg.fields() if fields is None else fields),
+        "is_final": int(final),
+        "version": row_version,
+    }
+    return Row(pk, orjson.dumps(value), role)
 
 
 class RollupWindows:
@@ -169,9 +224,14 @@ class RollupWindows:
 
 
 class PartitionWindows:
-    def __init__(self, settings: PipelineSettings, partition: int) -> None:
+    def __init__(self, settings: PipelineSettings, partition: int, partials: bool = False) -> None:
         self.settings = settings
         self.partition = partition
+        # partials=True: phase one of the two-phase merge (docs/architecture.md, issue 16). No window rows; each
+        # call of partials() drains what every group gained since the last call, for the merge shards
+        # (livedash.pipeline.merge) to fold into one row per window and group. Late corrections are as before.
+        self.emit_partials = partials
+        self.pending_partials: list[Partial] = []  # drained from panes dropped at a close, not yet sent
         self.lateness_ms = int(settings.windows.allowed_lateness_s * 1000)
         metrics = tuple(settings.events.metrics)
         s = settings.sketches
@@ -313,8 +373,9 @@ class PartitionWindows:
         touched.clear()
 
     def advance_idle(self, event_time_ms: int) -> None:
-        """Move the watermark forward without input (a quiet, caught-up partition)."""
-        if self.watermark is not None and event_time_ms > self.watermark:
+        """Move the watermark forward without input (a quiet, caught-up partition; also one that never had
+        input, whose closed_upto the merge waits for)."""
+        if self.watermark is None or event_time_ms > self.watermark:
             self.watermark = event_time_ms
             self._close_due()
 
@@ -324,10 +385,13 @@ class PartitionWindows:
     def _close_due(self) -> None:
         assert self.watermark is not None
         horizon = self.watermark - self.lateness_ms
-        for rw in self.rollups:
+        for r, rw in enumerate(self.rollups):
             new_closed = horizon - horizon % rw.pane_ms
             if rw.closed_upto is None or new_closed > rw.closed_upto:
-                self.pending.extend(self._close(rw, new_closed))
+                if self.emit_partials:
+                    self._close_partials(r, rw, new_closed)
+                else:
+                    self.pending.extend(self._close(rw, new_closed))
         self._set_next_close()
 
     def _set_next_close(self) -> None:
@@ -359,6 +423,39 @@ class PartitionWindows:
                     rw.next_publish_ms = now + rw.publish_every_ms - self.slack_ms
                 rows.extend(self._provisional(rw, flush))
         return rows
+
+    def partials(self) -> PartialsOut:
+        """Phase one's output for a tick: what each changed group gained since the last call (drained), and
+        this partition's watermark and closed_upto per roll-up, which tell the merge which windows it may
+        close. Groups that gained nothing are left out."""
+        out, self.pending_partials = self.pending_partials, []
+        for r, rw in enumerate(self.rollups):
+            for ps, pane in rw.panes.items():
+                out.extend(self._drain(r, rw.closed_upto, ps, pane))
+        return PartialsOut(self.partition, self.watermark, [rw.closed_upto for rw in self.rollups], out)
+
+    @staticmethod
+    def _drain(r: int, after: int | None, ps: int, pane: Pane) -> Iterable[Partial]:
+        groups = pane.groups
+        dirty, pane.dirty = pane.dirty, set()
+        return [Partial(r, ps, after, dims, groups[dims].drain()) for dims in sorted(dirty) if groups[dims].count]
+
+    def _close_partials(self, r: int, rw: RollupWindows, new_closed: int) -> None:
+        """Phase one's close: what every pane gained so far is drained under the old closed_upto (a sliding
+        roll-up's open panes too: what they gain from now on no longer counts for the windows closing now),
+        and panes no open window needs are dropped."""
+        old = rw.closed_upto
+        sliding = rw.size_ms > rw.pane_ms
+        for ps in sorted(rw.panes):
+            pane = rw.panes[ps]
+            if ps + rw.size_ms <= new_closed:
+                self.pending_partials.extend(self._drain(r, old, ps, pane))
+                if not pane.retired:
+                    rw._retire(pane)
+                del rw.panes[ps]
+            elif sliding:
+                self.pending_partials.extend(self._drain(r, old, ps, pane))
+        rw.closed_upto = new_closed
 
     def _close(self, rw: RollupWindows, new_closed: int) -> list[Row]:
         closing = sorted(
@@ -429,21 +526,8 @@ class PartitionWindows:
         offset: int | None,
         fields: dict[str, Any] | None = None,
     ) -> Row:
-        pk = primary_key(key_parts(rw.rollup.name, ws, dims, self.partition, offset))
-        by_name = dict(zip(rw.rollup.dimensions, dims, strict=True))
-        value: dict[str, Any] = {
-            "pk": pk.decode(),
-            "rollup_name": rw.rollup.name,
-            "window_start": ws,
-            "window_end": ws + rw.size_ms,
-            "source_partition": self.partition,
-            "kind": kind,
-            **{d: by_name.get(d, ALL) for d in self.dimensions},
-            **(agg.fields() if fields is None else fields),
-            "is_final": int(final),
-            "version": version(agg.max_offset, final),
-        }
-        return Row(pk, orjson.dumps(value), rw.role)
+        return window_row(rw.rollup, rw.role, self.dimensions, ws, dims, agg, kind, final, self.partition, offset,
+                          version(agg.max_offset, final), fields)  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -453,6 +537,7 @@ class PartitionWindows:
             "events_in": self.events_in,
             "late_events": self.late_events,
             "pending": [tuple(row) for row in self.pending],
+            "pending_partials": [tuple(p) for p in self.pending_partials],
             "rollups": [
                 {
                     "closed_upto": rw.closed_upto,
@@ -472,12 +557,14 @@ class PartitionWindows:
         }
 
     @classmethod
-    def restore(cls, settings: PipelineSettings, partition: int, state: dict[str, Any]) -> PartitionWindows:
-        out = cls(settings, partition)
+    def restore(cls, settings: PipelineSettings, partition: int, state: dict[str, Any],
+                partials: bool = False) -> PartitionWindows:  # fmt: skip
+        out = cls(settings, partition, partials)
         out.watermark = state["watermark"]
         out.events_in = state["events_in"]
         out.late_events = state["late_events"]
         out.pending = [Row(*row) for row in state["pending"]]  # (key, value[, role]): older snapshots had no role
+        out.pending_partials = [Partial(*p) for p in state.get("pending_partials", ())]
         for rw, saved in zip(out.rollups, state["rollups"], strict=True):
             rw.closed_upto = saved["closed_upto"]
             rw.popular = [dict(pop) for pop in saved["popular"]]

@@ -1,0 +1,216 @@
+"""Phase two of the two-phase merge (docs/architecture.md, "One row per window and group"): one shard of the
+merged groups. Pure.
+
+Every source partition's phase one (PartitionWindows with partials=True) sends each tick what its changed
+groups gained (Partial: roll-up, pane, dimension values, Agg.drain's form) and its watermark and closed_upto per
+roll-up. A shard holds the groups whose (roll-up, dimension values) hash to it, all panes of each, so it can
+build any window, tumbling or sliding, from its merged panes. It publishes one row per (window, group):
+
+- provisional for the windows a tick changed (sliding windows from the moment they are current, as phase one
+  did; the history tier every `history_publish_every_s`), and
+- final once every source partition has closed the window (the minimum of their closed_upto), after which the
+  panes no open window needs are dropped.
+
+A merged row's version is 2 * (events folded) + is_final. It grows with the input; the events a window has
+folded so far are a subset of its final events, so a provisional row with the final's count has the final's
+content; and a replay after a crash (Bytewax snapshots sources and shards at the same epoch, so the partials
+folded are exactly those sent before the snapshot) reaches the same final row with the same version. Late
+events are not merged: phase one publishes their additive correction rows itself, as before.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from livedash.pipeline.aggregates import Agg, SketchParams
+from livedash.pipeline.rows import Row
+from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.windows import Partial, PartialsOut, window_row
+
+MERGED = -1  # the source_partition of a merged row: every partition's events
+NO_BOUND = -(2**63)
+
+
+def shard_of(rollup: str, dims: Sequence[str], shards: int) -> int:
+    """The shard of a group: a stable hash (Python's str hash differs between processes), over the roll-up and
+    its dimension values only, so every pane and window of the group meets in one shard."""
+    return zlib.crc32(orjson.dumps([rollup, *dims])) % shards
+
+
+def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsOut]:
+    """One tick of a partition for each shard: its own partials, and the watermark and closed_upto for all
+    (a shard that got no partial still learns that the partition moved on)."""
+    by_shard: list[list[Partial]] = [[] for _ in range(shards)]
+    for p in out.partials:
+        by_shard[shard_of(names[p.rollup], p.dims, shards)].append(p)
+    return [PartialsOut(out.partition, out.watermark, out.closed_upto, parts) for parts in by_shard]
+
+
+class _Rollup:
+    __slots__ = ("dirty", "final_upto", "next_publish_ms", "pane_ms", "panes", "publish_every_ms", "retention_ms",
+                 "role", "rollup", "size_ms", "waiting")  # fmt: skip
+
+    def __init__(self, settings: PipelineSettings, index: int) -> None:
+        rollup = settings.rollups[index]
+        self.rollup = rollup
+        self.role = "history" if rollup.tier == "history" else "aggregates"
+        self.size_ms = rollup.window.size_s * 1000
+        self.pane_ms = rollup.window.pane_s * 1000
+        self.retention_ms = settings.retention_ms(rollup)
+        self.publish_every_ms = settings.publish_every_ms(rollup)
+        self.next_publish_ms = -(2**63)
+        # pane -> after (Partial.after, NO_BOUND for None) -> groups: a segment counts for the pane's windows
+        # ending after its bound only
+        self.panes: dict[int, dict[int, dict[tuple[str, ...], Agg]]] = {}
+        self.dirty: dict[int, set[tuple[str, ...]]] = {}  # pane -> groups changed since the last publish
+        self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
+        self.final_upto: int | None = None  # every window ending at or before this was published final
+
+    def window_starts(self, pane_start: int) -> range:
+        return range(pane_start - self.size_ms + self.pane_ms, pane_start + 1, self.pane_ms)
+
+
+class MergeShard:
+    def __init__(self, settings: PipelineSettings, partitions: Iterable[int]) -> None:
+        self.settings = settings
+        s = settings.sketches
+        self.params = SketchParams(tuple(settings.events.metrics), s.distinct_field, s.quantile_field, s.theta_lg_k,
+                                   s.kll_k)  # fmt: skip
+        self.dimensions = settings.all_dimensions
+        self.rollups = [_Rollup(settings, i) for i in range(len(settings.rollups))]
+        # Every source partition the dataflow reads: a window is final only once each of them has closed it.
+        self.closed: dict[int, list[int | None]] = {p: [None] * len(self.rollups) for p in partitions}
+        self.watermarks: dict[int, int | None] = dict.fromkeys(self.closed)
+        self.now_ms: int | None = None  # the wall clock, set by the dataflow (retention, the history cadence)
+        self.slack_ms = int(500 * settings.windows.publish_every_s)
+
+    def fold(self, tick: PartialsOut) -> None:
+        """One partition's tick: its partials into the merged panes, then its watermark and closed_upto."""
+        params = self.params
+        for r, ps, after, dims, state in tick.partials:
+            mr = self.rollups[r]
+            dims = tuple(dims)
+            if mr.final_upto is not None and ps + mr.size_ms <= mr.final_upto:
+                # Every window of the pane was published final: phase one sends a pane's gains before it says
+                # the pane's windows are closed, so only a partition the shard did not wait for can do this.
+                raise ValueError(f"partial for pane {ps} of {mr.rollup.name} after its windows were final")
+            groups = mr.panes.setdefault(ps, {}).setdefault(NO_BOUND if after is None else after, {})
+            agg = groups.get(dims)
+            if agg is None:
+                agg = groups[dims] = Agg(params)
+            agg.absorb(state)
+            mr.dirty.setdefault(ps, set()).add(dims)
+        if tick.partition not in self.closed:
+            raise ValueError(f"partition {tick.partition} is not one of the shard's {sorted(self.closed)}")
+        self.closed[tick.partition] = list(tick.closed_upto)
+        self.watermarks[tick.partition] = tick.watermark
+
+    def publish(self, flush: bool = False) -> list[Row]:
+        """Final rows of windows every partition has closed, then provisional rows of changed open windows
+        (flush: every changed window at once, at the end of the input)."""
+        rows: list[Row] = []
+        for r, mr in enumerate(self.rollups):
+            rows.extend(self._close(r, mr))
+        known = [w for w in self.watermarks.values() if w is not None]
+        watermark = max(known) if known else None
+        now = self.now_ms
+        for mr in self.rollups:
+            if not flush and now is not None and now < mr.next_publish_ms:
+                continue
+            if now is not None:
+                mr.next_publish_ms = now + mr.publish_every_ms - self.slack_ms
+            rows.extend(self._provisional(mr, watermark, flush))
+        return rows
+
+    def _closed_upto(self, r: int) -> int | None:
+        closed = [c[r] for c in self.closed.values()]
+        return None if not closed or any(c is None for c in closed) else min(c for c in closed if c is not None)
+
+    def _close(self, r: int, mr: _Rollup) -> list[Row]:
+        upto = self._closed_upto(r)
+        if upto is None or (mr.final_upto is not None and upto <= mr.final_upto):
+            return []
+        low = NO_BOUND if mr.final_upto is None else mr.final_upto
+        starts = sorted({ws for ps in mr.panes for ws in mr.window_starts(ps) if low < ws + mr.size_ms <= upto})
+        rows = [row for ws in starts for row in self._rows(mr, ws, None, final=True)]
+        mr.final_upto = upto
+        for ps in [ps for ps in mr.panes if ps + mr.size_ms <= upto]:
+            del mr.panes[ps]
+            mr.dirty.pop(ps, None)
+        for ws in [ws for ws in mr.waiting if ws + mr.size_ms <= upto]:
+            del mr.waiting[ws]  # its final row covers every change
+        return rows
+
+    def _is_final(self, mr: _Rollup, ws: int) -> bool:
+        return mr.final_upto is not None and ws + mr.size_ms <= mr.final_upto
+
+    def _provisional(self, mr: _Rollup, watermark: int | None, flush: bool) -> Iterable[Row]:
+        dirty: dict[int, set[tuple[str, ...]]] = {}
+        for ps, groups in mr.dirty.items():
+            for ws in mr.window_starts(ps):
+                if not self._is_final(mr, ws):
+                    dirty.setdefault(ws, set()).update(groups)
+        mr.dirty = {}
+        if mr.size_ms > mr.pane_ms:  # sliding: only windows that are current or have ended
+            for ws, groups in dirty.items():
+                mr.waiting.setdefault(ws, set()).update(groups)
+            due = None if flush or watermark is None else watermark + mr.pane_ms
+            dirty = {ws: mr.waiting.pop(ws) for ws in sorted(mr.waiting) if due is None or ws + mr.size_ms <= due}
+        for ws in sorted(dirty):
+            yield from self._rows(mr, ws, dirty[ws], final=False)
+
+    def _rows(self, mr: _Rollup, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
+        if self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms:
+            return
+        end = ws + mr.size_ms
+        panes = [groups for ps in range(ws, end, mr.pane_ms) if ps in mr.panes
+                 for after, groups in mr.panes[ps].items() if after < end]  # fmt: skip
+        keys = only if only is not None else {dims for groups in panes for dims in groups}
+        for dims in sorted(keys):
+            parts = [groups[dims] for groups in panes if dims in groups]
+            if not parts:
+                continue
+            agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
+            yield window_row(mr.rollup, mr.role, self.dimensions, ws, dims, agg, "window", final, MERGED, None,
+                             2 * agg.count + int(final))  # fmt: skip
+
+    # -- recovery --------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "closed": {p: list(c) for p, c in self.closed.items()},
+            "watermarks": dict(self.watermarks),
+            "rollups": [
+                {
+                    "final_upto": mr.final_upto,
+                    "panes": {
+                        ps: {
+                            after: {dims: agg.to_state() for dims, agg in groups.items()}
+                            for after, groups in segments.items()
+                        }
+                        for ps, segments in mr.panes.items()
+                    },
+                    "dirty": {ps: set(groups) for ps, groups in mr.dirty.items()},
+                    "waiting": {ws: set(groups) for ws, groups in mr.waiting.items()},
+                }
+                for mr in self.rollups
+            ],
+        }
+
+    @classmethod
+    def restore(cls, settings: PipelineSettings, state: dict[str, Any]) -> MergeShard:
+        out = cls(settings, state["closed"])
+        out.closed = {p: list(c) for p, c in state["closed"].items()}
+        out.watermarks = dict(state["watermarks"])
+        for mr, saved in zip(out.rollups, state["rollups"], strict=True):
+            mr.final_upto = saved["final_upto"]
+            mr.panes = {ps: {after: {dims: Agg.from_state(out.params, st) for dims, st in groups.items()}
+                             for after, groups in segments.items()}
+                        for ps, segments in saved["panes"].items()}  # fmt: skip
+            mr.dirty = {ps: set(groups) for ps, groups in saved["dirty"].items()}
+            mr.waiting = {ws: set(groups) for ws, groups in saved["waiting"].items()}
+        return out

@@ -1,0 +1,251 @@
+"""The two-phase merge (livedash.pipeline.merge): per-partition partials folded by shards into one row per window
+and group must count exactly what the per-partition rows count together, after any split into ticks, shards and
+a snapshot anywhere; a window is final only once every partition closed it; versions only grow."""
+
+from __future__ import annotations
+
+import pickle
+from collections import defaultdict
+from typing import Any
+
+import datasketches as ds
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from livedash.pipeline.contract import Event, Validator
+from livedash.pipeline.merge import MERGED, MergeShard, shard_of, split
+from livedash.pipeline.rows import Row
+from livedash.pipeline.windows import PartitionWindows
+from tests.dataflow_runs import BASE, event, settings
+
+CFG = settings()
+VALIDATOR = Validator(CFG.events)
+NAMES = [r.name for r in CFG.rollups]
+
+
+def parse(ts: int, kind: str, country: str, user: str, latency: float) -> Event:
+    got = VALIDATOR.parse(event(ts, kind=kind, country=country, user=user, latency=latency), ts)
+    assert isinstance(got, Event), got
+    return got
+
+
+Input = list[tuple[int, int, Event]]  # (partition, offset, event), in arrival order
+
+
+def stream(spec: list[tuple[int, int, int, int, int]]) -> Input:
+    """(partition, seconds after BASE, type, country, user) -> events with offsets per partition."""
+    offsets: dict[int, int] = defaultdict(int)
+    out = []
+    for p, sec, t, c, u in spec:
+        ts = BASE + sec * 1000 + u  # distinct times within a second: distinct event ids
+        out.append((p, offsets[p], parse(ts, ["click", "view"][t], ["DE", "FR", "US", "PL"][c], f"u{u}", float(sec))))
+        offsets[p] += 1
+    return out
+
+
+def values(rows: list[Row]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in rows]
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[Any]]:
+    """Per (roll-up, window, group): count, latency sum, min, max and the union of the distinct sketches."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for r in rows:
+        key = (r["rollup_name"], r["window_start"], r["type"], r["country"])
+        t = out.setdefault(key, [0, 0.0, float("inf"), float("-inf"), ds.theta_union(12)])
+        t[0] += r["event_count"]
+        if r["latency_ms_count"]:
+            t[1] += r["latency_ms_sum"]
+            t[2] = min(t[2], r["latency_ms_min"])
+            t[3] = max(t[3], r["latency_ms_max"])
+        t[4].update(ds.compact_theta_sketch.deserialize(bytes.fromhex(r["distinct_theta"])))
+    return {
+        k: [n, pytest.approx(s), lo, hi, round(u.get_result().get_estimate())] for k, (n, s, lo, hi, u) in out.items()
+    }
+
+
+def per_partition(inp: Input, partitions: int, ticks: list[int]) -> list[dict[str, Any]]:
+    """Today's design: one PartitionWindows per partition, rows per partition, final ones and corrections."""
+    wins = {p: PartitionWindows(CFG, p) for p in range(partitions)}
+    out: list[Row] = []
+    for lo, hi in zip([0, *ticks], [*ticks, len(inp)], strict=True):
+        for p, w in wins.items():
+            batch = [(o, e) for q, o, e in inp[lo:hi] if q == p]
+            if batch:
+                out += w.add_batch([e for _, e in batch], [o for o, _ in batch])[0]
+            out += w.publish()
+    for w in wins.values():
+        w.advance_idle(BASE + 10**7)
+        out += w.publish()
+    rows = values(out)
+    return [r for r in rows if r["is_final"] and (r["kind"] == "late" or r["source_partition"] >= 0)]
+
+
+class Merged:
+    """Phase one per partition and `shards` merge shards, fed batch by batch, each batch then a tick."""
+
+    def __init__(self, partitions: int, shards: int) -> None:
+        self.parts = list(range(partitions))
+        self.shards = shards
+        self.wins = {p: PartitionWindows(CFG, p, partials=True) for p in self.parts}
+        self.merge = [MergeShard(CFG, self.parts) for _ in range(shards)]
+        self.rows: list[Row] = []
+
+    def tick(self) -> None:
+        for w in self.wins.values():
+            for shard, part in zip(self.merge, split(w.partials(), NAMES, self.shards), strict=True):
+                shard.fold(part)
+        for shard in self.merge:
+            self.rows += shard.publish()
+
+    def add(self, batch: Input) -> None:
+        for p, w in self.wins.items():
+            mine = [(o, e) for q, o, e in batch if q == p]
+            if mine:
+                self.rows += w.add_batch([e for _, e in mine], [o for o, _ in mine])[0]  # corrections
+
+    def feed(self, batch: Input) -> None:
+        self.add(batch)
+        self.tick()
+
+    def restart(self) -> None:
+        state = pickle.dumps(({p: w.snapshot() for p, w in self.wins.items()}, [m.snapshot() for m in self.merge]))
+        wins, merge = pickle.loads(state)
+        self.wins = {p: PartitionWindows.restore(CFG, p, s, partials=True) for p, s in wins.items()}
+        self.merge = [MergeShard.restore(CFG, s) for s in merge]
+
+    def finish(self) -> None:
+        for w in self.wins.values():
+            w.advance_idle(BASE + 10**7)
+        self.tick()
+
+
+def merged(inp: Input, partitions: int, ticks: list[int], shards: int, snapshot_at: int | None = None) -> Merged:
+    """With snapshot_at: everything snapshotted (pickled, as Bytewax does) after that batch went in and before
+    its tick, and restored into new objects (a crash and a resume)."""
+    m = Merged(partitions, shards)
+    for i, (lo, hi) in enumerate(zip([0, *ticks], [*ticks, len(inp)], strict=True)):
+        m.add(inp[lo:hi])
+        if i == snapshot_at:
+            m.restart()
+        m.tick()
+    m.finish()
+    return m
+
+
+events_spec = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 90), st.integers(0, 1), st.integers(0, 3), st.integers(0, 40)),
+    min_size=1,
+    max_size=120,
+)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(spec=events_spec, cuts=st.lists(st.integers(0, 120), max_size=8), shards=st.integers(1, 3),
+       snap=st.one_of(st.none(), st.integers(0, 8)))  # fmt: skip
+def test_merged_rows_count_what_the_partitions_rows_count_together(
+    spec: list[tuple[int, int, int, int, int]], cuts: list[int], shards: int, snap: int | None
+) -> None:
+    inp = stream(spec)
+    ticks = sorted({min(c, len(inp)) for c in cuts})
+    expected = totals(per_partition(inp, 4, ticks))
+    m = merged(inp, 4, ticks, shards, snap)
+    rows = values(m.rows)
+    finals = [r for r in rows if r["is_final"] and r["kind"] == "window"]
+    assert all(r["source_partition"] == MERGED for r in finals)
+    keys = [(r["rollup_name"], r["window_start"], r["type"], r["country"]) for r in finals]
+    assert len(keys) == len(set(keys)), "one final row per window and group"
+    late = [r for r in rows if r["kind"] == "late"]
+    assert totals(finals + late) == expected
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(spec=events_spec, cuts=st.lists(st.integers(0, 120), max_size=8))
+def test_versions_only_grow_and_the_final_row_is_the_newest(
+    spec: list[tuple[int, int, int, int, int]], cuts: list[int]
+) -> None:
+    inp = stream(spec)
+    m = merged(inp, 4, sorted({min(c, len(inp)) for c in cuts}), shards=2)
+    by_key: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+    for row in m.rows:
+        value = orjson.loads(row.value)
+        if value["kind"] == "window":
+            by_key[row.key].append(value)
+    assert by_key
+    for versions in by_key.values():
+        assert [v["version"] for v in versions] == sorted(v["version"] for v in versions)
+        assert versions[-1]["is_final"] == 1 and sum(v["is_final"] for v in versions) == 1
+        assert all(v["version"] == 2 * v["event_count"] + v["is_final"] for v in versions)
+
+
+def test_a_window_is_final_only_once_every_partition_closed_it() -> None:
+    m = Merged(partitions=2, shards=1)
+    m.feed(stream([(0, 1, 0, 0, 1), (1, 2, 0, 0, 2)]))
+    m.feed(stream([(0, 40, 0, 0, 3)]))  # partition 0's watermark passes [0, 10 s) + lateness; partition 1's not
+    tumble = [v for v in values(m.rows) if v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE]
+    assert tumble and not any(v["is_final"] for v in tumble)
+    assert max(v["event_count"] for v in tumble) == 2  # both partitions' events in one row
+    m.wins[1].advance_idle(BASE + 40_000)
+    m.tick()
+    final = [v for v in values(m.rows) if v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE
+             and v["is_final"]]  # fmt: skip
+    assert [v["event_count"] for v in final] == [2]
+
+
+def test_an_event_late_in_one_partition_counts_once_in_a_sliding_window_the_other_keeps_open() -> None:
+    """Partition 0 closes the sliding window [-20 s, 10 s), then gets an event at 5 s: late for that window (a
+    correction row), on time for [0, 30 s), still open. The merged final of [-20 s, 10 s), published only when
+    partition 1 closes it too, must not count the event a second time."""
+    m = Merged(partitions=2, shards=1)
+    m.feed(stream([(0, 1, 0, 0, 1), (1, 2, 0, 0, 2), (0, 20, 0, 0, 3)]))  # p0's watermark 20 s: closes up to 15 s
+    m.feed(stream([(0, 5, 0, 0, 4)]))
+    m.finish()
+    rows = values(m.rows)
+    slide = {v["window_start"]: v for v in rows if v["rollup_name"] == "slide_30s" and v["is_final"]
+             and v["kind"] == "window"}  # fmt: skip
+    late = [v for v in rows if v["rollup_name"] == "slide_30s" and v["kind"] == "late"]
+    assert [v["window_start"] for v in late] == [BASE - 20_000]
+    assert slide[BASE - 20_000]["event_count"] == 2  # the two on-time events; the late one is the correction
+    assert slide[BASE]["event_count"] == 4  # 1, 2, 5 and 20 s: on time for [0, 30 s) everywhere
+
+
+def test_shards_split_groups_not_windows() -> None:
+    """Every pane of a group goes to one shard (a sliding window is built from several panes)."""
+    assert {shard_of("slide_30s", ("click",), 4) for _ in range(3)} == {shard_of("slide_30s", ("click",), 4)}
+    m = merged(stream([(p, s, 0, 0, s) for s in range(0, 60, 3) for p in range(2)]), 2, [10, 20, 30], shards=3)
+    by_group = defaultdict(set)
+    for shard in range(3):
+        for r in values(m.rows):
+            if r["kind"] == "window" and shard_of(r["rollup_name"], (r["type"],) if r["rollup_name"] == "slide_30s"
+                                                   else (r["type"], r["country"]), 3) == shard:  # fmt: skip
+                by_group[(r["rollup_name"], r["type"], r["country"])].add(shard)
+    assert by_group and all(len(s) == 1 for s in by_group.values())
+
+
+def test_a_partial_for_a_pane_already_final_is_refused() -> None:
+    m = Merged(partitions=1, shards=1)
+    m.feed(stream([(0, 1, 0, 0, 1), (0, 40, 0, 0, 2)]))
+    stale = m.wins[0].partials()
+    stale = stale._replace(partials=[p._replace(pane_start=BASE) for p in stream_partials()])
+    with pytest.raises(ValueError, match="after its windows were final"):
+        m.merge[0].fold(stale)
+
+
+def stream_partials() -> list[Any]:
+    w = PartitionWindows(CFG, 0, partials=True)
+    w.add_batch([stream([(0, 1, 0, 0, 1)])[0][2]], [0])
+    return [p for p in w.partials().partials if NAMES[p.rollup] == "tumble_10s"]
+
+
+def test_a_snapshot_between_a_batch_and_its_tick_keeps_the_gains_of_the_panes_it_closed() -> None:
+    """The batch fills [0, 10 s) and closes it in both partitions: the panes are dropped, and what they gained
+    waits for the tick."""
+    inp = stream([(0, 1, 0, 0, 1), (1, 2, 0, 0, 2), (0, 30, 0, 0, 3), (1, 31, 0, 0, 4)])
+    expected = totals(per_partition(inp, 2, []))
+    m = merged(inp, 2, [], shards=2, snapshot_at=0)
+    finals = [r for r in values(m.rows) if r["is_final"]]
+    assert totals(finals) == expected
+    assert expected[("tumble_10s", BASE, "click", "DE")][0] == 2
