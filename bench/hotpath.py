@@ -6,11 +6,12 @@ second per round of batches. Prints events per second of CPU for the pipeline fi
 default), and with --profile the top of a cProfile by own time.
 
 .venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
-    [--snapshot-events 600000] [--segments] [--bare | --compare]
+    [--snapshot-events 600000] [--segments] [--bare | --compare] [--merge-shards N]
 
 --bare: without dropping duplicates and without encoding the valid events; --compare: with both, neither, and
 each alone, alternating run by run (what the two cost, less the produce of each valid event, which needs Kafka:
-bench.dataflow --variants shipped,bare measures it all).
+bench.dataflow --variants shipped,bare measures it all). --merge-shards N: the two-phase merge (windows.merge_shards),
+its shards in the same process (their work, not the crossing between workers: bench.exchange measures that).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import yaml
 
 from bench.common import machine, median
 from livedash.dataflow.flow import tune_gc
-from livedash.dataflow.logic import PartitionLogic
+from livedash.dataflow.logic import PartitionLogic, ShardTick
 from livedash.generator import GeneratorOptions, generate
 from livedash.kafka.source import RecordBatch
+from livedash.pipeline.merge import MergeShard, unpack
 from livedash.pipeline.settings import DedupSettings, PipelineSettings, TopicNames
 
 HERE = Path(__file__).parent
@@ -66,7 +68,22 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
     now = [datetime.fromtimestamp(START_MS / 1000 + 3600, UTC)]  # an hour after the first event
     ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
     logics: dict[int, PartitionLogic] = {}
+    shards: dict[str, MergeShard] = {}
     rows = events = snap_bytes = 0
+
+    def count(out: list[object]) -> int:
+        """Rows out; with the merge, the ticks are folded into their shards, which publish."""
+        n = 0
+        for o in out:
+            if isinstance(o, ShardTick):
+                shard = shards.get(o.shard)
+                if shard is None:
+                    shard = shards[o.shard] = MergeShard(settings, sorted(ends))
+                shard.fold(unpack(o.payload))
+            else:
+                n += 1
+        return n
+
     next_snapshot = snapshot_events
     t0 = time.process_time()
     for batches_ in rounds:
@@ -76,8 +93,11 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             if logic is None:
                 logic = logics[b.partition] = PartitionLogic(settings, lambda: now[0], None, ends.get)
             out, _ = logic.on_batch([b])
-            rows += len(out)
+            rows += count(out)
             events += len(b)
+        for shard in shards.values():
+            shard.now_ms = int(now[0].timestamp() * 1000)
+            rows += len(shard.publish())
         if snapshot_events and events >= next_snapshot:
             next_snapshot += snapshot_events
             snap_bytes = sum(len(pickle.dumps(logic.snapshot())) for logic in logics.values())
@@ -85,7 +105,8 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             segments.append((events, time.process_time() - t0, snap_bytes))
     for logic in logics.values():
         out, _ = logic.on_eof()
-        rows += len(out)
+        rows += count(out)
+    rows += sum(len(shard.publish(flush=True)) for shard in shards.values())
     return events, rows
 
 
@@ -118,9 +139,13 @@ def main() -> None:
     parser.add_argument("--segments", action="store_true", help="events per CPU s in each tenth of the input")
     parser.add_argument("--bare", action="store_true", help="no duplicates check, no valid events")
     parser.add_argument("--compare", action="store_true", help="bare, dedup, valid and both, alternating per run")
+    parser.add_argument("--merge-shards", type=int, default=None, help="windows.merge_shards (default: the file's)")
     args = parser.parse_args()
     tune_gc()  # as the shipped dataflow process does
     configured = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
+    if args.merge_shards is not None:
+        windows = configured.windows.model_copy(update={"merge_shards": args.merge_shards})
+        configured = configured.model_copy(update={"windows": windows})
     variants = {"as configured": configured}
     if args.compare:
         variants = {"bare": variant(configured, False, False), "dedup": variant(configured, True, False),

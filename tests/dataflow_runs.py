@@ -12,7 +12,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import AbortExecution, TestingSink, TestingSource, cluster_main, run_main
 
-from livedash.kafka.messages import Out, ValidEvents
+from livedash.kafka.messages import Out, OutBatch, ValidEvents
 from livedash.kafka.source import RecordBatch
 from livedash.pipeline.settings import PipelineSettings
 from tests.dataflow_scaffold import Record, batch_of, build_flow
@@ -70,7 +70,8 @@ def run(cfg: PipelineSettings, recs: list[Record], workers: int = 1, batch_size:
     clock = InputClock()
     out: list[Out] = []
     flow = build_flow(cfg, TestingSource(recs, batch_size=batch_size), TestingSink(out), clock=clock,
-                      convert=lambda rec: batch_of([clock.see(rec)]))  # fmt: skip
+                      convert=lambda rec: batch_of([clock.see(rec)]),
+                      partitions=sorted({r.partition for r in recs}))  # fmt: skip
     if workers == 1:
         run_main(flow)
     else:
@@ -87,8 +88,10 @@ def valid_events(out: list[Any]) -> dict[int, list[tuple[bytes | None, bytes]]]:
     return dict(found)
 
 
-def rows(out: list[Out]) -> list[dict[str, Any]]:
-    return [orjson.loads(o.value) for o in out if o.role == "aggregates"]
+def rows(out: list[Any]) -> list[dict[str, Any]]:
+    """The aggregate rows among out (a merge shard's come as OutBatches)."""
+    flat = [x for o in out for x in (o.outs if isinstance(o, OutBatch) else [o])]
+    return [orjson.loads(o.value) for o in flat if o.role == "aggregates"]
 
 
 def finals(out: list[Out], rollup: str) -> dict[tuple[Any, ...], dict[str, Any]]:

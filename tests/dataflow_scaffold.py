@@ -3,7 +3,7 @@ stateful step for sources that mix partitions (Bytewax's TestingSource)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from livedash.dataflow.flow import merged
 from livedash.dataflow.logic import Clock, PartitionLogic, utc_now
 from livedash.kafka.messages import Item
 from livedash.kafka.offsets import EndOffset
@@ -50,6 +51,7 @@ def build_flow(
     clock: Clock = utc_now,
     convert: Callable[[Any], RecordBatch] | None = None,
     end_offset: EndOffset | None = None,
+    partitions: Sequence[int] = (),
 ) -> Dataflow:
     """The flow over any source of records (the tests' TestingSource: several partitions through one source
     partition): windows in a keyed stateful step, one PartitionLogic per source partition."""
@@ -58,5 +60,6 @@ def build_flow(
     batches = raw if convert is None else op.map("to_batch", raw, convert)
     keyed = op.map("key_by_partition", batches, lambda batch: (state_key(batch.partition), batch))
     outs = op.stateful_batch("windows", keyed, lambda state: PartitionLogic(settings, clock, state, end_offset))
-    op.output("kafka_out", op.map("unkey", outs, lambda kv: kv[1]), sink)
+    items = op.map("unkey", outs, lambda kv: kv[1])
+    op.output("kafka_out", merged(items, settings, partitions, clock) if settings.windows.merge_shards else items, sink)
     return flow

@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from livedash.dataflow import metrics
+from livedash.dataflow.routing import shard_key
 from livedash.kafka.messages import Item, Out, ValidEvents
 from livedash.kafka.offsets import EndOffset
 from livedash.kafka.source import RecordBatch
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.dedup import Dedup
 from livedash.pipeline.marker import MARKER_KEY, marker_value, parse_marker
+from livedash.pipeline.merge import pack, split
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
 
@@ -30,9 +32,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
+class ShardTick(NamedTuple):
+    """One partition's tick for one merge shard (livedash.pipeline.merge), packed: (key, value) as Bytewax's
+    keyed steps take them."""
+
+    shard: str
+    payload: bytes
+
+
+class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str, Any]]):
     """Bytewax glue around PartitionWindows: validation, dead letters, duplicates, late events, the valid
-    events, publish cadence."""
+    events, publish cadence. With windows.merge_shards, phase one of the two-phase merge: each publish sends
+    the merge shards what the partition's groups gained (ShardTicks) instead of rows."""
 
     def __init__(
         self,
@@ -58,6 +69,10 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         self.dedup = Dedup(dedup.horizon_s, dedup.max_ids)
         self.every = timedelta(seconds=settings.windows.publish_every_s)
         self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
+        self.shards = settings.windows.merge_shards
+        self.shard_keys = [shard_key(i) for i in range(self.shards)]
+        self.rollup_names = [r.name for r in settings.rollups]
+        self.sent: list[tuple[Any, ...] | None] = [None] * self.shards  # per shard: the watermarks it last got
         self.windows: PartitionWindows | None = None
         self.input_watermark: int | None = None  # the watermark as the input left it (before idle advances)
         self.partition: int | None = None
@@ -65,7 +80,8 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         if state is not None:
             self.partition = state["partition"]
             self.dead_letters = state["dead_letters"]
-            self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"])
+            self.windows = PartitionWindows.restore(settings, state["partition"], state["windows"],
+                                                    partials=self.shards > 0)  # fmt: skip
             self.input_watermark = state.get("input_watermark", self.windows.watermark)
             self.dedup = Dedup.restore(dedup.horizon_s, dedup.max_ids, state["dedup"])
             self.valid_published = state["valid_published"]
@@ -77,11 +93,19 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         self.next_publish = now
         self.marker_due = now  # when a watermark marker may be proposed (see _propose_marker)
 
-    def on_batch(self, values: list[RecordBatch]) -> tuple[list[Item], bool]:
-        out: list[Item] = []
+    def start(self, partition: int) -> None:
+        """The partition is known before its first batch (the Kafka reader knows it): with the merge, a
+        partition that never has input must still tell the shards how far it has closed (see
+        _propose_marker), or no window would ever be final."""
         if self.windows is None:
-            self.partition = values[0].partition
-            self.windows = PartitionWindows(self.settings, self.partition)
+            self.partition = partition
+            self.windows = PartitionWindows(self.settings, partition, partials=self.shards > 0)
+
+    def on_batch(self, values: list[RecordBatch]) -> tuple[list[Item | ShardTick], bool]:
+        out: list[Item | ShardTick] = []
+        if self.windows is None:
+            self.start(values[0].partition)
+        assert self.windows is not None
         n = 0
         self.windows.now_ms = int(self.clock().timestamp() * 1000)
         for batch in values:
@@ -104,7 +128,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
             self._lag()  # every batch, not only every publish: a catch-up shorter than a publish still shows
         return out, StatefulBatchLogic.RETAIN
 
-    def _events(self, batch: RecordBatch, out: list[Item]) -> int:
+    def _events(self, batch: RecordBatch, out: list[Item | ShardTick]) -> int:
         """Fold one run of messages (no markers) in: dead letters, late events, corrections and the valid events
         go to out; duplicates are dropped."""
         assert self.windows is not None
@@ -135,7 +159,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
         self.input_watermark = self.windows.watermark
         return len(batch)
 
-    def _publish_valid(self, events: list[Any], keys: list[bytes | None], out: list[Item]) -> None:
+    def _publish_valid(self, events: list[Any], keys: list[bytes | None], out: list[Item | ShardTick]) -> None:
         """The kept events, normalized, to the valid topic, exactly once: a replay after a crash re-derives the
         same valid events in the same order, and the topic's end offset says how many of them the crashed run
         had already written (only this partition's logic writes that partition)."""
@@ -156,7 +180,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
             events, keys = events[skip:], keys[skip:]
         out.append(ValidEvents(self.partition, keys, list(map(self.encode, events))))
 
-    def _marker(self, batch: RecordBatch, i: int, out: list[Item]) -> None:
+    def _marker(self, batch: RecordBatch, i: int, out: list[Item | ShardTick]) -> None:
         """A watermark marker read back from the partition: the advance happens here, at its offset."""
         assert self.windows is not None
         watermark = parse_marker(batch.values[i])
@@ -170,36 +194,49 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
             self.dedup.advance(self.windows.watermark)
         self.marker_due = self.clock()  # read back: the next one may be proposed at once
 
-    def on_notify(self) -> tuple[list[Item], bool]:
+    def on_notify(self) -> tuple[list[Item | ShardTick], bool]:
         now = self.clock()
         quiet = self.windows is not None and now - self.last_input >= self.idle
-        out: list[Item] = []
+        out: list[Item | ShardTick] = []
         if quiet:
             out.extend(self._propose_marker(now))
         # Quiet: nothing churns any more, so sliding windows that are not current yet show what they hold now.
         out.extend(self._publish(now, flush=quiet))
         return out, StatefulBatchLogic.RETAIN
 
-    def _propose_marker(self, now: datetime) -> list[Item]:
+    def _propose_marker(self, now: datetime) -> list[Item | ShardTick]:
         """Quiet partition: event time follows the clock from the last input on, after the idle timeout, so
         its windows close. Measured from the input's watermark, not the advanced one (no run-away), and only
-        proposed: the marker goes into the partition and takes effect when read back (see marker.py)."""
+        proposed: the marker goes into the partition and takes effect when read back (see marker.py). With the
+        merge, a partition that never had input proposes the clock minus the idle timeout: the shards wait for
+        every partition's closed_upto."""
         windows, partition = self.windows, self.partition
-        if windows is None or partition is None or windows.watermark is None or self.input_watermark is None:
+        if windows is None or partition is None:
             return []
         idle_ms = int((now - self.last_input - self.idle) / timedelta(milliseconds=1))
-        target = self.input_watermark + idle_ms
-        if idle_ms <= 0 or target <= windows.watermark or target < windows.next_close or now < self.marker_due:
-            return []  # nothing would close yet, or the last proposal is still on its way
+        if self.input_watermark is not None and windows.watermark is not None:
+            target = self.input_watermark + idle_ms
+            if target <= windows.watermark or target < windows.next_close:
+                return []  # nothing would close yet
+        elif self.shards and self.input_watermark is None:
+            target = int((now - self.idle).timestamp() * 1000)
+            if windows.watermark is not None and (target <= windows.watermark or target < windows.next_close):
+                return []
+        else:
+            return []
+        if idle_ms <= 0 or now < self.marker_due:
+            return []  # not idle yet, or the last proposal is still on its way
         self.marker_due = now + MARKER_RETRY
         return [Out("marker", MARKER_KEY, marker_value(partition, target), partition=partition)]
 
     def notify_at(self) -> datetime | None:
-        if self.windows is None or not self.windows.has_open_windows():
+        if self.windows is None:
+            return None
+        if not self.shards and not self.windows.has_open_windows():
             return None  # nothing to publish or close: an idle key costs nothing
-        return self.next_publish
+        return self.next_publish  # with the merge, a quiet partition's closed_upto must still reach the shards
 
-    def on_eof(self) -> tuple[list[Item], bool]:
+    def on_eof(self) -> tuple[list[Item | ShardTick], bool]:
         return self._publish(self.clock(), flush=True), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
@@ -208,20 +245,36 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item, dict[str, Any]]):
                 "input_watermark": self.input_watermark, "dedup": self.dedup.snapshot(),
                 "valid_published": self.valid_published}  # fmt: skip
 
-    def _publish(self, now: datetime, flush: bool = False) -> list[Item]:
+    def _publish(self, now: datetime, flush: bool = False) -> list[Item | ShardTick]:
         self.next_publish = now + self.every
         if self.windows is None:
             return []
         self.windows.now_ms = int(now.timestamp() * 1000)
         label = str(self.partition)
         lag = self._lag()
-        catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
-        out: list[Item] = [
-            Out(row.role, row.key, row.value) for row in self.windows.publish(flush, provisional=not catching_up)
-        ]
-        metrics.ROWS_OUT.labels(label).inc(len(out))
+        out: list[Item | ShardTick]
+        if self.shards:
+            out = self._ticks()
+        else:
+            catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
+            out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush, not catching_up)]
+            metrics.ROWS_OUT.labels(label).inc(len(out))
         if self.windows.watermark is not None:
             metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)
+        return out
+
+    def _ticks(self) -> list[Item | ShardTick]:
+        """What the groups gained since the last tick, one packed tick per shard; a shard whose tick would
+        hold no partial and no new watermark gets none (after a restore, each gets one)."""
+        assert self.windows is not None
+        whole = self.windows.partials()
+        out: list[Item | ShardTick] = []
+        for i, tick in enumerate(split(whole, self.rollup_names, self.shards)):
+            marks = (tick.watermark, *tick.closed_upto)
+            if tick.partials or marks != self.sent[i]:
+                self.sent[i] = marks
+                out.append(ShardTick(self.shard_keys[i], pack(tick)))
+        metrics.PARTIALS_OUT.labels(str(self.partition)).inc(len(whole.partials))
         return out
 
     def resumed_at(self, partition: int, next_offset: int) -> None:

@@ -20,6 +20,9 @@ DUPLICATES = Counter("livedash_events_duplicate", "Duplicates dropped (an event_
                      "within the dedup horizon); restored from snapshots", ["partition"])  # fmt: skip
 DEDUP_IDS = Gauge("livedash_dedup_ids", "Event ids remembered for deduplication", ["partition"])
 ROWS_OUT = Counter("livedash_rows_out", "Aggregate rows published (provisional, final and corrections)", ["partition"])
+PARTIALS_OUT = Counter("livedash_partials_out", "Group gains sent to the merge shards (windows.merge_shards)",
+                       ["partition"])  # fmt: skip
+MERGED_ROWS_OUT = Counter("livedash_merged_rows_out", "Rows the merge shards published (provisional and final)")
 PROCESSED_OFFSET = Gauge("livedash_processed_offset", "Last raw-topic offset folded in", ["partition"])
 CONSUMER_LAG = Gauge("livedash_consumer_lag_events", "Raw-topic end offset minus processed offset", ["partition"])
 WATERMARK_DELAY = Gauge("livedash_watermark_delay_seconds", "Wall clock minus the partition's watermark", ["partition"])

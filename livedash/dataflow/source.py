@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from livedash.dataflow.logic import Clock, PartitionLogic, utc_now
+from livedash.dataflow.logic import Clock, PartitionLogic, ShardTick, utc_now
 from livedash.kafka.messages import Item
 from livedash.kafka.offsets import EndOffset
 from livedash.kafka.source import RecordBatch
@@ -29,7 +29,7 @@ class Positioned(Protocol):
     next_offset: int
 
 
-class WindowedPartition(StatefulSourcePartition[Item, dict[str, Any]]):
+class WindowedPartition(StatefulSourcePartition[Item | ShardTick, dict[str, Any]]):
     """A source partition read and windowed in one place: the reader's batches go straight into this
     partition's PartitionLogic, and the snapshot holds the offset and the windows together.
 
@@ -44,7 +44,7 @@ class WindowedPartition(StatefulSourcePartition[Item, dict[str, Any]]):
         self.clock = clock
         self.ended = False
 
-    def next_batch(self) -> list[Item]:
+    def next_batch(self) -> list[Item | ShardTick]:
         if self.ended:
             raise StopIteration
         try:
@@ -74,7 +74,7 @@ class WindowedPartition(StatefulSourcePartition[Item, dict[str, Any]]):
         self.reader.close()
 
 
-class WindowedSource(FixedPartitionedSource[Item, dict[str, Any]]):
+class WindowedSource(FixedPartitionedSource[Item | ShardTick, dict[str, Any]]):
     """Every partition of a partitioned source of RecordBatches (Kafka), each windowed where it is read."""
 
     def __init__(
@@ -98,6 +98,9 @@ class WindowedSource(FixedPartitionedSource[Item, dict[str, Any]]):
         state = resume_state or {"offset": None, "logic": None}
         reader = self.batches.build_part(step_id, for_part, state["offset"])
         logic = PartitionLogic(self.settings, self.clock, state["logic"], self.end_offset, self.valid_end)
-        if resume_state is not None and isinstance(reader, Positioned):
-            logic.resumed_at(reader.partition, reader.next_offset)
+        if isinstance(reader, Positioned):
+            if self.settings.windows.merge_shards:
+                logic.start(reader.partition)  # before any input: see PartitionLogic.start
+            if resume_state is not None:
+                logic.resumed_at(reader.partition, reader.next_offset)
         return WindowedPartition(reader, logic, self.clock)

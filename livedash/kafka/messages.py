@@ -29,4 +29,11 @@ class ValidEvents(NamedTuple):
         return "valid"
 
 
-Item = Out | ValidEvents  # what the sink receives
+class OutBatch(NamedTuple):
+    """Several messages as one item (a merge shard's rows of one publish): one item crossing the dataflow's
+    steps instead of one per row."""
+
+    outs: list[Out]
+
+
+Item = Out | ValidEvents | OutBatch  # what the sink receives

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from livedash.kafka.messages import Item, ValidEvents
+from livedash.kafka.messages import Item, OutBatch, ValidEvents
 from livedash.kafka.producer import CheckedProducer, DeliveryFailed
 
 __all__ = ["DeliveryFailed", "TopicSink"]
@@ -32,6 +32,9 @@ class _TopicPartition(StatelessSinkPartition[Item]):
         for item in items:
             if isinstance(item, ValidEvents):  # one batch's valid events, in order, into their partition
                 self.producer.send_to_partition(topics["valid"], item.partition, item.keys, item.values)
+            elif isinstance(item, OutBatch):
+                for out in item.outs:
+                    send(topics[out.role], out.value, out.key, out.partition, out.headers)
             else:  # partition set: a watermark marker, back into the partition it is for
                 send(topics[item.role], item.value, item.key, item.partition, item.headers)
         self.producer.flush(60)  # the valid events too: a snapshot counts them as written

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from livedash.pipeline.aggregates import Agg, SketchParams
@@ -33,6 +34,22 @@ from livedash.pipeline.windows import Partial, PartialsOut, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
 NO_BOUND = -(2**63)
+
+
+_PACK = msgspec.msgpack.Encoder().encode
+_UNPACK = msgspec.msgpack.Decoder().decode
+
+
+def pack(tick: PartialsOut) -> bytes:
+    """One tick for one shard as a single msgpack buffer: crossing between workers, one buffer pickles in a
+    fraction of the time its partials take one by one (bench.exchange: 3.6 against 11 us per partial)."""
+    return _PACK(tick)
+
+
+def unpack(payload: bytes) -> PartialsOut:
+    """pack's inverse; partials come back as lists (fold unpacks them by position)."""
+    partition, watermark, closed_upto, partials = _UNPACK(payload)
+    return PartialsOut(partition, watermark, closed_upto, partials)
 
 
 def shard_of(rollup: str, dims: Sequence[str], shards: int) -> int:
@@ -87,6 +104,17 @@ class MergeShard:
         self.watermarks: dict[int, int | None] = dict.fromkeys(self.closed)
         self.now_ms: int | None = None  # the wall clock, set by the dataflow (retention, the history cadence)
         self.slack_ms = int(500 * settings.windows.publish_every_s)
+
+    def watch(self, partitions: Iterable[int]) -> None:
+        """Also wait for these partitions (added to the source since the snapshot this shard came from)."""
+        for p in partitions:
+            if p not in self.closed:
+                self.closed[p] = [None] * len(self.rollups)
+                self.watermarks[p] = None
+
+    def has_pending(self) -> bool:
+        """Changes not yet published (held back by the cadence, or sliding windows not yet current)."""
+        return any(mr.dirty or mr.waiting for mr in self.rollups)
 
     def fold(self, tick: PartialsOut) -> None:
         """One partition's tick: its partials into the merged panes, then its watermark and closed_upto."""

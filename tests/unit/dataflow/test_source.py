@@ -52,10 +52,12 @@ def test_windows_read_where_their_partition_is_read_give_what_the_keyed_step_giv
         assert strip_sketches(windowed[pk][1]) == strip_sketches(row)
 
 
-def test_windowed_source_resumes_from_its_snapshot_exactly(tmp_path: Path) -> None:
-    """Aborted mid-input and resumed from Bytewax's recovery store: offsets and windows come back together,
-    and what both runs published leaves Pinot's upsert with exactly the rows of one uninterrupted run."""
-    cfg = settings()
+@pytest.mark.parametrize("shards", [0, 3])
+def test_windowed_source_resumes_from_its_snapshot_exactly(tmp_path: Path, shards: int) -> None:
+    """Aborted mid-input and resumed from Bytewax's recovery store: offsets and windows come back together (and
+    the merge shards' groups, with shards), and what both runs published leaves Pinot's upsert with exactly
+    the rows of one uninterrupted run."""
+    cfg = settings(merge_shards=shards)
     whole = final_state(run(cfg, workload(), batch_size=1))
     init_db_dir(tmp_path, 1)
     recovery = RecoveryConfig(str(tmp_path))
@@ -64,11 +66,14 @@ def test_windowed_source_resumes_from_its_snapshot_exactly(tmp_path: Path) -> No
     out: list[Out] = []
     batches = ListBatches(workload(), 13, clock, abort_at)
     source = WindowedSource(batches, cfg, clock)
-    run_main(build_windowed_flow(source, TestingSink(out)), epoch_interval=timedelta(0), recovery_config=recovery)
+    # One worker: an AbortExecution in a cluster_main of two workers hangs the other (Bytewax 0.21.1).
+    go = lambda: run_main(build_windowed_flow(source, TestingSink(out)), epoch_interval=timedelta(0),  # noqa: E731
+                          recovery_config=recovery)  # fmt: skip
+    go()
     first = len(out)
     assert first and not abort_at  # stopped at the abort (Bytewax ends the execution quietly)
     assert whole.keys() - final_state(out).keys()  # some windows were not published yet
-    run_main(build_windowed_flow(source, TestingSink(out)), epoch_interval=timedelta(0), recovery_config=recovery)
+    go()
     assert len(out) > first
     assert all(start > 0 for start in batches.starts.values())  # resumed from the snapshots, not from scratch
     resumed = final_state(out)
