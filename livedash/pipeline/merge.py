@@ -69,7 +69,7 @@ def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsO
 
 class _Rollup:
     __slots__ = ("dirty", "final_upto", "next_publish_ms", "pane_ms", "panes", "publish_every_ms", "retention_ms",
-                 "role", "rollup", "size_ms", "waiting")  # fmt: skip
+                 "role", "rollup", "size_ms", "sources", "waiting")  # fmt: skip
 
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
@@ -84,6 +84,9 @@ class _Rollup:
         # ending after its bound only
         self.panes: dict[int, dict[int, dict[tuple[str, ...], Agg]]] = {}
         self.dirty: dict[int, set[tuple[str, ...]]] = {}  # pane -> groups changed since the last publish
+        # pane -> group -> the partitions that sent it events (a row's source_partitions: which partition kept
+        # which value under its caps, for verify)
+        self.sources: dict[int, dict[tuple[str, ...], set[int]]] = {}
         self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
         self.final_upto: int | None = None  # every window ending at or before this was published final
 
@@ -132,6 +135,7 @@ class MergeShard:
                 agg = groups[dims] = Agg(params)
             agg.absorb(state)
             mr.dirty.setdefault(ps, set()).add(dims)
+            mr.sources.setdefault(ps, {}).setdefault(dims, set()).add(tick.partition)
         if tick.partition not in self.closed:
             raise ValueError(f"partition {tick.partition} is not one of the shard's {sorted(self.closed)}")
         self.closed[tick.partition] = list(tick.closed_upto)
@@ -169,6 +173,7 @@ class MergeShard:
         for ps in [ps for ps in mr.panes if ps + mr.size_ms <= upto]:
             del mr.panes[ps]
             mr.dirty.pop(ps, None)
+            mr.sources.pop(ps, None)
         for ws in [ws for ws in mr.waiting if ws + mr.size_ms <= upto]:
             del mr.waiting[ws]  # its final row covers every change
         return rows
@@ -195,16 +200,17 @@ class MergeShard:
         if self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms:
             return
         end = ws + mr.size_ms
-        panes = [groups for ps in range(ws, end, mr.pane_ms) if ps in mr.panes
-                 for after, groups in mr.panes[ps].items() if after < end]  # fmt: skip
+        starts = [ps for ps in range(ws, end, mr.pane_ms) if ps in mr.panes]
+        panes = [groups for ps in starts for after, groups in mr.panes[ps].items() if after < end]
         keys = only if only is not None else {dims for groups in panes for dims in groups}
         for dims in sorted(keys):
             parts = [groups[dims] for groups in panes if dims in groups]
             if not parts:
                 continue
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
+            sources = sorted({p for ps in starts for p in mr.sources.get(ps, {}).get(dims, ())})
             yield window_row(mr.rollup, mr.role, self.dimensions, ws, dims, agg, "window", final, MERGED, None,
-                             2 * agg.count + int(final))  # fmt: skip
+                             2 * agg.count + int(final), sources=sources)  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -223,6 +229,9 @@ class MergeShard:
                         for ps, segments in mr.panes.items()
                     },
                     "dirty": {ps: set(groups) for ps, groups in mr.dirty.items()},
+                    "sources": {
+                        ps: {dims: set(ps_) for dims, ps_ in groups.items()} for ps, groups in mr.sources.items()
+                    },
                     "waiting": {ws: set(groups) for ws, groups in mr.waiting.items()},
                 }
                 for mr in self.rollups
@@ -240,5 +249,7 @@ class MergeShard:
                              for after, groups in segments.items()}
                         for ps, segments in saved["panes"].items()}  # fmt: skip
             mr.dirty = {ps: set(groups) for ps, groups in saved["dirty"].items()}
+            mr.sources = {ps: {dims: set(ps_) for dims, ps_ in groups.items()}
+                          for ps, groups in saved["sources"].items()}  # fmt: skip
             mr.waiting = {ws: set(groups) for ws, groups in saved["waiting"].items()}
         return out

@@ -17,8 +17,11 @@ MISSING = "__none__"  # the value of a dimension an event does not carry
 RESERVED = frozenset({ALL, OTHER})  # roll-up values a producer cannot send as its own (MISSING means absent)
 DBL_MAX = sys.float_info.max  # MIN of a metric no event carried: merges correctly under Pinot's MIN
 
-# Columns of every row, before the dimensions: key, roll-up, window, source partition, kind (window or late).
-KEY_COLUMNS = ("pk", "rollup_name", "window_start", "window_end", "source_partition", "kind")
+# Columns of every row, before the dimensions: key, roll-up, window, source partition (MERGED, -1, for a row
+# of every partition's events), the partitions whose events the row holds, kind (window or late). verify reads
+# source_partitions to learn which values each partition kept under its caps.
+SOURCES = "source_partitions"
+KEY_COLUMNS = ("pk", "rollup_name", "window_start", "window_end", "source_partition", SOURCES, "kind")
 EVENT_COUNT = "event_count"
 DISTINCT = "distinct_theta"  # Theta sketch of the distinct field, hex
 QUANTILE_KLL = "quantile_kll"  # KLL sketch of the quantile field, hex

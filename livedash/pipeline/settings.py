@@ -62,8 +62,8 @@ class WindowSettings(FrozenModel):
     # of a catch-up's work. They go out again once it is this close.
     provisional_max_lag: int = Field(default=50_000, ge=0)
     # The two-phase merge (docs/architecture.md, "One row per window and group"): each partition sends what its
-    # groups gained to this many merge shards, which publish one row per window and group. 0: every partition
-    # publishes its own rows (the default until `livedash verify` reads caps back from merged rows).
+    # groups gained to this many merge shards, which publish one row per window and group (config/pipeline.yaml:
+    # 4, spread evenly over 1, 2 or 4 workers). 0: every partition publishes its own rows.
     merge_shards: int = Field(default=0, ge=0, le=256)
 
 

@@ -26,7 +26,7 @@ import orjson
 
 from livedash.pipeline.aggregates import Agg, SketchParams
 from livedash.pipeline.contract import Event, dimension_values, event_time
-from livedash.pipeline.rows import ALL, MISSING, OTHER, Row, key_parts, primary_key, version
+from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, primary_key, version
 from livedash.pipeline.settings import PipelineSettings, Rollup
 
 ROUTE_CACHE_MAX = 65_536  # raw dimension tuples remembered per pane (beyond, the caps are applied per event)
@@ -99,6 +99,7 @@ def window_row(
     offset: int | None,
     row_version: int,
     fields: dict[str, Any] | None = None,
+    sources: list[int] | None = None,
 ) -> Row:
     """A row of one window and group (livedash.pipeline.rows): per source partition here, merged across them in
     livedash.pipeline.merge (partition MERGED)."""
@@ -110,6 +111,7 @@ def window_row(
         "window_start": ws,
         "window_end": ws + rollup.window.size_s * 1000,
         "source_partition": partition,
+        SOURCES: [partition] if sources is None else sources,
         "kind": kind,
         **{d: by_name.get(d, ALL) for d in dimensions},
         **(agg.fields() if fields is None else fields),

@@ -20,7 +20,7 @@ from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
 from livedash.pinot.client import PinotClient
-from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, metric_columns, version
+from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, SOURCES, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
@@ -129,8 +129,10 @@ def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, en
         where = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b} AND {read}'
         rows_w: list[list[Any]] = []
         if rollup.window.every_s is None:
-            sql = (f'SELECT "window_start", "source_partition", {dims}, COUNT(*) FROM {table} '
-                   f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"source_partition\", {dims} "
+            # source_partitions is multi-valued: Pinot groups by each of its values, one group per partition
+            # whose events a row holds (a merged row holds several).
+            sql = (f'SELECT "window_start", "{SOURCES}", {dims}, COUNT(*) FROM {table} '
+                   f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"{SOURCES}\", {dims} "
                    f"LIMIT {limit}")  # fmt: skip
             rows_w = _rows(pinot, sql, limit)
         sql = (f'SELECT "window_start", {dims}, SUM("{EVENT_COUNT}"), {aggs}, '

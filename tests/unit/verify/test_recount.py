@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from livedash.kafka.messages import OutBatch
 from livedash.pipeline.rows import DBL_MAX
 from livedash.pipeline.settings import PipelineSettings
 from livedash.verify.recount import Found, GroupKey, Recount, Report, compare_rollup
@@ -43,7 +44,7 @@ def workload() -> list[Record]:
 def upserted(out: list[Out]) -> list[dict[str, Any]]:
     """What Pinot's upsert keeps: per primary key, the row with the highest version."""
     best: dict[str, dict[str, Any]] = {}
-    for o in out:
+    for o in (x for item in out for x in (item.outs if isinstance(item, OutBatch) else [item])):
         if o.role not in ("aggregates", "history"):
             continue
         row = orjson.loads(o.value)
@@ -61,8 +62,8 @@ def as_pinot(rows: list[dict[str, Any]], pipeline: PipelineSettings) -> tuple[
     for row in rows:
         rollup = pipeline.rollup(row["rollup_name"])
         dims = tuple(row[d] for d in rollup.dimensions)
-        if row["kind"] == "window":
-            windows[rollup.name].append((row["window_start"], row["source_partition"], dims))
+        if row["kind"] == "window":  # Pinot groups by each value of the multi-valued source_partitions
+            windows[rollup.name] += [(row["window_start"], p, dims) for p in row["source_partitions"]]
         key = (rollup.name, row["window_start"], dims)
         metrics = {m: (row[f"{m}_sum"], row[f"{m}_count"], row[f"{m}_min"], row[f"{m}_max"])
                    for m in pipeline.events.metrics}  # fmt: skip
@@ -89,12 +90,23 @@ def verify_rows(rows: list[dict[str, Any]], recs: list[Record], pipeline: Pipeli
     return report
 
 
-def test_the_dataflows_rows_verify_exactly() -> None:
+@pytest.mark.parametrize("shards", [0, 3])
+def test_the_dataflows_rows_verify_exactly(shards: int) -> None:
+    """Per-partition rows and merged ones (windows.merge_shards): the partitions cap their values each on its
+    own, and a merged row's source_partitions says which partitions kept its values."""
     pipeline = cfg()
+    pipeline = pipeline.model_copy(update={"windows": pipeline.windows.model_copy(update={"merge_shards": shards})})
     recs = workload()
     rows = upserted(run(pipeline, recs, batch_size=9))
     assert any(r["country"] == "__other__" for r in rows), "the caps must bind for this test to mean anything"
     assert any(r["kind"] == "late" for r in rows), "and late corrections must be among the rows"
+    if shards:
+        merged = [r for r in rows if r["kind"] == "window"]
+        assert all(r["source_partition"] == -1 for r in merged)
+        assert any(len(r["source_partitions"]) > 1 for r in merged)
+        # the caps differ between partitions: some value has its own row from one partition, not another
+        assert any(r["country"] != "__other__" and len(r["source_partitions"]) < 3 for r in merged
+                   if r["rollup_name"] == "tumble_10s")  # fmt: skip
     report = verify_rows(rows, recs, pipeline)
     assert report.ok, report.problems[:5]
     assert report.compared == report.equal > 100
