@@ -18,7 +18,15 @@ from livedash.pipeline.settings import PipelineSettings
 # the managed dataflow's recovery directory is named after it (see docs/operations.md).
 # 4: windows kept in the source partition with its offset (WindowedSource)
 # 5: rows keyed by a digest of their key; the duplicate ids and the count of valid events published
-STATE_FORMAT = 5
+# 6: the merge shards' state beside the partitions' (windows.merge_shards; the recovery directory names the
+#    shard count too, since a shard's state lives under its key)
+STATE_FORMAT = 6
+
+
+def recovery_name(settings: PipelineSettings) -> str:
+    """The managed dataflow's recovery directory name: the state format, and the merge shard count if any."""
+    shards = settings.windows.merge_shards
+    return f"v{STATE_FORMAT}-merge{shards}" if shards else f"v{STATE_FORMAT}"
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ import requests
 
 from livedash import prometheus
 from livedash.config import PROJECT_ROOT, Settings
-from livedash.dataflow.source import STATE_FORMAT
+from livedash.dataflow.source import recovery_name
 from livedash.errors import LivedashError
 from livedash.pinot.client import PinotClient, PinotError
 from livedash.stack.jars import DEPLOY
@@ -374,7 +374,7 @@ class Dataflow(Service):
     def recovery_dir(self) -> Path:
         # Named after the state format: a release that changes it starts a fresh store (and re-reads the raw
         # topic from its start, which the versioned upserts make harmless) instead of failing on the old one.
-        return self.state_dir / "recovery" / f"v{STATE_FORMAT}"
+        return self.state_dir / "recovery" / recovery_name(self.settings.pipeline)
 
     def command(self, java: Path, classpath: str) -> list[str]:
         if not any(self.recovery_dir.glob("part-*.sqlite3")):  # created once; kept across restarts
