@@ -90,7 +90,7 @@ _NOT_NONE = partial(is_not, None)
 
 class Agg:
     __slots__ = ("buf", "buf_last", "compact", "count", "home", "kll", "last_ts", "max_offset", "mcount", "mmax",
-                 "mmin", "msum", "p", "state", "theta", "theta_base")  # fmt: skip
+                 "mmin", "msum", "p", "state", "theta", "theta_base", "union")  # fmt: skip
 
     def __init__(self, p: SketchParams) -> None:
         self.p = p
@@ -102,6 +102,9 @@ class Agg:
         self.mcount = [0] * n
         self.theta = ds.update_theta_sketch(p.lg_k)
         self.theta_base: ds.compact_theta_sketch | None = None  # restored from a snapshot
+        # absorb's: the partials' Theta sketches, compacted only when the value is read (theta_compact), not at
+        # every partial (a merged group takes one from each partition every tick)
+        self.union: ds.theta_union | None = None
         self.kll = ds.kll_doubles_sketch(p.kll_k)
         self.max_offset = -1
         self.last_ts = 0
@@ -172,7 +175,12 @@ class Agg:
 
     def theta_compact(self) -> ds.compact_theta_sketch:
         if self.compact is None:
-            if self.theta_base is None:
+            if self.union is not None:
+                if not self.theta.is_empty():
+                    self.union.update(self.theta)
+                    self.theta = ds.update_theta_sketch(self.p.lg_k)
+                self.compact = self.union.get_result()
+            elif self.theta_base is None:
                 self.compact = self.theta.compact()
             else:
                 union = ds.theta_union(self.p.lg_k)
@@ -209,7 +217,7 @@ class Agg:
         self.count = 0
         self.msum, self.mmin, self.mmax, self.mcount = [0.0] * n, [DBL_MAX] * n, [-DBL_MAX] * n, [0] * n
         self.theta = ds.update_theta_sketch(p.lg_k)
-        self.theta_base = None
+        self.theta_base = self.union = None
         self.kll = ds.kll_doubles_sketch(p.kll_k)
         self.last_ts = 0
         self.compact = self.state = None
@@ -227,14 +235,13 @@ class Agg:
                 self.mmin[i] = mmin[i]
             if mmax[i] > self.mmax[i]:
                 self.mmax[i] = mmax[i]
-        union = ds.theta_union(self.p.lg_k)
-        if self.theta_base is not None:
-            union.update(self.theta_base)
-        if not self.theta.is_empty():
-            union.update(self.theta)
-            self.theta = ds.update_theta_sketch(self.p.lg_k)
+        union = self.union
+        if union is None:
+            union = self.union = ds.theta_union(self.p.lg_k)
+            if self.theta_base is not None:
+                union.update(self.theta_base)
+                self.theta_base = None
         union.update(ds.compact_theta_sketch.deserialize(theta))
-        self.theta_base = union.get_result()
         self.kll.merge(ds.kll_doubles_sketch.deserialize(kll))
         if max_offset > self.max_offset:
             self.max_offset = max_offset
