@@ -1,6 +1,8 @@
 """One merge shard as Bytewax's stateful batch logic: phase two of the two-phase merge (livedash.pipeline.merge,
 docs/architecture.md). Folds the packed ticks of every source partition, publishes one row per window and
-group: finals as soon as every partition has closed a window, running values at the publish cadence."""
+group: finals as soon as every partition has closed a window, running values at the publish cadence, and once
+no partition has sent a partial for the idle timeout, every change held back (as a quiet partition does without
+the merge: sliding windows not yet current show what they hold)."""
 
 from __future__ import annotations
 
@@ -27,12 +29,18 @@ class MergeLogic(StatefulBatchLogic[bytes, OutBatch, dict[str, Any]]):
             self.shard = MergeShard.restore(settings, state)
             self.shard.watch(partitions)
         self.every = timedelta(seconds=settings.windows.publish_every_s)
+        self.idle = timedelta(seconds=settings.windows.idle_timeout_s)
         self.next_publish = clock()
+        self.last_input = self.next_publish  # the last tick that carried partials (marks alone are not input)
 
     def on_batch(self, values: list[bytes]) -> tuple[list[OutBatch], bool]:
+        now = self.clock()
         for payload in values:
-            self.shard.fold(unpack(payload))
-        return self._publish(self.clock()), StatefulBatchLogic.RETAIN
+            tick = unpack(payload)
+            if tick.partials:
+                self.last_input = now
+            self.shard.fold(tick)
+        return self._publish(now), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.next_publish if self.shard.has_pending() else None
@@ -48,7 +56,7 @@ class MergeLogic(StatefulBatchLogic[bytes, OutBatch, dict[str, Any]]):
 
     def _publish(self, now: datetime, flush: bool = False) -> list[OutBatch]:
         self.shard.now_ms = int(now.timestamp() * 1000)
-        rows = self.shard.publish(flush)
+        rows = self.shard.publish(flush or now - self.last_input >= self.idle)
         if now >= self.next_publish:
             self.next_publish = now + self.every
         if not rows:

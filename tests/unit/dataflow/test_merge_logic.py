@@ -17,6 +17,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.testing import TestingSink, TestingSource, cluster_main
 
 from livedash.dataflow.logic import PartitionLogic, ShardTick
+from livedash.dataflow.merging import MergeLogic
 from livedash.dataflow.routing import shard_key, worker_of
 from livedash.pipeline.merge import MERGED, MergeShard, unpack
 from tests.dataflow_runs import BASE, InputClock, event, final_state, read_back, records, run, settings, workload
@@ -125,3 +126,32 @@ def test_a_partition_without_input_lets_the_merged_windows_become_final() -> Non
     assert BASE in closed  # partition 0's watermark passed BASE + 10 s + lateness long ago
     assert sum(r["event_count"] for r in finals if r["is_final"] and r["window_start"] == BASE
                and r["rollup_name"] == "tumble_10s") == 10  # fmt: skip
+
+
+def test_a_quiet_input_lets_the_merge_show_sliding_windows_not_yet_current() -> None:
+    """Sliding windows are published once current (they churn until then); when no partition has sent a
+    partial for the idle timeout nothing churns any more, so the shard shows what the others hold, as a quiet
+    partition does without the merge (else they would wait for the clock to pass their end)."""
+    cfg = settings(merge_shards=1)
+    clock = InputClock()
+    part = PartitionLogic(cfg, clock, None)
+    part.start(0)
+    merge = MergeLogic(cfg, [0], clock, None)
+
+    def sliding(out: list[Any]) -> dict[int, int]:
+        got = [orjson.loads(o.value) for batch in out for o in batch.outs]
+        return {r["window_start"]: r["event_count"] for r in got if r["rollup_name"] == "slide_30s"}
+
+    seen: dict[int, int] = {}
+    for rec in records([(BASE + i * 1000, event(BASE + i * 1000)) for i in range(40)]):
+        clock.see(rec)
+        ticks = [o.payload for o in part.on_batch([batch_of([rec])])[0] if isinstance(o, ShardTick)]
+        seen.update(sliding(merge.on_batch(ticks)[0]))
+    assert BASE + 10_000 in seen and BASE + 20_000 not in seen  # ends after the watermark + a pane: not current
+    clock.now += timedelta(seconds=5)
+    assert not sliding(merge.on_notify()[0])  # not quiet yet
+    clock.now += timedelta(seconds=6)
+    assert merge.notify_at() is not None
+    later = sliding(merge.on_notify()[0])
+    assert later == {BASE + 20_000: 20, BASE + 30_000: 10}
+    assert not merge.shard.has_pending()
