@@ -1,11 +1,13 @@
-"""The Kafka batch source against the real broker: the columns of a batch are the messages', in order."""
+"""The Kafka batch source against the real broker: the columns of a batch are the messages', in order; a
+partition that stops fetching is assigned again."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 
 from livedash.config import Settings
 from livedash.kafka import admin
@@ -46,3 +48,41 @@ def test_a_batch_carries_each_message_s_offset_timestamp_key_and_value(stack: Se
     assert part.snapshot() == 5  # the next offset to read
     assert [o for b in again for o in b.offsets] == [3, 4]
     assert [v for b in again for v in b.values] == [None, b"x" * 1000]
+
+
+def test_a_partition_that_stops_fetching_is_assigned_again_and_reads_on(stack: Settings) -> None:
+    """librdkafka occasionally leaves an assigned partition not fetching after a broker restart (issue 5153):
+    here a paused partition stands in for it. The reader asks for the end offset once it has read nothing
+    for stall_s, assigns the partition again at its next offset, and reads what arrived; a partition that is
+    merely quiet is left alone."""
+    bootstrap = stack.kafka.bootstrap
+    topic = f"test_stall_{uuid.uuid4().hex[:8]}"
+    admin.create_topics(admin.kafka_admin(bootstrap), {topic: 1})
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    def send(values: list[bytes]) -> None:
+        for v in values:
+            producer.produce(topic, v, partition=0)
+        assert producer.flush(30) == 0
+
+    def read(part: Any, want: int, for_s: float) -> list[bytes | None]:
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + for_s
+        while len(got) < want and time.monotonic() < deadline:
+            got += [v for b in part.next_batch() for v in b.values]
+            time.sleep(0.01)
+        return got
+
+    send([b"a", b"b"])
+    source = KafkaBatchSource(bootstrap, topic)
+    part = source.build_part("kafka_in", "0", None)
+    part.stall_s = 0.5
+    assert read(part, 2, 30) == [b"a", b"b"]
+    assert read(part, 1, 2.0) == [] and part.reassigned == 0  # quiet, nothing more to read: left alone
+
+    part.consumer.pause([TopicPartition(topic, 0)])  # fetches stop, as in the librdkafka bug
+    send([b"c", b"d", b"e"])
+    assert read(part, 3, 30) == [b"c", b"d", b"e"]
+    assert part.reassigned == 1
+    assert part.snapshot() == 5
+    part.close()
