@@ -59,6 +59,8 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
         self.consumer = self._assigned(start)
         self.awake: datetime | None = None
         self.next_check = time.monotonic() + stall_s  # when an idle partition next asks for its end offset
+        self.last_read = time.monotonic()
+        self.behind: int | None = None  # the end offset a check saw beyond what was read, if nothing came since
         self.reassigned_at: int | None = None  # the end offset when it was last assigned again
         self.reassigned = 0
 
@@ -75,7 +77,9 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
                 self.check_stalled()
             return []
         self.awake = None
-        self.next_check = time.monotonic() + self.stall_s
+        self.last_read = time.monotonic()
+        self.next_check = self.last_read + self.stall_s
+        self.behind = None
         # Columns by map() over the methods: the per-message calls run in C, with no bytecode per message.
         if any(map(_NOT_NONE, map(Message.error, msgs))):
             msgs = [m for m in msgs if not _end_of_partition(m.error())]
@@ -101,23 +105,31 @@ class _PartitionReader(StatefulSourcePartition[RecordBatch, int]):
         """After a broker restart librdkafka (2.x, with assign() and no group) occasionally leaves a partition
         not fetching while the broker has its messages (seen in a CI run: one of four partitions read nothing
         for 17 minutes after test_kafka_broker_restart_mid_run, lag 4,112; librdkafka issue 5153); a new
-        consumer at the same offset reads on. Asked at most once per `stall_s` of reading nothing; an end offset
-        that a reassignment did not get past (a transaction marker, a compacted gap at the tail) is not asked
-        about again until it grows."""
-        self.next_check = time.monotonic() + self.stall_s
+        consumer at the same offset reads on. Asked at most once per `stall_s` of reading nothing. The first
+        check that sees more on the broker than was read only notes it (a message produced a moment ago may be
+        in flight); a second, `stall_s` later with nothing read in between, assigns the partition again. An
+        end offset that a reassignment did not get past (a transaction marker, a compacted gap at the tail)
+        does not trigger another until it grows."""
+        now = time.monotonic()
+        self.next_check = now + self.stall_s
         try:
             low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition),
                                                             timeout=1, cached=False)  # fmt: skip
         except KafkaException:
             return  # the broker is away: librdkafka reconnects by itself, ask again later
         if high <= max(self.next_offset, low) or high == self.reassigned_at:
+            self.behind = None
             return
-        log.warning("Kafka partition %s of %s: nothing read for %.0f s although it holds offsets up to %s "
+        if self.behind is None:
+            self.behind = high
+            return
+        log.warning("Kafka partition %s of %s: nothing read for %.0f s while the broker held offsets up to %s "
                     "(next to read: %s): assigning it again",
-                    self.partition, self.topic, self.stall_s, high, self.next_offset)  # fmt: skip
+                    self.partition, self.topic, now - self.last_read, self.behind, self.next_offset)  # fmt: skip
         self.consumer.close()
         self.consumer = self._assigned(self.next_offset)
         self.reassigned_at = high
+        self.behind = None
         self.reassigned += 1
 
     def snapshot(self) -> int:
