@@ -64,7 +64,7 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     start_ms = end_ms - int(hours * 3_600_000)
     # The daily rhythm and the bursts make the mean rate lower than the nominal one: without this, 50 million
     # events covered 38 hours, and the last 14 (in the future) were dead-lettered as too far ahead.
-    unit = mean_rate(GeneratorOptions(nominal_rate=1.0))
+    unit = mean_rate(GeneratorOptions(nominal_rate=1.0), start_ms / 1000, end_ms / 1000)
     opts = GeneratorOptions(seed=11, nominal_rate=events / (hours * 3600) / unit, late_fraction=0.0)
     # The history tier holds the whole range (the recent tier only its last hours): count there.
     pipeline = settings.pipeline

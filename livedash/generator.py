@@ -104,13 +104,24 @@ RHYTHM_MEAN = 0.625  # rhythm() averaged over a whole day
 BURST_FACTOR = 5.0
 
 
-def mean_rate(opts: GeneratorOptions) -> float:
-    """Events per second of event time, averaged over whole days: the rhythm runs at 0.625 of the nominal rate
-    on average, and bursts (BURST_FACTOR times the rate for a chunk) take a little time at a higher rate. A
-    backfill of N events over H hours needs nominal_rate = N / (H * 3600) / mean_rate(nominal_rate=1)."""
+def mean_rhythm(start_s: float, end_s: float) -> float:
+    """rhythm() averaged over [start_s, end_s) (epoch seconds): RHYTHM_MEAN over whole days, a third of the
+    peak rate for an hour at night (a backfill sized by the daily mean there ran two hours long)."""
+    if end_s <= start_s:
+        return rhythm(start_s)
+    a, b = ((t / 3600.0 - 9) / 24 * 2 * math.pi for t in (start_s, end_s))
+    return RHYTHM_MEAN + 0.375 * (math.cos(a) - math.cos(b)) / (b - a)
+
+
+def mean_rate(opts: GeneratorOptions, start_s: float | None = None, end_s: float | None = None) -> float:
+    """Events per second of event time, averaged over [start_s, end_s) (default: whole days): the rhythm's
+    mean there (0.625 of the nominal rate over a day), and bursts (BURST_FACTOR times the rate for a chunk)
+    take a little time at a higher rate. A backfill of N events over the range needs nominal_rate =
+    N / (its seconds) / mean_rate(nominal_rate=1, start_s, end_s)."""
     p = opts.burst_probability
     burst_time = (p / BURST_FACTOR) / ((1 - p) + p / BURST_FACTOR)
-    return opts.nominal_rate * RHYTHM_MEAN * ((1 - burst_time) + BURST_FACTOR * burst_time)
+    shape = RHYTHM_MEAN if start_s is None or end_s is None else mean_rhythm(start_s, end_s)
+    return opts.nominal_rate * shape * ((1 - burst_time) + BURST_FACTOR * burst_time)
 
 
 def generate(count: int, start_ms: int, opts: GeneratorOptions = GeneratorOptions()) -> Iterator[Chunk]:

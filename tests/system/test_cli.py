@@ -3,6 +3,8 @@
 import socket
 from pathlib import Path
 
+import pytest
+
 from livedash.stack import process
 from tests.conftest import ROOT, isolated_env, run_cli
 
@@ -65,6 +67,21 @@ def test_a_backfill_at_the_mean_rate_covers_the_hours_asked() -> None:
         last = chunk.end_ms
     span_h = (last - start) / 3_600_000
     assert abs(span_h - hours) < 0.05 * hours, span_h
+
+
+@pytest.mark.parametrize("hour_utc", [3, 15])
+def test_a_backfill_of_one_hour_covers_that_hour_at_night_and_at_the_peak(hour_utc: int) -> None:
+    """An hour at night runs at a third of the peak rate: sized by the daily mean, 300,000 events over the hour
+    before 05:00 UTC ran an hour into the future (the dashboard bench then waited for windows the clock had not
+    reached). mean_rate over the range itself sizes it right at any hour."""
+    from livedash.generator import GeneratorOptions, generate, mean_rate
+
+    events, start = 200_000, (1_800_000_000 // 86_400 * 86_400 + hour_utc * 3600) * 1000
+    end = start + 3_600_000
+    nominal = events / 3600 / mean_rate(GeneratorOptions(nominal_rate=1.0), start / 1000, end / 1000)
+    opts = GeneratorOptions(nominal_rate=nominal, malformed_fraction=0.0, chunk=1024)
+    last = max(chunk.end_ms for chunk in generate(events, start, opts))
+    assert abs(last - end) < 0.05 * 3_600_000, (last - end) / 60_000
 
 
 def test_down_names_the_services_it_knows_when_given_another() -> None:
