@@ -59,8 +59,7 @@ def refresh(client: PinotClient, sqls: list[tuple[str, query.Sql]]) -> tuple[flo
     return time.perf_counter() - t0, per
 
 
-def load(settings: config.Settings, client: PinotClient, events: int, hours: float) -> tuple[int, int]:
-    end_ms = int(time.time() * 1000)
+def load(settings: config.Settings, client: PinotClient, events: int, hours: float, end_ms: int) -> tuple[int, int]:
     start_ms = end_ms - int(hours * 3_600_000)
     # The daily rhythm and the bursts make the mean rate lower than the nominal one: without this, 50 million
     # events covered 38 hours, and the last 14 (in the future) were dead-lettered as too far ahead.
@@ -111,22 +110,23 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     return valid, int(time.monotonic() - t0)
 
 
-def rows_per_day(client: PinotClient, settings: config.Settings, start: int, hours: float) -> dict[str, int]:
+def rows_per_day(client: PinotClient, settings: config.Settings, start: int, hours: float,
+                 end: int = 2**62) -> dict[str, int]:  # fmt: skip
     """Rows each roll-up holds per day of the range (upsert tables count each key's newest version once)."""
     out: dict[str, int] = {}
     for table in sorted({settings.pipeline.table_of(r) for r in settings.pipeline.rollups}):
         got = client.query(f"SELECT rollup_name, COUNT(*) FROM {table} WHERE window_start >= {start} "
-                           "GROUP BY rollup_name LIMIT 100").rows  # fmt: skip
+                           f"AND window_start < {end} GROUP BY rollup_name LIMIT 100").rows  # fmt: skip
         out.update({name: round(n * 24 / hours) for name, n in got})
     return out
 
 
-def stored(client: PinotClient, settings: config.Settings, start: int) -> dict[str, dict[str, int]]:
+def stored(client: PinotClient, settings: config.Settings, start: int, end: int = 2**62) -> dict[str, dict[str, int]]:
     """Per aggregates table over the range: the rows queries see (each key's newest version) and the rows its
     segments hold (every version published, skipUpsert), which every scan filter still touches."""
     out = {}
     for table in sorted({settings.pipeline.table_of(r) for r in settings.pipeline.rollups}):
-        sql = f"SELECT COUNT(*) FROM {table} WHERE window_start >= {start}"
+        sql = f"SELECT COUNT(*) FROM {table} WHERE window_start >= {start} AND window_start < {end}"
         valid = int(client.query(sql).rows[0][0])
         physical = int(client.query(sql + " OPTION(skipUpsert=true)").rows[0][0])
         out[table] = {"valid": valid, "physical": physical}
@@ -174,12 +174,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long); 0: none")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
+    parser.add_argument("--whole-hours", action="store_true",
+                        help="load the whole hours before the top of this hour and count rows over them: two "
+                             "loads in the same clock hour form the same windows (to compare configs)")  # fmt: skip
     args = parser.parse_args()
     settings = config.load()
     client = PinotClient(settings.pinot.broker_url, timeout_s=120)
     loaded = None
+    now = int(time.time() * 1000)
+    load_end = now - now % 3_600_000 if args.whole_hours else now
     if not args.skip_load:
-        loaded, seconds = load(settings, client, args.events, args.hours)
+        loaded, seconds = load(settings, client, args.events, args.hours, load_end)
         print(f"loaded: {loaded:,} valid events aggregated exactly, {seconds}s from the first send")
     rollups = query.Catalog.from_settings(settings.pipeline)
     raw = dataclasses.replace(rollups, rollups=())
@@ -188,17 +193,20 @@ def main() -> None:
     end = int(time.time() * 1000) // (step_s * 1000) * (step_s * 1000)
     start = end - int(args.hours * 3_600_000)
     raw_rows = client.query(f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start}").rows[0][0]
-    per_day = rows_per_day(client, settings, start, args.hours)
+    # Rows over the loaded hours themselves with --whole-hours; else over the refresh range
+    rows_from, rows_to = (load_end - int(args.hours * 3_600_000), load_end) if args.whole_hours else (start, 2**62)
+    per_day = rows_per_day(client, settings, rows_from, args.hours, rows_to)
     print(
         f"over the last {args.hours:g} h: events_raw {raw_rows:,} rows; rows per roll-up per day: "
         + ", ".join(f"{n} {v:,}" for n, v in per_day.items())
     )
-    held = stored(client, settings, start)
+    held = stored(client, settings, rows_from, rows_to)
     print(
         "rows held (newest version / every version): "
         + ", ".join(f"{t} {v['valid']:,} / {v['physical']:,}" for t, v in held.items())
     )
-    figures: dict[str, Any] = {"hours": args.hours, "events_loaded": loaded, "events_raw_rows": raw_rows,
+    figures: dict[str, Any] = {"hours": args.hours, "rows_counted_over": [rows_from, rows_to],
+                               "events_loaded": loaded, "events_raw_rows": raw_rows,
                                "rows_per_rollup_per_day": per_day, "rows_held": held}  # fmt: skip
     for label, filters in (("unfiltered", {}), ("country = US", {"country": "US"})):
         totals, per = timed(client, rollups, start, end, filters, args.runs)

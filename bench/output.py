@@ -11,7 +11,9 @@ and "all" (every window an event falls in, every second; what the first version 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
+from typing import Any
 
 import orjson
 
@@ -21,25 +23,48 @@ from livedash.pipeline.contract import Validator
 from livedash.pipeline.windows import PartitionWindows
 
 
-def measure(events: list, offsets: list[int], flush: bool) -> tuple[Counter, Counter, int]:  # type: ignore[type-arg]
+class Late:
+    """Late corrections: events, rows published, and per key the newest row (what Pinot's upsert keeps)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.published = 0
+        self.kept: dict[str, tuple[int, int]] = {}  # pk -> (version, event_count)
+
+    def see(self, row: dict[str, Any]) -> None:
+        self.published += 1
+        if row["version"] >= self.kept.get(row["pk"], (-1, 0))[0]:
+            self.kept[row["pk"]] = (row["version"], row["event_count"])
+
+    @property
+    def per_event_and_window(self) -> int:
+        """The rows one correction per late event and closed window made (the design before blocks)."""
+        return sum(n for _, n in self.kept.values())
+
+
+def measure(events: list, offsets: list[int], flush: bool) -> tuple[Counter, Counter, int, Late]:  # type: ignore[type-arg]
     windows = PartitionWindows(config.load().pipeline, 0)
     rows: Counter[str] = Counter()
     size: Counter[str] = Counter()
+    late = Late()
     publishes, i, t = 0, 0, events[0].ts
     while i < len(events):
         t += 1000
         j = i
         while j < len(events) and events[j].ts < t:
             j += 1
-        windows.add_batch(events[i:j], offsets[i:j])
+        late.events += len(windows.add_batch(events[i:j], offsets[i:j]))
         i = j
         windows.now_ms = t  # the wall clock follows event time here: the tiers' publish intervals apply
         for row in windows.publish(flush):
-            name = orjson.loads(row.value)["rollup_name"]
+            value = orjson.loads(row.value)
+            name = value["rollup_name"]
             rows[name] += 1
             size[name] += len(row.value)
+            if value["kind"] == "late":
+                late.see(value)
         publishes += 1
-    return rows, size, publishes
+    return rows, size, publishes, late
 
 
 def main() -> None:
@@ -54,10 +79,18 @@ def main() -> None:
     for chunk in generate(args.events, start, GeneratorOptions(seed=3, nominal_rate=args.rate)):
         events += [e for e in (validator.parse(v, start + 600_000) for v in chunk.values) if not isinstance(e, str)]
     offsets = list(range(len(events)))
+    figures: dict[str, Any] = {"events": len(events), "rate": args.rate}
     for policy, flush in (("current", False), ("all", True)):
-        rows, size, n = measure(events, offsets, flush)
+        rows, size, n, late = measure(events, offsets, flush)
         per = ", ".join(f"{k} {rows[k] / n:.1f} rows {size[k] / n / 1000:.0f} KB" for k in sorted(rows))
         print(f"{policy}: per second {sum(rows.values()) / n:.1f} rows, {sum(size.values()) / n / 1000:.0f} KB ({per})")
+        print(f"  late corrections: {late.events:,} late events; {late.published:,} rows published, "
+              f"{len(late.kept):,} kept (one per block, window and group); one per late event and window would "
+              f"be {late.per_event_and_window:,}")  # fmt: skip
+        figures[policy] = {"rows_per_s": round(sum(rows.values()) / n, 1), "late_events": late.events,
+                           "late_rows_published": late.published, "late_rows_kept": len(late.kept),
+                           "late_rows_one_per_event_and_window": late.per_event_and_window}  # fmt: skip
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -129,8 +129,8 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         return out, StatefulBatchLogic.RETAIN
 
     def _events(self, batch: RecordBatch, out: list[Item | ShardTick]) -> int:
-        """Fold one run of messages (no markers) in: dead letters, late events, corrections and the valid events
-        go to out; duplicates are dropped."""
+        """Fold one run of messages (no markers) in: dead letters, late events and the valid events go to out
+        (late events' corrections with the next publish); duplicates are dropped."""
         assert self.windows is not None
         events, indices, invalid = self.validator.parse_batch(batch.values, batch.timestamps)
         for i, reason in invalid:
@@ -138,7 +138,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         events, kept_at, dropped = self.dedup.filter(events, indices, self.windows.watermark)
         offsets = batch.offsets
         whole = not invalid and not dropped  # every message is a kept event: the batch's own columns serve
-        corrections, late = self.windows.add_batch(events, offsets if whole else [offsets[i] for i in kept_at])
+        late = self.windows.add_batch(events, offsets if whole else [offsets[i] for i in kept_at])
         label = str(self.partition)
         if invalid:
             self.dead_letters += len(invalid)
@@ -155,7 +155,6 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
             for marker in late:
                 i = where[marker.offset]
                 out.append(Out("late", batch.keys[i], batch.values[i] or b"", _headers(batch, i, marker.reason)))
-            out.extend(Out(row.role, row.key, row.value) for row in corrections)
         self.input_watermark = self.windows.watermark
         return len(batch)
 
@@ -255,6 +254,9 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         out: list[Item | ShardTick]
         if self.shards:
             out = self._ticks()
+            late = self.windows.late_rows()  # corrections stay per partition: the merge holds no closed window
+            out.extend(Out(row.role, row.key, row.value) for row in late)
+            metrics.ROWS_OUT.labels(label).inc(len(late))
         else:
             catching_up = lag is not None and lag > self.settings.windows.provisional_max_lag
             out = [Out(row.role, row.key, row.value) for row in self.windows.publish(flush, not catching_up)]

@@ -20,7 +20,8 @@ from livedash.pipeline.settings import PipelineSettings
 # 5: rows keyed by a digest of their key; the duplicate ids and the count of valid events published
 # 6: the merge shards' state beside the partitions' (windows.merge_shards; the recovery directory names the
 #    shard count too, since a shard's state lives under its key)
-STATE_FORMAT = 6
+# 7: late corrections per block of offsets (windows.late_block_offsets): the current block's groups
+STATE_FORMAT = 7
 
 
 def recovery_name(settings: PipelineSettings) -> str:

@@ -46,12 +46,17 @@ def primary_key(parts: list[Any]) -> bytes:
 
 
 def key_parts(
-    rollup: str, window_start: int, dims: Iterable[str], partition: int, late_offset: int | None
+    rollup: str, window_start: int, dims: Iterable[str], partition: int, late: tuple[int, int] | None
 ) -> list[Any]:
     """What a row's key is a digest of: [roll-up, window start, its dimension values..., source partition], and
-    for a correction row ["late", the late event's offset] after them (one row per late event)."""
+    for a correction row ["late", its block's first offset, the block size] after them (late: those two)."""
     parts: list[Any] = [rollup, window_start, *dims, partition]
-    return parts if late_offset is None else [*parts, "late", late_offset]
+    return parts if late is None else [*parts, "late", *late]
+
+
+def late_block(offset: int, block: int) -> int:
+    """The first offset of the late-correction block (windows.late_block_offsets) holding this offset."""
+    return offset - offset % block
 
 
 def version(max_offset: int, final: bool) -> int:

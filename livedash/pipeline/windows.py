@@ -10,7 +10,9 @@ and a version that grows with the input: 2 * (highest source offset folded into 
 of the same offsets re-publishes rows with the same versions, so Pinot's upsert never regresses.
 
 An event whose window is already final is late: it is published once to the late topic and counted through
-additive correction rows (kind "late", one per late event and window, keyed by its source offset).
+additive correction rows (kind "late"): one per window, group and block of source offsets
+(windows.late_block_offsets), keyed by the block's first offset, holding the block's late events for that
+window, re-published with each tick in which the block gained some (version 2 * its highest offset + 1).
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
 
 from livedash.pipeline.aggregates import Agg, SketchParams
 from livedash.pipeline.contract import Event, dimension_values, event_time
-from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, primary_key, version
+from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, late_block, primary_key, version
 from livedash.pipeline.settings import PipelineSettings, Rollup
 
 ROUTE_CACHE_MAX = 65_536  # raw dimension tuples remembered per pane (beyond, the caps are applied per event)
@@ -83,9 +85,6 @@ def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
     agg.buf_last = offset
 
 
-_FIRST_TWO = itemgetter(0, 1)
-
-
 def window_row(
     rollup: Rollup,
     role: str,
@@ -96,14 +95,13 @@ def window_row(
     kind: str,
     final: bool,
     partition: int,
-    offset: int | None,
+    late: tuple[int, int] | None,
     row_version: int,
-    fields: dict[str, Any] | None = None,
     sources: list[int] | None = None,
 ) -> Row:
     """A row of one window and group (livedash.pipeline.rows): per source partition here, merged across them in
-    livedash.pipeline.merge (partition MERGED)."""
-    pk = primary_key(key_parts(rollup.name, ws, dims, partition, offset))
+    livedash.pipeline.merge (partition MERGED); late: a correction's (block's first offset, block size)."""
+    pk = primary_key(key_parts(rollup.name, ws, dims, partition, late))
     by_name = dict(zip(rollup.dimensions, dims, strict=True))
     value: dict[str, Any] = {
         "pk": pk.decode(),
@@ -114,7 +112,7 @@ def window_row(
         SOURCES: [partition] if sources is None else sources,
         "kind": kind,
         **{d: by_name.get(d, ALL) for d in dimensions},
-        **(agg.fields() if fields is None else fields),
+        **agg.fields(),
         "is_final": int(final),
         "version": row_version,
     }
@@ -249,6 +247,12 @@ class PartitionWindows:
             for r in settings.rollups
         ]
         self.watermark: int | None = None  # highest event time seen (ms)
+        # Late corrections of the current block of offsets (and of earlier ones until published):
+        # (block's first offset, roll-up index, window start, dimension values) -> their late events
+        self.late_block = settings.windows.late_block_offsets
+        self.late_groups: dict[tuple[int, int, int, tuple[str, ...]], Agg] = {}
+        self.late_dirty: set[tuple[int, int, int, tuple[str, ...]]] = set()  # changed since the last late_rows()
+        self.late_from = -1  # the newest block with a late event
         self.events_in = 0
         self.late_events = 0
         self.pending: list[Row] = []  # final rows of windows closed since the last publish()
@@ -263,13 +267,14 @@ class PartitionWindows:
 
     # -- input -----------------------------------------------------------------------------------------------
 
-    def add(self, event: Event, offset: int) -> tuple[list[Row], LateEvent | None]:
-        """Fold one valid event in. Returns correction rows and the late marker when some window was final."""
-        corrections, late = self.add_batch([event], [offset])
-        return corrections, (late[0] if late else None)
+    def add(self, event: Event, offset: int) -> LateEvent | None:
+        """Fold one valid event in. Returns the late marker when some window was final."""
+        late = self.add_batch([event], [offset])
+        return late[0] if late else None
 
-    def add_batch(self, events: list[Event], offsets: Sequence[int]) -> tuple[list[Row], list[LateEvent]]:
-        """Fold valid events in, in partition order. Returns correction rows and a marker per late event.
+    def add_batch(self, events: list[Event], offsets: Sequence[int]) -> list[LateEvent]:
+        """Fold valid events in, in partition order. Returns a marker per late event; their corrections go out
+        with the next publish() (or late_rows()).
 
         Exactly as one event at a time (which events are late depends on the watermark each one meets), but
         each group's events are gathered and folded in at once (Agg.add_many), which is where the batch saves.
@@ -278,11 +283,10 @@ class PartitionWindows:
         they all fall into open panes that already exist (see _route_open), one by one otherwise.
         """
         if not events:
-            return [], []
+            return []
         times = list(map(event_time, events))
         wm = self.watermark
         marks = list(accumulate(times, max, initial=times[0] if wm is None else wm))[1:]  # the watermark each meets
-        found: list[tuple[int, int, list[Row]]] = []  # (event index, roll-up index, correction rows)
         late_at: set[int] = set()
         touched: list[Agg] = []  # groups with events gathered in their buf, folded at the end or before a close
         start, n = 0, len(events)
@@ -296,19 +300,18 @@ class PartitionWindows:
                 self._close_due()
                 limit = max(self.next_close, self.watermark + 1)
                 cut = bisect_left(marks, limit, lo=start + 1)
-            self._route_run(events, offsets, times, start, cut, touched, found, late_at)
+            self._route_run(events, offsets, times, start, cut, touched, late_at)
             self.watermark = marks[cut - 1]
             start = cut
         self._fold(touched)
-        corrections = [row for _, _, rows in sorted(found, key=_FIRST_TWO) for row in rows]
         late = [LateEvent(offsets[i], f"event time {times[i]} is past allowed lateness (watermark {marks[i]})")
                 for i in sorted(late_at)]  # fmt: skip
         self.events_in += n
         self.late_events += len(late)
-        return corrections, late
+        return late
 
     def _route_run(self, events: list[Event], offsets: Sequence[int], times: list[int], a: int, b: int,
-                   touched: list[Agg], found: list[tuple[int, int, list[Row]]], late_at: set[int]) -> None:  # fmt: skip
+                   touched: list[Agg], late_at: set[int]) -> None:  # fmt: skip
         """Events a..b-1 into every roll-up's groups (no window closes among them)."""
         params = self.params
         low = min(times[a:b])
@@ -327,7 +330,7 @@ class PartitionWindows:
                     starts = rw.window_starts(pane_start)
                     closed = starts[: rw.closed_count(starts)]
                     if closed:
-                        found.append((i, r, self._corrections(rw, closed, event, offset)))
+                        self._late(r, rw, closed, event, offset)
                         late_at.add(i)
                     if len(closed) == len(starts):
                         continue
@@ -382,7 +385,7 @@ class PartitionWindows:
             self._close_due()
 
     def has_open_windows(self) -> bool:
-        return bool(self.pending) or any(rw.panes for rw in self.rollups)
+        return bool(self.pending) or bool(self.late_dirty) or any(rw.panes for rw in self.rollups)
 
     def _close_due(self) -> None:
         assert self.watermark is not None
@@ -416,6 +419,7 @@ class PartitionWindows:
         A roll-up whose tier publishes less often (history_publish_every_s) is skipped until it is due by the
         wall clock (now_ms; without it, every call), its changes staying marked meanwhile."""
         rows, self.pending = self.pending, []
+        rows.extend(self.late_rows())
         if provisional or flush:
             now = self.now_ms
             for rw in self.rollups:
@@ -504,18 +508,35 @@ class PartitionWindows:
         for dims in sorted(keys):
             parts = [pane.groups[dims] for pane in panes if dims in pane.groups]
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
-            yield self._row(rw, ws, dims, agg, kind="window", final=final, offset=None)
+            yield self._row(rw, ws, dims, agg, kind="window", final=final)
 
-    def _corrections(self, rw: RollupWindows, starts: range, event: Event, offset: int) -> list[Row]:
-        """One additive row per closed window the late event belongs to (same aggregates in each)."""
-        starts = range(0) if self._expired(rw, starts[-1]) else starts
-        if not starts:
-            return []
-        agg = Agg(self.params)
-        agg.add(event, offset)
-        fields = agg.fields()
+    def _late(self, r: int, rw: RollupWindows, starts: range, event: Event, offset: int) -> None:
+        """A late event into its block's correction group of each closed window it belongs to."""
+        if self._expired(rw, starts[-1]):
+            return
+        block = late_block(offset, self.late_block)
+        self.late_from = max(self.late_from, block)
         dims = dimension_values(event, rw.rollup.dimensions)  # no pane left to cap against
-        return [self._row(rw, ws, dims, agg, kind="late", final=True, offset=offset, fields=fields) for ws in starts]
+        groups, params = self.late_groups, self.params
+        for ws in starts:
+            key = (block, r, ws, dims)
+            agg = groups.get(key)
+            if agg is None:
+                agg = groups[key] = Agg(params)
+            agg.add(event, offset)
+            self.late_dirty.add(key)
+
+    def late_rows(self) -> list[Row]:
+        """Correction rows of the groups that gained late events since the last call. Groups of blocks before
+        the newest are complete (offsets only grow) and are dropped once published."""
+        dirty, self.late_dirty = self.late_dirty, set()
+        groups = self.late_groups
+        rows = [self._row(self.rollups[r], ws, dims, groups[key], kind="late", final=True,
+                          late=(block, self.late_block))
+                for key in sorted(dirty) for block, r, ws, dims in (key,)]  # fmt: skip
+        if any(key[0] < self.late_from for key in groups):
+            self.late_groups = {key: agg for key, agg in groups.items() if key[0] >= self.late_from}
+        return rows
 
     def _row(
         self,
@@ -525,11 +546,10 @@ class PartitionWindows:
         agg: Agg,
         kind: str,
         final: bool,
-        offset: int | None,
-        fields: dict[str, Any] | None = None,
+        late: tuple[int, int] | None = None,
     ) -> Row:
-        return window_row(rw.rollup, rw.role, self.dimensions, ws, dims, agg, kind, final, self.partition, offset,
-                          version(agg.max_offset, final), fields)  # fmt: skip
+        return window_row(rw.rollup, rw.role, self.dimensions, ws, dims, agg, kind, final, self.partition, late,
+                          version(agg.max_offset, final))  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -540,6 +560,7 @@ class PartitionWindows:
             "late_events": self.late_events,
             "pending": [tuple(row) for row in self.pending],
             "pending_partials": [tuple(p) for p in self.pending_partials],
+            "late": (self.late_from, [(key, agg.to_state()) for key, agg in self.late_groups.items()]),
             "rollups": [
                 {
                     "closed_upto": rw.closed_upto,
@@ -567,6 +588,9 @@ class PartitionWindows:
         out.late_events = state["late_events"]
         out.pending = [Row(*row) for row in state["pending"]]  # (key, value[, role]): older snapshots had no role
         out.pending_partials = [Partial(*p) for p in state.get("pending_partials", ())]
+        out.late_from, late = state["late"]
+        out.late_groups = {(b, r, ws, tuple(dims)): Agg.from_state(out.params, st) for (b, r, ws, dims), st in late}
+        out.late_dirty = set(out.late_groups)  # re-published: same versions, so harmless and idempotent
         for rw, saved in zip(out.rollups, state["rollups"], strict=True):
             rw.closed_upto = saved["closed_upto"]
             rw.popular = [dict(pop) for pop in saved["popular"]]

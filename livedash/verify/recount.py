@@ -20,15 +20,17 @@ What the dataflow must have produced, per roll-up window and dimension values, s
 On a live system: only windows that are due are compared, closed by the watermark of every partition of the
 topic as the recount leaves it (an open window may still gain events, in any partition), and final in Pinot
 (the dataflow may be behind the recount); the others are reported as still open. Late corrections of events
-the recount did not read (offsets at or past its end) are left out of Pinot's side. Windows older than their
-tier keeps are skipped.
+the recount did not read are left out of Pinot's side: a correction row holds one block of offsets
+(windows.late_block_offsets) of one partition, and one whose version says it holds an offset at or past the
+recount's end (the block the recount stopped in) is left out on both sides (`overrun`). Windows older than
+their tier keeps are skipped.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 from statistics import NormalDist
@@ -38,7 +40,7 @@ import datasketches as ds
 
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
-from livedash.pipeline.rows import DBL_MAX, OTHER
+from livedash.pipeline.rows import DBL_MAX, OTHER, late_block
 from livedash.pipeline.settings import PipelineSettings, Rollup
 
 GroupKey = tuple[str, int, tuple[str, ...]]  # roll-up, window start, dimension values
@@ -152,8 +154,10 @@ class Recount:
         self.on_time: dict[str, dict[tuple[int, int, tuple[str, ...], int], Tally]] = {
             r.name: defaultdict(Tally) for r in settings.rollups
         }
-        # Late: (roll-up, window start, raw dims) -> Tally, per window the event missed
-        self.late: dict[GroupKey, Tally] = defaultdict(Tally)
+        # Late: (partition, block of offsets) -> (roll-up, window start, raw dims) -> Tally, per window the event
+        # missed: the dataflow's correction rows, one per block
+        self.late: dict[tuple[int, int], dict[GroupKey, Tally]] = defaultdict(lambda: defaultdict(Tally))
+        self.late_block = settings.windows.late_block_offsets
         self._rollups = [(r.name, r.window.size_s * 1000, r.window.pane_s * 1000, attrgetter(*r.dimensions),
                           len(r.dimensions) == 1) for r in settings.rollups]  # fmt: skip
         self.valid = 0
@@ -167,7 +171,7 @@ class Recount:
         self.known = set(ends)
         self.ends = dict(ends)
 
-    def feed(self, partition: int, key: bytes | None, value: bytes | None, kafka_ts: int) -> None:
+    def feed(self, partition: int, key: bytes | None, value: bytes | None, kafka_ts: int, offset: int) -> None:
         part = self.partitions[partition]
         part.messages += 1
         if part.seen is None and self.dedup_horizon_ms > 0:
@@ -197,6 +201,7 @@ class Recount:
         horizon = part.watermark - self.lateness_ms
         was_late = False
         metrics, distinct, quantile = self.metrics, self.distinct, self.quantile
+        late = self.late[(partition, late_block(offset, self.late_block))]
         for name, size, pane, dims_of, single in self._rollups:
             pane_start = ts - ts % pane
             raw = (dims_of(event),) if single else dims_of(event)
@@ -204,7 +209,7 @@ class Recount:
             first = pane_start - size + pane  # the first window holding this pane
             first_open = max(first, closed_upto - size + pane)  # windows ending at or before closed_upto closed
             for ws in range(first, min(first_open, pane_start + pane), pane):
-                self.late[(name, ws, raw)].add(event, metrics, distinct, quantile)
+                late[(name, ws, raw)].add(event, metrics, distinct, quantile)
                 was_late = True
             if first_open <= pane_start:
                 self.on_time[name][(pane_start, partition, raw, first_open)].add(event, metrics, distinct, quantile)
@@ -229,13 +234,21 @@ class Recount:
         return sum(p.duplicates for p in self.partitions.values())
 
     def expected(
-        self, rollup: Rollup, start_ms: int, end_ms: int, admitted: Mapping[tuple[int, int, int], set[str]]
+        self,
+        rollup: Rollup,
+        start_ms: int,
+        end_ms: int,
+        admitted: Mapping[tuple[int, int, int], set[str]],
+        overrun: Collection[tuple[int, GroupKey]] = (),
     ) -> dict[GroupKey, Tally]:
         """The groups Pinot must hold for windows of this roll-up starting in [start_ms, end_ms) that are due.
 
         admitted: (pane start, partition, dimension index) -> the values Pinot's window rows of that pane show;
         a value not among them was folded into "__other__" (only for tumbling roll-ups: sliding rows merge
-        panes, so their caps cannot be read back and are compared on window totals instead)."""
+        panes, so their caps cannot be read back and are compared on window totals instead).
+
+        overrun: (partition, group) of the correction rows Pinot's side leaves out because they hold offsets
+        past the recount's end: their block's late events (those the recount read) are left out here too."""
         size = rollup.window.size_s * 1000
         pane = rollup.window.pane_s * 1000
         out: dict[GroupKey, Tally] = defaultdict(Tally)
@@ -254,8 +267,14 @@ class Recount:
                     due[ws] = self.due(rollup, ws)
                 if due[ws]:
                     _merge(out[(rollup.name, ws, dims)], tally)
-        for (name, ws, raw), tally in self.late.items():
-            if name == rollup.name and start_ms <= ws < end_ms and self.due(rollup, ws):
+        skip = set(overrun)
+        for (partition, block), late in self.late.items():
+            stopped_in = partition in self.ends and block == late_block(self.ends[partition], self.late_block)
+            for (name, ws, raw), tally in late.items():
+                if name != rollup.name or not start_ms <= ws < end_ms or not self.due(rollup, ws):
+                    continue
+                if stopped_in and (partition, (name, ws, raw)) in skip:
+                    continue
                 _merge(out[(name, ws, raw)], tally)
         return out
 
@@ -397,8 +416,10 @@ def compare_rollup(
     end_ms: int,
     window_rows: Iterable[tuple[int, int, tuple[str, ...]]],
     found: Mapping[GroupKey, Found],
+    overrun: Collection[tuple[int, GroupKey]] = (),
 ) -> dict[GroupKey, Tally]:
-    """Compare one roll-up's groups over [start_ms, end_ms); returns the expected groups that were compared."""
+    """Compare one roll-up's groups over [start_ms, end_ms); returns the expected groups that were compared.
+    overrun: see Recount.expected."""
     settings = recount.settings
     tumbling = rollup.window.every_s is None
     caps = [settings.events.dimensions[d] for d in rollup.dimensions]
@@ -408,7 +429,7 @@ def compare_rollup(
             report.different += 1
             report.note(f"{rollup.name} window {ws} partition {partition}: {len(values)} values of "
                         f"{rollup.dimensions[i]} have their own rows, over the cap of {caps[i]}")  # fmt: skip
-    want = recount.expected(rollup, start_ms, end_ms, admitted)
+    want = recount.expected(rollup, start_ms, end_ms, admitted, overrun)
     got = {k: v for k, v in found.items() if k[0] == rollup.name and start_ms <= k[1] < end_ms}
     pending = {ws for (_, ws, _) in got if not recount.due(rollup, ws)}
     unfinished = {ws for (_, ws, _), f in got.items() if not f.final and ws not in pending}

@@ -50,6 +50,15 @@ def values(rows: list[Row]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in rows]
 
 
+def newest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Pinot's upsert keeps: each key's row with the highest version (a block's corrections grow)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["pk"] not in best or r["version"] >= best[r["pk"]]["version"]:
+            best[r["pk"]] = r
+    return list(best.values())
+
+
 def totals(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[Any]]:
     """Per (roll-up, window, group): count, latency sum, min, max and the union of the distinct sketches."""
     out: dict[tuple[Any, ...], list[Any]] = {}
@@ -75,12 +84,12 @@ def per_partition(inp: Input, partitions: int, ticks: list[int]) -> list[dict[st
         for p, w in wins.items():
             batch = [(o, e) for q, o, e in inp[lo:hi] if q == p]
             if batch:
-                out += w.add_batch([e for _, e in batch], [o for o, _ in batch])[0]
+                w.add_batch([e for _, e in batch], [o for o, _ in batch])
             out += w.publish()
     for w in wins.values():
         w.advance_idle(BASE + 10**7)
         out += w.publish()
-    rows = values(out)
+    rows = newest(values(out))
     return [r for r in rows if r["is_final"] and (r["kind"] == "late" or r["source_partition"] >= 0)]
 
 
@@ -98,6 +107,7 @@ class Merged:
         for w in self.wins.values():
             for shard, part in zip(self.merge, split(w.partials(), NAMES, self.shards), strict=True):
                 shard.fold(part)
+            self.rows += w.late_rows()  # corrections, per partition
         for shard in self.merge:
             self.rows += shard.publish()
 
@@ -105,7 +115,7 @@ class Merged:
         for p, w in self.wins.items():
             mine = [(o, e) for q, o, e in batch if q == p]
             if mine:
-                self.rows += w.add_batch([e for _, e in mine], [o for o, _ in mine])[0]  # corrections
+                w.add_batch([e for _, e in mine], [o for o, _ in mine])
 
     def feed(self, batch: Input) -> None:
         self.add(batch)
@@ -158,7 +168,7 @@ def test_merged_rows_count_what_the_partitions_rows_count_together(
     assert all(r["source_partition"] == MERGED for r in finals)
     keys = [(r["rollup_name"], r["window_start"], r["type"], r["country"]) for r in finals]
     assert len(keys) == len(set(keys)), "one final row per window and group"
-    late = [r for r in rows if r["kind"] == "late"]
+    late = newest([r for r in rows if r["kind"] == "late"])
     assert totals(finals + late) == expected
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import defaultdict
 
+import datasketches as ds
 import orjson
 
 from livedash.dataflow.logic import PartitionLogic
@@ -22,6 +24,7 @@ from tests.dataflow_runs import (
     rows,
     run,
     settings,
+    strip_sketches,
 )
 from tests.dataflow_scaffold import batch_of
 
@@ -80,6 +83,62 @@ def test_late_events_are_still_counted_exactly() -> None:
     total = sum(row["event_count"] for _, row in kept if row["rollup_name"] == "tumble_10s")
     assert total == 71  # 50 on time + 1 (still open) + 20 late corrections: nothing dropped, nothing twice
     assert sum(1 for o in out if o.role == "late") == 20
+
+
+def test_late_corrections_are_one_row_per_window_group_and_block_of_offsets() -> None:
+    """25 late events of one group at offsets 11..35, blocks of 10 offsets: per closed window one correction row
+    per block (3), not one per late event (25); in the sliding roll-up each belongs to 3 closed windows, so 9
+    rows instead of 75. Together they still hold every late event exactly once per window."""
+    cfg = settings(late_block_offsets=10)
+    values = [(BASE + i * 100, event(BASE + i * 100, user=f"u{i}")) for i in range(10)]
+    values += [(BASE + 60_000, event(BASE + 60_000))]  # offset 10: closes every window before 55 s
+    values += [(BASE + 60_000, event(BASE + 1_000 + i, user=f"late{i % 4}")) for i in range(25)]  # offsets 11..35
+    out = run(cfg, records(values), batch_size=4)
+    assert sum(1 for o in out if o.role == "late") == 25
+    kept = [row for _, row in final_state(out).values() if row["kind"] == "late"]
+    tumble = {(r["window_start"], r["event_count"], r["version"]) for r in kept if r["rollup_name"] == "tumble_10s"}
+    assert tumble == {(BASE, 9, 2 * 19 + 1), (BASE, 10, 2 * 29 + 1), (BASE, 6, 2 * 35 + 1)}
+    slide = [r for r in kept if r["rollup_name"] == "slide_30s"]
+    assert len(slide) == 9 and {r["window_start"] for r in slide} == {BASE - 20_000, BASE - 10_000, BASE}
+    assert sum(r["event_count"] for r in slide) == 3 * 25
+    block = next(r for r in kept if r["rollup_name"] == "tumble_10s" and r["event_count"] == 10)
+    theta = ds.compact_theta_sketch.deserialize(bytes.fromhex(block["distinct_theta"]))
+    assert theta.get_estimate() == 4  # the block's users: late0..late3
+
+
+def test_a_block_of_corrections_continues_exactly_after_a_snapshot_in_its_middle() -> None:
+    """Snapshot (pickled) half-way through a block's late events, restored into a new PartitionWindows: the
+    rows Pinot keeps are those of the uninterrupted run, the restored block re-published at the same versions."""
+    cfg = settings(late_block_offsets=100)
+    validator = Validator(cfg.events)
+    payloads = [event(BASE + i * 100, user=f"u{i}") for i in range(10)] + [event(BASE + 60_000)]
+    payloads += [event(BASE + 1_000 + i * 7, user=f"late{i % 5}", latency=float(i)) for i in range(30)]
+    parsed = [validator.parse(p, BASE) for p in payloads]
+
+    def feed(w: PartitionWindows, lo: int, hi: int) -> list[bytes]:
+        out = []
+        for offset in range(lo, hi):
+            w.add(parsed[offset], offset)  # type: ignore[arg-type]
+            if offset % 3 == 0:
+                out += [r.value for r in w.publish()]
+        return out + [r.value for r in w.publish()]
+
+    def kept(values: list[bytes]) -> dict[str, dict[str, object]]:
+        best: dict[str, dict[str, object]] = {}
+        for v in values:
+            row = orjson.loads(v)
+            if row["kind"] == "late" and (row["pk"] not in best or row["version"] > best[row["pk"]]["version"]):
+                best[row["pk"]] = row
+        return {pk: strip_sketches(row) for pk, row in best.items()}
+
+    whole = PartitionWindows(cfg, 0)
+    expected = kept(feed(whole, 0, len(parsed)))
+    first = PartitionWindows(cfg, 0)
+    got = feed(first, 0, 25)
+    restored = PartitionWindows.restore(cfg, 0, pickle.loads(pickle.dumps(first.snapshot())))
+    got += [r.value for r in restored.publish()] + feed(restored, 25, len(parsed))
+    assert kept(got) == expected
+    assert sum(row["event_count"] for row in expected.values() if row["rollup_name"] == "tumble_10s") == 30
 
 
 def test_sliding_windows_are_unions_of_panes() -> None:
