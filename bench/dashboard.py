@@ -69,8 +69,10 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     pipeline = settings.pipeline
     rollup = next(r for r in pipeline.rollups if r.tier == "history" and r.window.every_s is None)
     size = rollup.window.size_s * 1000
+    # From one window before the start: out-of-order events are shifted up to a few seconds before it
+    first = start_ms - start_ms % size - size
     sql = (f"SELECT SUM(event_count) FROM {pipeline.table_of(rollup)} WHERE rollup_name = '{rollup.name}' "
-           f"AND window_start >= {start_ms - start_ms % size} AND window_start < {end_ms + 3_600_000}")  # fmt: skip
+           f"AND window_start >= {first} AND window_start < {end_ms + 3_600_000}")  # fmt: skip
     before = float(client.query(sql).rows[0][0] or 0)
     held = int(client.query("SELECT COUNT(*) FROM events_raw").rows[0][0] or 0)
     if held:
