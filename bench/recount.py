@@ -40,7 +40,7 @@ def main() -> None:
         recount = Recount(settings)
         t0 = time.perf_counter()
         for i, (key, value) in enumerate(messages):
-            recount.feed(i % 4, key, value, START_MS, i // 4)
+            recount.feed(i % 4, key, value, START_MS)
         t1 = time.perf_counter()
         groups = sum(len(recount.expected(r, 0, 2**62, {})) for r in settings.rollups)
         t2 = time.perf_counter()

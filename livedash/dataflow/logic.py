@@ -254,7 +254,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         out: list[Item | ShardTick]
         if self.shards:
             out = self._ticks()
-            late = self.windows.late_rows()  # corrections stay per partition: the merge holds no closed window
+            late = self.windows.late_rows(flush)  # corrections stay per partition: the merge keeps no closed window
             out.extend(Out(row.role, row.key, row.value) for row in late)
             metrics.ROWS_OUT.labels(label).inc(len(late))
         else:

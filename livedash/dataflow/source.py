@@ -20,7 +20,7 @@ from livedash.pipeline.settings import PipelineSettings
 # 5: rows keyed by a digest of their key; the duplicate ids and the count of valid events published
 # 6: the merge shards' state beside the partitions' (windows.merge_shards; the recovery directory names the
 #    shard count too, since a shard's state lives under its key)
-# 7: late corrections per block of offsets (windows.late_block_offsets): the current block's groups
+# 7: late corrections per block of the watermark (windows.late_block_s): the current block's groups
 STATE_FORMAT = 7
 
 

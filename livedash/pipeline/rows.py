@@ -49,14 +49,15 @@ def key_parts(
     rollup: str, window_start: int, dims: Iterable[str], partition: int, late: tuple[int, int] | None
 ) -> list[Any]:
     """What a row's key is a digest of: [roll-up, window start, its dimension values..., source partition], and
-    for a correction row ["late", its block's first offset, the block size] after them (late: those two)."""
+    for a correction row ["late", its block's start, the block's length] after them (late: those two, ms of the
+    partition's watermark)."""
     parts: list[Any] = [rollup, window_start, *dims, partition]
     return parts if late is None else [*parts, "late", *late]
 
 
-def late_block(offset: int, block: int) -> int:
-    """The first offset of the late-correction block (windows.late_block_offsets) holding this offset."""
-    return offset - offset % block
+def late_block(watermark: int, block_ms: int) -> int:
+    """The start of the late-correction block (windows.late_block_s) of a late event that met this watermark."""
+    return watermark - watermark % block_ms
 
 
 def version(max_offset: int, final: bool) -> int:

@@ -65,10 +65,12 @@ class WindowSettings(FrozenModel):
     # groups gained to this many merge shards, which publish one row per window and group (config/pipeline.yaml:
     # 4, spread evenly over 1, 2 or 4 workers). 0: every partition publishes its own rows.
     merge_shards: int = Field(default=0, ge=0, le=256)
-    # Late corrections: one additive row per (window, group, source partition, block of this many source
-    # offsets), published with the ticks; a replay forms the same blocks. One row per late event and window made
-    # the 5-minute window sliding by 10 s 30 rows for every late event.
-    late_block_offsets: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Late corrections: one additive row per (window, group, source partition, block of this many seconds of the
+    # partition's watermark) holding the late events that met a watermark in the block (a replay meets the same
+    # watermarks), re-published every late_publish_every_s while the block gains some. One row per late event
+    # and window made the 5-minute window sliding by 10 s 30 rows for every late event.
+    late_block_s: float = Field(default=60, gt=0, le=86400)
+    late_publish_every_s: float = Field(default=10, gt=0, le=300)
 
 
 class DedupSettings(FrozenModel):

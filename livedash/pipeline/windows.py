@@ -10,9 +10,9 @@ and a version that grows with the input: 2 * (highest source offset folded into 
 of the same offsets re-publishes rows with the same versions, so Pinot's upsert never regresses.
 
 An event whose window is already final is late: it is published once to the late topic and counted through
-additive correction rows (kind "late"): one per window, group and block of source offsets
-(windows.late_block_offsets), keyed by the block's first offset, holding the block's late events for that
-window, re-published with each tick in which the block gained some (version 2 * its highest offset + 1).
+additive correction rows (kind "late"): one per window, group and block of the partition's watermark
+(windows.late_block_s), holding the late events that met a watermark in the block, re-published every
+windows.late_publish_every_s while the block gains some (version 2 * its highest offset + 1).
 """
 
 from __future__ import annotations
@@ -247,12 +247,14 @@ class PartitionWindows:
             for r in settings.rollups
         ]
         self.watermark: int | None = None  # highest event time seen (ms)
-        # Late corrections of the current block of offsets (and of earlier ones until published):
-        # (block's first offset, roll-up index, window start, dimension values) -> their late events
-        self.late_block = settings.windows.late_block_offsets
+        # Late corrections of the current block of the watermark (and of earlier ones until published):
+        # (block start, roll-up index, window start, dimension values) -> the late events
+        self.late_block_ms = int(settings.windows.late_block_s * 1000)
+        self.late_every_ms = int(settings.windows.late_publish_every_s * 1000)
         self.late_groups: dict[tuple[int, int, int, tuple[str, ...]], Agg] = {}
-        self.late_dirty: set[tuple[int, int, int, tuple[str, ...]]] = set()  # changed since the last late_rows()
-        self.late_from = -1  # the newest block with a late event
+        self.late_dirty: set[tuple[int, int, int, tuple[str, ...]]] = set()  # changed since last published
+        self.late_from = -(2**63)  # the newest block with a late event
+        self.next_late_ms = -(2**63)  # wall clock (now_ms) of the next publish of corrections
         self.events_in = 0
         self.late_events = 0
         self.pending: list[Row] = []  # final rows of windows closed since the last publish()
@@ -300,7 +302,7 @@ class PartitionWindows:
                 self._close_due()
                 limit = max(self.next_close, self.watermark + 1)
                 cut = bisect_left(marks, limit, lo=start + 1)
-            self._route_run(events, offsets, times, start, cut, touched, late_at)
+            self._route_run(events, offsets, times, marks, start, cut, touched, late_at)
             self.watermark = marks[cut - 1]
             start = cut
         self._fold(touched)
@@ -310,9 +312,10 @@ class PartitionWindows:
         self.late_events += len(late)
         return late
 
-    def _route_run(self, events: list[Event], offsets: Sequence[int], times: list[int], a: int, b: int,
-                   touched: list[Agg], late_at: set[int]) -> None:  # fmt: skip
-        """Events a..b-1 into every roll-up's groups (no window closes among them)."""
+    def _route_run(self, events: list[Event], offsets: Sequence[int], times: list[int], marks: list[int], a: int,
+                   b: int, touched: list[Agg], late_at: set[int]) -> None:  # fmt: skip
+        """Events a..b-1 into every roll-up's groups (no window closes among them); marks: the watermark each
+        event meets."""
         params = self.params
         low = min(times[a:b])
         for r, rw in enumerate(self.rollups):
@@ -330,7 +333,7 @@ class PartitionWindows:
                     starts = rw.window_starts(pane_start)
                     closed = starts[: rw.closed_count(starts)]
                     if closed:
-                        self._late(r, rw, closed, event, offset)
+                        self._late(r, rw, closed, event, offset, marks[i])
                         late_at.add(i)
                     if len(closed) == len(starts):
                         continue
@@ -419,7 +422,7 @@ class PartitionWindows:
         A roll-up whose tier publishes less often (history_publish_every_s) is skipped until it is due by the
         wall clock (now_ms; without it, every call), its changes staying marked meanwhile."""
         rows, self.pending = self.pending, []
-        rows.extend(self.late_rows())
+        rows.extend(self.late_rows(flush))
         if provisional or flush:
             now = self.now_ms
             for rw in self.rollups:
@@ -510,11 +513,11 @@ class PartitionWindows:
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
             yield self._row(rw, ws, dims, agg, kind="window", final=final)
 
-    def _late(self, r: int, rw: RollupWindows, starts: range, event: Event, offset: int) -> None:
+    def _late(self, r: int, rw: RollupWindows, starts: range, event: Event, offset: int, watermark: int) -> None:
         """A late event into its block's correction group of each closed window it belongs to."""
         if self._expired(rw, starts[-1]):
             return
-        block = late_block(offset, self.late_block)
+        block = late_block(watermark, self.late_block_ms)
         self.late_from = max(self.late_from, block)
         dims = dimension_values(event, rw.rollup.dimensions)  # no pane left to cap against
         groups, params = self.late_groups, self.params
@@ -526,13 +529,19 @@ class PartitionWindows:
             agg.add(event, offset)
             self.late_dirty.add(key)
 
-    def late_rows(self) -> list[Row]:
-        """Correction rows of the groups that gained late events since the last call. Groups of blocks before
-        the newest are complete (offsets only grow) and are dropped once published."""
+    def late_rows(self, flush: bool = False) -> list[Row]:
+        """Correction rows of the groups that gained late events since they were last published, once every
+        late_publish_every_s by the wall clock (now_ms; without it, or with flush, at every call). Groups of
+        blocks before the newest are complete (the watermark only grows) and are dropped once published."""
+        now = self.now_ms
+        if not self.late_dirty or (not flush and now is not None and now < self.next_late_ms):
+            return []
+        if now is not None:
+            self.next_late_ms = now + self.late_every_ms - self.slack_ms
         dirty, self.late_dirty = self.late_dirty, set()
         groups = self.late_groups
         rows = [self._row(self.rollups[r], ws, dims, groups[key], kind="late", final=True,
-                          late=(block, self.late_block))
+                          late=(block, self.late_block_ms))
                 for key in sorted(dirty) for block, r, ws, dims in (key,)]  # fmt: skip
         if any(key[0] < self.late_from for key in groups):
             self.late_groups = {key: agg for key, agg in groups.items() if key[0] >= self.late_from}

@@ -20,10 +20,10 @@ What the dataflow must have produced, per roll-up window and dimension values, s
 On a live system: only windows that are due are compared, closed by the watermark of every partition of the
 topic as the recount leaves it (an open window may still gain events, in any partition), and final in Pinot
 (the dataflow may be behind the recount); the others are reported as still open. Late corrections of events
-the recount did not read are left out of Pinot's side: a correction row holds one block of offsets
-(windows.late_block_offsets) of one partition, and one whose version says it holds an offset at or past the
-recount's end (the block the recount stopped in) is left out on both sides (`overrun`). Windows older than
-their tier keeps are skipped.
+the recount did not read are left out: a correction row holds one partition's late events of one window and
+group that met its watermark within one block (windows.late_block_s), and one whose version says it holds an
+offset at or past the recount's end is left out on both sides (`overrun`: Pinot names such rows by key).
+Windows older than their tier keeps are skipped.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import datasketches as ds
 
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
-from livedash.pipeline.rows import DBL_MAX, OTHER, late_block
+from livedash.pipeline.rows import DBL_MAX, OTHER, key_parts, late_block, primary_key
 from livedash.pipeline.settings import PipelineSettings, Rollup
 
 GroupKey = tuple[str, int, tuple[str, ...]]  # roll-up, window start, dimension values
@@ -154,10 +154,10 @@ class Recount:
         self.on_time: dict[str, dict[tuple[int, int, tuple[str, ...], int], Tally]] = {
             r.name: defaultdict(Tally) for r in settings.rollups
         }
-        # Late: (partition, block of offsets) -> (roll-up, window start, raw dims) -> Tally, per window the event
-        # missed: the dataflow's correction rows, one per block
+        # Late: (partition, block of its watermark) -> (roll-up, window start, raw dims) -> Tally, per window the
+        # event missed: the dataflow's correction rows, one per block
         self.late: dict[tuple[int, int], dict[GroupKey, Tally]] = defaultdict(lambda: defaultdict(Tally))
-        self.late_block = settings.windows.late_block_offsets
+        self.late_block_ms = int(settings.windows.late_block_s * 1000)
         self._rollups = [(r.name, r.window.size_s * 1000, r.window.pane_s * 1000, attrgetter(*r.dimensions),
                           len(r.dimensions) == 1) for r in settings.rollups]  # fmt: skip
         self.valid = 0
@@ -171,7 +171,7 @@ class Recount:
         self.known = set(ends)
         self.ends = dict(ends)
 
-    def feed(self, partition: int, key: bytes | None, value: bytes | None, kafka_ts: int, offset: int) -> None:
+    def feed(self, partition: int, key: bytes | None, value: bytes | None, kafka_ts: int) -> None:
         part = self.partitions[partition]
         part.messages += 1
         if part.seen is None and self.dedup_horizon_ms > 0:
@@ -201,7 +201,7 @@ class Recount:
         horizon = part.watermark - self.lateness_ms
         was_late = False
         metrics, distinct, quantile = self.metrics, self.distinct, self.quantile
-        late = self.late[(partition, late_block(offset, self.late_block))]
+        late = self.late[(partition, late_block(part.watermark, self.late_block_ms))]  # the watermark it met
         for name, size, pane, dims_of, single in self._rollups:
             pane_start = ts - ts % pane
             raw = (dims_of(event),) if single else dims_of(event)
@@ -239,7 +239,7 @@ class Recount:
         start_ms: int,
         end_ms: int,
         admitted: Mapping[tuple[int, int, int], set[str]],
-        overrun: Collection[tuple[int, GroupKey]] = (),
+        overrun: Collection[str] = (),
     ) -> dict[GroupKey, Tally]:
         """The groups Pinot must hold for windows of this roll-up starting in [start_ms, end_ms) that are due.
 
@@ -247,8 +247,8 @@ class Recount:
         a value not among them was folded into "__other__" (only for tumbling roll-ups: sliding rows merge
         panes, so their caps cannot be read back and are compared on window totals instead).
 
-        overrun: (partition, group) of the correction rows Pinot's side leaves out because they hold offsets
-        past the recount's end: their block's late events (those the recount read) are left out here too."""
+        overrun: the keys (pk) of the correction rows Pinot's side leaves out because they hold offsets past the
+        recount's end: their late events that the recount read are left out here too."""
         size = rollup.window.size_s * 1000
         pane = rollup.window.pane_s * 1000
         out: dict[GroupKey, Tally] = defaultdict(Tally)
@@ -269,14 +269,18 @@ class Recount:
                     _merge(out[(rollup.name, ws, dims)], tally)
         skip = set(overrun)
         for (partition, block), late in self.late.items():
-            stopped_in = partition in self.ends and block == late_block(self.ends[partition], self.late_block)
             for (name, ws, raw), tally in late.items():
                 if name != rollup.name or not start_ms <= ws < end_ms or not self.due(rollup, ws):
                     continue
-                if stopped_in and (partition, (name, ws, raw)) in skip:
+                if skip and correction_key(name, ws, raw, partition, block, self.late_block_ms) in skip:
                     continue
                 _merge(out[(name, ws, raw)], tally)
         return out
+
+
+def correction_key(rollup: str, ws: int, dims: tuple[str, ...], partition: int, block: int, block_ms: int) -> str:
+    """The primary key of the dataflow's correction row for these late events (livedash.pipeline.rows)."""
+    return primary_key(key_parts(rollup, ws, dims, partition, (block, block_ms))).decode()
 
 
 def _merge(into: Tally, part: Tally) -> None:
@@ -416,7 +420,7 @@ def compare_rollup(
     end_ms: int,
     window_rows: Iterable[tuple[int, int, tuple[str, ...]]],
     found: Mapping[GroupKey, Found],
-    overrun: Collection[tuple[int, GroupKey]] = (),
+    overrun: Collection[str] = (),
 ) -> dict[GroupKey, Tally]:
     """Compare one roll-up's groups over [start_ms, end_ms); returns the expected groups that were compared.
     overrun: see Recount.expected."""

@@ -20,7 +20,7 @@ from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
 from livedash.pinot.client import PinotClient
-from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, SOURCES, late_block, metric_columns, version
+from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, SOURCES, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
@@ -61,7 +61,7 @@ def scan(settings: Settings, recount: Recount, from_ms: int | None, say: Say, pr
                 assert p is not None and offset is not None  # a consumed message has both
                 if p not in todo or offset >= ends[p]:
                     continue
-                recount.feed(p, msg.key(), msg.value(), msg.timestamp()[1], offset)
+                recount.feed(p, msg.key(), msg.value(), msg.timestamp()[1])
                 done += 1
                 if offset + 1 >= ends[p]:
                     todo.discard(p)
@@ -105,30 +105,28 @@ def read_so_far(ends: dict[int, int]) -> str:
     return f"(\"kind\" = 'window' OR {late})"
 
 
-def overrun_where(ends: dict[int, int], block: int) -> str | None:
-    """SQL: the correction rows read_so_far leaves out that hold late events the recount read too: those of the
-    block of offsets the recount stopped in whose highest offset is at or past its end (version >= 2 * end).
-    None when the recount has no ends."""
+def overrun_where(ends: dict[int, int]) -> str | None:
+    """SQL: the correction rows read_so_far leaves out (their highest offset is at or past the recount's end:
+    version >= 2 * end), which may hold late events the recount read too. None when the recount has no ends."""
     if not ends:
         return None
-    rows = " OR ".join(f'("source_partition" = {int(p)} AND "version" >= {version(int(end), False)} AND '
-                       f'"version" < {version(late_block(int(end), block) + block, False)})'
+    rows = " OR ".join(f'("source_partition" = {int(p)} AND "version" >= {version(int(end), False)})'
                        for p, end in ends.items())  # fmt: skip
     return f"\"kind\" = 'late' AND ({rows})"
 
 
 def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, end: int,
           ends: dict[int, int] | None = None) -> tuple[
-    list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found], set[tuple[int, GroupKey]]
+    list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found], set[str]
 ]:  # fmt: skip
     """(window rows' start, partition and values for the caps, groups summed over partitions and kinds, the
-    (partition, group) of corrections left out as holding offsets past the recount's end: overrun_where).
+    keys of corrections left out as holding offsets past the recount's end: overrun_where).
     Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate. ends: the
     recount's end offsets (corrections of later events left out)."""
     table = settings.pipeline.table_of(rollup)
     read = read_so_far(ends or {})
-    overran = overrun_where(ends or {}, settings.pipeline.windows.late_block_offsets)
-    overrun: set[tuple[int, GroupKey]] = set()
+    overran = overrun_where(ends or {})
+    overrun: set[str] = set()
     pane = rollup.window.pane_s * 1000
     dims = ", ".join(f'"{d}"' for d in rollup.dimensions)
     n = len(rollup.dimensions)
@@ -163,10 +161,8 @@ def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, en
             found[key] = Found(int(v[0]), per, float(v[1 + 4 * len(metrics)]), int(v[2 + 4 * len(metrics)]) == 1)
         if overran is not None:
             base = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b}'
-            sql = (f'SELECT "source_partition", "window_start", {dims}, COUNT(*) FROM {table} WHERE {base} AND '
-                   f'{overran} GROUP BY "source_partition", "window_start", {dims} LIMIT {limit}')  # fmt: skip
-            for r in _rows(pinot, sql, limit):
-                overrun.add((int(r[0]), (rollup.name, int(r[1]), tuple(str(x) for x in r[2 : 2 + n]))))
+            sql = f'SELECT "pk" FROM {table} WHERE {base} AND {overran} LIMIT {limit}'
+            overrun.update(str(r[0]) for r in _rows(pinot, sql, limit))
 
     def span(a: int, b: int) -> None:
         try:

@@ -15,14 +15,14 @@ def test_keys_differ_where_their_parts_do_even_past_512_characters() -> None:
     assert a != b
 
 
-def test_a_correction_has_a_key_of_its_own_per_block_of_offsets() -> None:
+def test_a_correction_has_a_key_of_its_own_per_block() -> None:
     window = rows.key_parts("r", 0, ["DE"], 1, None)
-    late = rows.key_parts("r", 0, ["DE"], 1, (40, 10))
-    assert late == [*window, "late", 40, 10]
+    late = rows.key_parts("r", 0, ["DE"], 1, (60_000, 60_000))
+    assert late == [*window, "late", 60_000, 60_000]
     assert rows.primary_key(window) != rows.primary_key(late)
-    assert rows.primary_key(late) != rows.primary_key(rows.key_parts("r", 0, ["DE"], 1, (50, 10)))
-    assert rows.primary_key(late) != rows.primary_key(rows.key_parts("r", 0, ["DE"], 1, (40, 20)))
-    assert [rows.late_block(o, 10) for o in (0, 9, 10, 42)] == [0, 0, 10, 40]
+    assert rows.primary_key(late) != rows.primary_key(rows.key_parts("r", 0, ["DE"], 1, (120_000, 60_000)))
+    assert rows.primary_key(late) != rows.primary_key(rows.key_parts("r", 0, ["DE"], 1, (60_000, 30_000)))
+    assert [rows.late_block(w, 60_000) for w in (0, 59_999, 60_000, 130_000)] == [0, 0, 60_000, 120_000]
 
 
 def test_versions_grow_with_the_offset_and_final_beats_provisional() -> None:

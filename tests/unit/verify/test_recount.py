@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from livedash.kafka.messages import OutBatch
-from livedash.pipeline.rows import DBL_MAX, late_block
+from livedash.pipeline.rows import DBL_MAX
 from livedash.pipeline.settings import PipelineSettings
 from livedash.verify.recount import Found, GroupKey, Recount, Report, compare_rollup
 from tests.dataflow_runs import BASE, Out, Record, event, records, run, settings
@@ -82,7 +82,7 @@ def as_pinot(rows: list[dict[str, Any]], pipeline: PipelineSettings) -> tuple[
 def verify_rows(rows: list[dict[str, Any]], recs: list[Record], pipeline: PipelineSettings) -> Report:
     recount = Recount(pipeline)
     for rec in recs:
-        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms, rec.offset)
+        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
     windows, found = as_pinot(rows, pipeline)
     report = Report()
     for rollup in pipeline.rollups:
@@ -171,7 +171,7 @@ def test_windows_still_open_are_pending_not_compared() -> None:
     rows = upserted(run(pipeline, recs[: len(recs) // 3], batch_size=9))  # partition 0 only, no EOF close
     recount = Recount(pipeline)
     for rec in recs[: len(recs) // 3]:
-        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms, rec.offset)
+        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
     assert not recount.due(pipeline.rollups[0], BASE + 70_000)
     windows, found = as_pinot(rows, pipeline)
     report = Report()
@@ -204,7 +204,7 @@ def test_duplicates_are_replayed_by_the_recount_and_verify_exactly() -> None:
     rows = upserted(run(pipeline, recs, batch_size=7))
     recount = Recount(pipeline)
     for rec in recs:
-        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms, rec.offset)
+        recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
     assert recount.duplicates > 50
     report = verify_rows(rows, recs, pipeline)
     assert report.ok, report.problems[:5]
@@ -221,7 +221,7 @@ def test_a_live_recount_compares_the_closed_windows_and_leaves_out_later_correct
     recount.expect(ends)
     for rec in recs:
         if rec.offset < ends[rec.partition]:
-            recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms, rec.offset)
+            recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
     read = [r for r in rows if r["kind"] == "window" or r["version"] < 2 * ends[r["source_partition"]]]
     assert len(read) < len(rows), "some corrections must come from past the recount's end"
     windows, found = as_pinot(read, pipeline)
@@ -238,10 +238,10 @@ def test_a_live_recount_compares_the_closed_windows_and_leaves_out_later_correct
 
 
 def test_a_live_recount_that_stops_inside_a_block_of_corrections_leaves_out_what_pinot_leaves_out() -> None:
-    """A correction row holds a block of offsets (windows.late_block_offsets). Late events of one window and group
-    on both sides of the recount's end: Pinot's row for the block holds them all, so verify leaves the row out
-    (its version is past the end) and, told so (overrun), the recount's share of that block too. Without
-    overrun the two sides differ."""
+    """A correction row holds the late events of one window and group that met the partition's watermark within
+    one block (windows.late_block_s). Late events of one group on both sides of the recount's end, all in one
+    block: Pinot's row holds them all, so verify leaves it out (its version is past the end) and, told its key
+    (overrun), the recount's share too. Without overrun the two sides differ."""
     pipeline = cfg()
     recs: list[Record] = []
     for p in range(3):
@@ -258,17 +258,11 @@ def test_a_live_recount_that_stops_inside_a_block_of_corrections_leaves_out_what
     recount.expect(ends)
     for rec in recs:
         if rec.offset < ends[rec.partition]:
-            recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms, rec.offset)
-    block = pipeline.windows.late_block_offsets
-    assert block > 300, "every late event in one block"
+            recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
+    assert pipeline.windows.late_block_s * 1000 > 300, "every late event in one block"
     read = [r for r in rows if r["kind"] == "window" or r["version"] < 2 * ends[r["source_partition"]]]
-    left_out = [r for r in rows if r["kind"] == "late" and r not in read]
-    assert left_out, "the block's rows hold offsets past the recount's end"
-    stopped_in = {p: 2 * (late_block(end, block) + block) for p, end in ends.items()}  # versions of that block
-    overrun = {(r["source_partition"], (r["rollup_name"], r["window_start"],
-                                        tuple(r[d] for d in pipeline.rollup(r["rollup_name"]).dimensions)))
-               for r in left_out if r["version"] < stopped_in[r["source_partition"]]}  # fmt: skip
-    assert overrun
+    overrun = {r["pk"] for r in rows if r["kind"] == "late" and r not in read}
+    assert overrun, "the block's rows hold offsets past the recount's end"
     windows, found = as_pinot(read, pipeline)
     report, unaware = Report(), Report()
     for rollup in pipeline.rollups:
@@ -279,14 +273,13 @@ def test_a_live_recount_that_stops_inside_a_block_of_corrections_leaves_out_what
     assert not unaware.ok
 
 
-def test_overrun_sql_names_the_block_each_partition_stopped_in() -> None:
+def test_overrun_sql_names_the_corrections_past_each_partition_s_end() -> None:
     from livedash.verify.run import overrun_where
 
-    assert overrun_where({}, 10) is None
-    sql = overrun_where({0: 25, 3: 40}, 10)
-    assert sql == (
-        '"kind" = \'late\' AND (("source_partition" = 0 AND "version" >= 50 AND "version" < 60) OR '
-        '("source_partition" = 3 AND "version" >= 80 AND "version" < 100))'
+    assert overrun_where({}) is None
+    assert overrun_where({0: 25, 3: 40}) == (
+        '"kind" = \'late\' AND (("source_partition" = 0 AND "version" >= 50) OR '
+        '("source_partition" = 3 AND "version" >= 80))'
     )
 
 
