@@ -46,10 +46,16 @@ def summary_line(stdout: str) -> str:
                 stdout[-300:])  # fmt: skip
 
 
+# Late corrections go out every windows.late_publish_every_s (10 s), so they can follow the final rows of their
+# windows by that long, plus Pinot's ingestion: verify looks again at differences for this long.
+CORRECTIONS_DUE_S = 20
+
+
 def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) -> Any:
-    """`livedash verify` once every window it looks at is final in Pinot (none pending). With repair_s, final
-    but not exact keeps it waiting that much longer, for a Pinot partition that stopped consuming and that the
-    controller's validation task repairs (see test_kafka_broker_restart_mid_run)."""
+    """`livedash verify` once every window it looks at is final in Pinot (none pending), differences looked at
+    again for CORRECTIONS_DUE_S. With repair_s, final but not exact keeps it waiting that much longer, for a
+    Pinot partition that stopped consuming and that the controller's validation task repairs (see
+    test_kafka_broker_restart_mid_run)."""
 
     def run() -> Any:
         return run_cli(
@@ -61,10 +67,10 @@ def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) 
             "--from-beginning",
             "--quiet",
             "--settle",
-            "0",
+            str(CORRECTIONS_DUE_S),
             env=p.env(),
             timeout=300,
-        )  # fmt: skip  (poll looks again itself)
+        )  # fmt: skip  (poll waits for final windows itself; late corrections may follow them)
 
     def done(result: Any) -> bool:
         final = " 0 windows not final yet" in summary_line(result.stdout)
