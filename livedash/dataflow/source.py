@@ -3,9 +3,11 @@ offset and the windows together."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from livedash.dataflow.logic import Clock, PartitionLogic, ShardTick, utc_now
@@ -25,9 +27,13 @@ STATE_FORMAT = 7
 
 
 def recovery_name(settings: PipelineSettings) -> str:
-    """The managed dataflow's recovery directory name: the state format, and the merge shard count if any."""
+    """The managed dataflow's recovery directory name: the state format, the merge shard count if any, and a
+    digest of the roll-ups (a snapshot holds each roll-up's windows in order: one taken with other roll-ups
+    cannot be restored, and a new directory re-reads the raw topic from its start instead)."""
     shards = settings.windows.merge_shards
-    return f"v{STATE_FORMAT}-merge{shards}" if shards else f"v{STATE_FORMAT}"
+    rollups = orjson.dumps([r.model_dump(mode="json") for r in settings.rollups], option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(rollups).hexdigest()[:8]
+    return f"v{STATE_FORMAT}-merge{shards}-{digest}" if shards else f"v{STATE_FORMAT}-{digest}"
 
 
 @runtime_checkable

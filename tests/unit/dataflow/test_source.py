@@ -81,3 +81,19 @@ def test_windowed_source_resumes_from_its_snapshot_exactly(tmp_path: Path, shard
     for pk, (version, row) in whole.items():
         assert resumed[pk][0] == version
         assert strip_sketches(resumed[pk][1]) == strip_sketches(row)
+
+
+def test_the_recovery_directory_changes_with_the_rollups() -> None:
+    """A snapshot holds each roll-up's windows in order and cannot be restored under other roll-ups: the
+    managed dataflow's directory is named after them, so a changed pipeline starts over from the raw topic
+    (the versioned upserts make the replay harmless) instead of failing to restore."""
+    from livedash.dataflow.source import recovery_name
+
+    cfg = settings()
+    name = recovery_name(cfg)
+    assert name == recovery_name(cfg.model_copy()) and name.startswith("v")
+    first = cfg.rollups[0]
+    finer = first.model_copy(update={"window": first.window.model_copy(update={"size_s": first.window.size_s * 2})})
+    for rollups in (cfg.rollups[1:], (*cfg.rollups, first.model_copy(update={"name": "again"})),
+                    (finer, *cfg.rollups[1:])):  # fmt: skip
+        assert recovery_name(cfg.model_copy(update={"rollups": rollups})) != name
