@@ -9,7 +9,6 @@ the KPI tiles' numbers from dashboard/kpis.py; results are cached per process (l
 
 from __future__ import annotations
 
-import contextlib
 import time
 import urllib.parse
 from dataclasses import replace
@@ -66,11 +65,10 @@ def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | 
     if sql.quantile is None:
         return result
     try:  # raw events: the p95 column from the rows that carry the field
-        q_sql = sql.quantile.statement(result.rows)
-        found = res.service.query(q_sql, ttl_s=ttl, fresh=fresh, panel=sql.quantile.key(role + sql.key, result.rows))
+        found = res.service.query(sql.quantile.text, ttl_s=ttl, fresh=fresh, panel=sql.quantile.key(role + sql.key))
         return replace(result, rows=sql.quantile.merge(result.rows, found.rows), stale=result.stale or found.stale,
                        error=result.error or found.error)  # fmt: skip
-    except (PinotError, query.QueryError) as exc:
+    except PinotError as exc:
         st.warning(f"p95 unavailable: {exc}", icon=":material/warning:")
         return replace(result, rows=sql.quantile.merge(result.rows, []))
 
@@ -86,9 +84,8 @@ def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
     rollup = sql.source.rollup
     bits.append("raw events" if rollup is None else f"roll-up `{rollup.name}`")
     bits.append(f"[Open in Pinot console]({console_url(res.settings, sql.text)})")
-    if sql.quantile is not None and result is not None:
-        with contextlib.suppress(query.QueryError):  # a value the builder refuses: no link
-            bits.append(f"[p95 in Pinot console]({console_url(res.settings, sql.quantile.statement(result.rows))})")
+    if sql.quantile is not None:
+        bits.append(f"[p95 in Pinot console]({console_url(res.settings, sql.quantile.text)})")
     st.caption(" · ".join(bits))
     if sql.source.note:
         st.caption(f":orange[{sql.source.note}]")

@@ -84,37 +84,22 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Quantile:
-    """Raw events only: the p95 over the rows that carry the quantile field, by the main statement's groups,
-    appended to its rows. A row without the field holds null there (the raw table's null vectors), which an
-    aggregate would read as 0; Pinot 0.11 refuses FILTER (WHERE ...) on one aggregate of a grouped query, so
-    the rows are filtered in a second statement."""
+    """Raw events only: the totals' p95 over the rows that carry the quantile field, appended to the main
+    statement's one row. A row without the field holds null there (the raw table's null vectors), which an
+    aggregate would read as 0; Pinot 0.11 refuses FILTER (WHERE ...) on one aggregate, so the rows are filtered
+    in a second statement."""
 
-    select: str  # SELECT <keys>, PERCENTILETDIGEST(..) FROM .. WHERE .. AND field IS NOT NULL
-    tail: str  # GROUP BY <keys> LIMIT n, or ""
-    keys: int  # leading columns of the main rows that name a group (0: one row)
-    restrict: str | None = None  # breakdowns: only the values the main statement returned
+    text: str  # SELECT PERCENTILETDIGEST(..) FROM .. WHERE .. AND field IS NOT NULL
 
-    def values(self, rows: Sequence[Sequence[Any]]) -> tuple[str, ...]:
-        """The values the statement is restricted to (none: not restricted)."""
-        return tuple(sorted({str(r[0]) for r in rows})) if self.restrict is not None else ()
+    def key(self, panel: str) -> str:
+        """The statement's Sql.key (across time), for the panel keyed `panel`."""
+        return f"p95:{panel}"
 
-    def statement(self, rows: Sequence[Sequence[Any]]) -> str:
-        sql = self.select
-        if self.restrict is not None:
-            sql += f" AND {self.restrict} IN ({', '.join(literal(v) for v in self.values(rows)) or literal('')})"
-        return f"{sql} {self.tail}".rstrip()
-
-    def key(self, panel: str, rows: Sequence[Sequence[Any]]) -> str:
-        """The statement's Sql.key (across time), for the panel keyed `panel` that returned `rows`."""
-        return f"p95:{panel}{self.values(rows)!r}"
-
-    def merge(self, rows: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> tuple[tuple[Any, ...], ...]:
-        """The main rows, each with its group's p95 appended (None where no row carried the field)."""
-        if self.keys == 0:
-            p95 = found[0][0] if found else None
-            return tuple((*r, p95) for r in rows)
-        by_key = {tuple(f[: self.keys]): f[self.keys] for f in found}
-        return tuple((*r, by_key.get(tuple(r[: self.keys]))) for r in rows)
+    @staticmethod
+    def merge(rows: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> tuple[tuple[Any, ...], ...]:
+        """The main rows, each with the p95 appended (None where no row carried the field)."""
+        p95 = found[0][0] if found else None
+        return tuple((*r, p95) for r in rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,41 +254,46 @@ def _table(catalog: Catalog, source: Source) -> str:
     return catalog.raw_table if source.rollup is None else source.rollup.table
 
 
+def _events(source: Source) -> str:
+    return "COUNT(*)" if source.is_raw else f'SUM("{EVENT_COUNT}")'
+
+
 def _measures(catalog: Catalog, source: Source) -> list[str]:
-    """events, unique users, p95 of the quantile field: merged from sketches on roll-ups, and built as sketches
-    from raw events too. Exact DISTINCTCOUNT and PERCENTILE keep every value per group on the server: over a
-    day of raw events (48 million rows) one refresh ran a 4 GB Pinot out of heap (docs/benchmarks.md)."""
+    """The totals' events, unique users and p95 of the quantile field: merged from sketches on roll-ups, and
+    built as sketches from raw events too. Exact DISTINCTCOUNT and PERCENTILE keep every value per group on the
+    server: over a day of raw events (48 million rows) one refresh ran a 4 GB Pinot out of heap
+    (docs/benchmarks.md)."""
     if source.is_raw:  # the p95 comes from `_quantile`'s statement
         theta = f"'nominalEntries={int(catalog.theta_nominal_entries)}'"  # as the roll-ups': the same error bound
-        return ["COUNT(*)", f'DISTINCTCOUNTTHETASKETCH("{catalog.distinct_field}", {theta})']
-    return [
-        f'SUM("{EVENT_COUNT}")',
-        f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}")',
-        f'PERCENTILETDIGEST("{QUANTILE_TDIGEST}", 95)',
-    ]
+        return [_events(source), f'DISTINCTCOUNTTHETASKETCH("{catalog.distinct_field}", {theta})']
+    return [_events(source), f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}")', f'PERCENTILETDIGEST("{QUANTILE_TDIGEST}", 95)']
 
 
-def _quantile(catalog: Catalog, where_sql: str, keys: list[str], tail: str, restrict: str | None = None) -> Quantile:
+def _quantile(catalog: Catalog, where_sql: str) -> Quantile:
     q = f'"{catalog.quantile_field}"'
-    select = ", ".join([*keys, f"PERCENTILETDIGEST({q}, 95)"])
-    return Quantile(f"SELECT {select} FROM {catalog.raw_table} WHERE {where_sql} AND {q} IS NOT NULL", tail,
-                    len(keys), restrict)  # fmt: skip
+    return Quantile(f"SELECT PERCENTILETDIGEST({q}, 95) FROM {catalog.raw_table} WHERE {where_sql} AND {q} IS NOT NULL")
 
 
 def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
-    """One row: events, unique users, p95. now_ms (default end_ms): which tiers still hold the range."""
+    """One row: events, unique users, p95. now_ms (default end_ms): which tiers still hold the range.
+
+    The only statement that merges sketches: Pinot unpacks each row's Theta sketch and t-digest, about 1 and 3
+    us a row here (the sum alone: under 0.3 us), so the panels that show events only ask for events only."""
     source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
-    return Sql(
-        sql, source, _key("totals", source, filters), _quantile(catalog, cond, [], "") if source.is_raw else None
-    )
+    return Sql(sql, source, _key("totals", source, filters), _quantile(catalog, cond) if source.is_raw else None)
+
+
+TOP_VALUES = 10  # values a breakdown panel shows
 
 
 def by_type(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int | None = None) -> Sql:
-    """Events per type (for the rates: conversion, click-through)."""
-    return breakdown(catalog, "type", start_ms, end_ms, filters, limit=len(catalog.types) + 2, now_ms=now_ms)
+    """Events per type (for the rates: conversion, click-through): the type breakdown's statement when it holds
+    every type, so one query answers both."""
+    limit = max(TOP_VALUES, len(catalog.types) + 2)
+    return breakdown(catalog, "type", start_ms, end_ms, filters, limit=limit, now_ms=now_ms)
 
 
 def breakdown(
@@ -312,18 +302,17 @@ def breakdown(
     start_ms: int,
     end_ms: int,
     filters: Mapping[str, str],
-    limit: int = 10,
+    limit: int = TOP_VALUES,
     now_ms: int | None = None,
 ) -> Sql:
-    """Top values of a dimension by events: value, events, unique users, p95."""
+    """Top values of a dimension by events: value, events."""
     col = column(dim, catalog.dimensions)
     source = choose_source(catalog, {dim, *filters}, None, start_ms, end_ms, now_ms)
-    measures = _measures(catalog, source)
+    events = _events(source)
     cond = where(catalog, source, start_ms, end_ms, filters)
-    sql = (f"SELECT {col}, {', '.join(measures)} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
-           f"ORDER BY {measures[0]} DESC LIMIT {_limit(limit)}")  # fmt: skip
-    quantile = _quantile(catalog, cond, [col], f"GROUP BY {col} LIMIT {_limit(limit)}", col)
-    return Sql(sql, source, _key("breakdown", source, filters, dim, _limit(limit)), quantile if source.is_raw else None)
+    sql = (f"SELECT {col}, {events} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
+           f"ORDER BY {events} DESC LIMIT {_limit(limit)}")  # fmt: skip
+    return Sql(sql, source, _key("breakdown", source, filters, dim, _limit(limit)))
 
 
 def timeseries(
@@ -335,7 +324,7 @@ def timeseries(
     split: str = "type",
     now_ms: int | None = None,
 ) -> Sql:
-    """Per bucket and value of `split`: bucket start (ms), value, events, unique users, p95."""
+    """Per bucket and value of `split`: bucket start (ms), value, events."""
     col = column(split, catalog.dimensions)
     if bucket_ms <= 0 or bucket_ms % 1000:
         raise QueryError("the bucket must be a positive number of whole seconds")
@@ -346,13 +335,9 @@ def timeseries(
     )
     n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
     cond = where(catalog, source, start_ms, end_ms, filters)
-    sql = (f"SELECT {bucket} AS bucket, {col}, {', '.join(_measures(catalog, source))} FROM {_table(catalog, source)} "
+    sql = (f"SELECT {bucket} AS bucket, {col}, {_events(source)} FROM {_table(catalog, source)} "
            f"WHERE {cond} GROUP BY bucket, {col} ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
-    quantile = _quantile(
-        catalog, cond, [f"{bucket} AS bucket", col], f"GROUP BY bucket, {col} LIMIT {_limit(n, 100_000)}"
-    )
-    key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000))
-    return Sql(sql, source, key, quantile if source.is_raw else None)
+    return Sql(sql, source, _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000)))
 
 
 def raw_events(
