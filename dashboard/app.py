@@ -53,24 +53,41 @@ def ago(seconds: float) -> str:
 # -- running a panel's query -------------------------------------------------------------------------------------
 
 
-def run(res: Resources, view: View, sql: query.Sql, role: str = "") -> Result | None:
-    """Rows for a panel, or None after showing why there are none. Never raises."""
+Outcomes = dict[str, Result | PinotError]
+
+
+def fetch(res: Resources, view: View, panels: dict[str, query.Sql]) -> Outcomes:
+    """Every statement of these panels (the raw totals' p95 ones too), at once through the shared cache: a
+    panel named "... previous period" keeps its last good rows apart from the current period's."""
     ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
-    fresh = st.session_state.get("refresh_now", False)
-    try:
-        result = res.service.query(sql.text, ttl_s=ttl, fresh=fresh, panel=role + sql.key)
-    except PinotError as exc:
-        st.error(f"No data: {exc}", icon=":material/cloud_off:")
+    statements: list[tuple[str, str | None]] = []
+    for name, sql in panels.items():
+        role = "previous:" if "previous" in name else ""
+        statements.append((sql.text, role + sql.key))
+        if sql.quantile is not None:
+            statements.append((sql.quantile.text, sql.quantile.key(role + sql.key)))
+    return res.service.query_many(statements, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False))
+
+
+def answer(outcomes: Outcomes, sql: query.Sql) -> Result | None:
+    """A panel's rows from the fetched outcomes, or None after showing why there are none. Never raises."""
+    result = outcomes[sql.text]
+    if isinstance(result, PinotError):
+        st.error(f"No data: {result}", icon=":material/cloud_off:")
         return None
     if sql.quantile is None:
         return result
-    try:  # raw events: the p95 column from the rows that carry the field
-        found = res.service.query(sql.quantile.text, ttl_s=ttl, fresh=fresh, panel=sql.quantile.key(role + sql.key))
-        return replace(result, rows=sql.quantile.merge(result.rows, found.rows), stale=result.stale or found.stale,
-                       error=result.error or found.error)  # fmt: skip
-    except PinotError as exc:
-        st.warning(f"p95 unavailable: {exc}", icon=":material/warning:")
+    found = outcomes[sql.quantile.text]  # raw events: the p95 column from the rows that carry the field
+    if isinstance(found, PinotError):
+        st.warning(f"p95 unavailable: {found}", icon=":material/warning:")
         return replace(result, rows=sql.quantile.merge(result.rows, []))
+    return replace(result, rows=sql.quantile.merge(result.rows, found.rows), stale=result.stale or found.stale,
+                   error=result.error or found.error)  # fmt: skip
+
+
+def run(res: Resources, view: View, sql: query.Sql) -> Result | None:
+    """One panel's rows (see answer)."""
+    return answer(fetch(res, view, {"panel": sql}), sql)
 
 
 def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
@@ -214,45 +231,38 @@ def rows_of(result: Result | None) -> tuple[tuple[Any, ...], ...] | None:
     return None if result is None else result.rows
 
 
-def kpi_tiles(res: Resources, view: View, start: int, end: int) -> None:
-    cat, f = res.catalog, view.filter_map
-    span = end - start
-    at = wall_ms()  # which tiers still hold a range depends on how far back it starts from now
-    now_sql, before_sql = query.totals(cat, start, end, f, at), query.totals(cat, start - span, start, f, at)
-    types_now, types_before = query.by_type(cat, start, end, f, at), query.by_type(cat, start - span, start, f, at)
-    now, before = run(res, view, now_sql), run(res, view, before_sql, role="previous:")
-    tnow, tbefore = run(res, view, types_now), run(res, view, types_before, role="previous:")
-    dash = res.settings.dashboard
+def kpi_tiles(res: Resources, view: View, panels: dict[str, query.Sql], outcomes: Outcomes, span_ms: int) -> None:
+    now_sql = panels["totals"]
+    now, before = answer(outcomes, now_sql), answer(outcomes, panels["totals, previous period"])
+    tnow, tbefore = answer(outcomes, panels["by type"]), answer(outcomes, panels["by type, previous period"])
+    dash, cat = res.settings.dashboard, res.catalog
     current, previous = kpis.Period(rows_of(now), rows_of(tnow)), kpis.Period(rows_of(before), rows_of(tbefore))
-    tiles = kpis.tiles(current, previous, span / 1000, dash.conversion, dash.click_through, cat.quantile_field)
+    tiles = kpis.tiles(current, previous, span_ms / 1000, dash.conversion, dash.click_through, cat.quantile_field)
     for col, tile in zip(st.columns(len(tiles)), tiles, strict=True):
         col.metric(tile.label, tile.value, tile.delta)
     caption(res, now_sql, now)
 
 
-def series(res: Resources, view: View, start: int, end: int) -> None:
-    bucket = query.bucket_for(start, end)
-    sql = query.timeseries(res.catalog, start, end, view.filter_map, bucket, now_ms=wall_ms())
-    result = run(res, view, sql)
-    st.subheader(f"Events per {bucket // 1000} s, by type")
+def series(res: Resources, view: View, sql: query.Sql, outcomes: Outcomes, bucket_ms: int) -> None:
+    result = answer(outcomes, sql)
+    st.subheader(f"Events per {bucket_ms // 1000} s, by type")
     fig = charts.series(rows_of(result) or (), view)
     pick = partial(_on_pick, "type", "chart_series")
     st.plotly_chart(fig, key="chart_series", on_select=pick, selection_mode="points", width="stretch")
     caption(res, sql, result)
 
 
-def breakdowns(res: Resources, view: View, start: int, end: int) -> None:
+def breakdowns(res: Resources, view: View, panels: dict[str, query.Sql], outcomes: Outcomes) -> None:
     st.subheader("Top values")
-    dims = [d for d in res.catalog.dimensions if d not in view.filter_map]
+    dims = [d for d in res.catalog.dimensions if f"top {d}" in panels]
     cols = st.columns(2)
     for i, dim in enumerate(dims):
         with cols[i % 2]:
-            breakdown(res, view, dim, start, end)
+            breakdown(res, view, dim, panels[f"top {dim}"], outcomes)
 
 
-def breakdown(res: Resources, view: View, dim: str, start: int, end: int) -> None:
-    sql = query.breakdown(res.catalog, dim, start, end, view.filter_map, limit=10, now_ms=wall_ms())
-    result = run(res, view, sql)
+def breakdown(res: Resources, view: View, dim: str, sql: query.Sql, outcomes: Outcomes) -> None:
+    result = answer(outcomes, sql)
     st.markdown(f"**{dim}**")
     found = rows_of(result) or ()
     values, fig = charts.top_values(found), charts.breakdown(found, view, dim)
@@ -297,9 +307,12 @@ def _on_drill(dim: str, key: str) -> None:
 def overview(res: Resources, view: View) -> None:
     start, end = window(res, view)
     st.caption(f"{format_time(start)} to {format_time(end)}" + (" (live)" if view.live else ""))
-    kpi_tiles(res, view, start, end)
-    series(res, view, start, end)
-    breakdowns(res, view, start, end)
+    # wall_ms: which tiers still hold a range depends on how far back it starts from now
+    panels = query.overview(res.catalog, start, end, view.filter_map, wall_ms())
+    outcomes = fetch(res, view, panels)
+    kpi_tiles(res, view, panels, outcomes, end - start)
+    series(res, view, panels["series"], outcomes, query.bucket_for(start, end))
+    breakdowns(res, view, panels, outcomes)
 
 
 # -- raw events --------------------------------------------------------------------------------------------------

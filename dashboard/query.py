@@ -340,6 +340,23 @@ def timeseries(
     return Sql(sql, source, _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000)))
 
 
+def overview(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int) -> dict[str, Sql]:
+    """Every statement of the overview page for [start, end), by panel: the tiles' totals and rates for the
+    range and the period before it, the series, and the top values of each dimension not filtered on."""
+    span = end_ms - start_ms
+    out = {
+        "totals": totals(catalog, start_ms, end_ms, filters, now_ms),
+        "totals, previous period": totals(catalog, start_ms - span, start_ms, filters, now_ms),
+        "by type": by_type(catalog, start_ms, end_ms, filters, now_ms),
+        "by type, previous period": by_type(catalog, start_ms - span, start_ms, filters, now_ms),
+        "series": timeseries(catalog, start_ms, end_ms, filters, bucket_for(start_ms, end_ms), now_ms=now_ms),
+    }
+    for dim in catalog.dimensions:
+        if dim not in filters:
+            out[f"top {dim}"] = breakdown(catalog, dim, start_ms, end_ms, filters, now_ms=now_ms)
+    return out
+
+
 def raw_events(
     catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], page: int = 0, page_size: int = 50
 ) -> Sql:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -208,15 +209,40 @@ class QueryService:
     run: Callable[[str], Result]
     clock: Callable[[], float] = time.monotonic
     max_entries: int = 2000
+    parallel: int = 4  # query_many's statements in flight at once (the broker and server share 2 cores here)
     # Each entry expires at its own time (a TTL per query); when full, the expired go first, then the least
     # recently used.
     _cache: TLRUCache[str, _Entry] = field(init=False)
     _last_good: FIFOCache[str, Result] = field(init=False)  # bounded: the oldest writes are dropped first
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._cache = TLRUCache(self.max_entries, ttu=lambda _sql, entry, _now: entry.expires, timer=self.clock)
         self._last_good = FIFOCache(self.max_entries)
+
+    def query_many(self, statements: Sequence[tuple[str, str | None]], ttl_s: float,
+                   fresh: bool = False) -> dict[str, Result | PinotError]:  # fmt: skip
+        """Each (sql, panel) as query() answers it, or the PinotError it raised, by SQL text; the statements run
+        concurrently, `parallel` at a time, each distinct text once. A page's panels are independent, and one
+        after the other each waited for the broker's round trip and the others' turn on the server."""
+        panels: dict[str, str | None] = {}
+        for sql, panel in statements:
+            panels.setdefault(sql, panel)  # in order; the first panel named for a text
+
+        def one(sql: str) -> Result | PinotError:
+            try:
+                return self.query(sql, ttl_s, fresh, panels[sql])
+            except PinotError as exc:
+                return exc
+
+        if len(panels) <= 1 or self.parallel <= 1:
+            return {sql: one(sql) for sql in panels}
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="pinot-query")
+            pool = self._pool
+        return dict(zip(panels, pool.map(one, panels), strict=True))
 
     def query(self, sql: str, ttl_s: float, fresh: bool = False, panel: str | None = None) -> Result:
         """`panel` names what the rows are for, across time: a live panel's SQL changes with every step of its

@@ -176,3 +176,36 @@ def test_each_cached_result_keeps_its_own_ttl() -> None:
     assert service.query("long", ttl_s=10).rows == ((1,),)  # still shared
     now[0] = 10.0
     assert service.query("long", ttl_s=10).rows == ((3,),)  # expired at exactly its ttl
+
+
+def test_many_statements_run_concurrently_each_text_once_and_failures_come_back_as_values() -> None:
+    import threading
+
+    from livedash.pinot.client import QueryService, Result
+
+    calls: list[str] = []
+    inside, most, lock = [0], [0], threading.Lock()
+    gate = threading.Barrier(3, timeout=5)  # three distinct statements must be in flight together
+
+    def run(sql: str) -> Result:
+        with lock:
+            calls.append(sql)
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            gate.wait()
+            if sql == "bad":
+                raise PinotError("Pinot error 150: bad query", "error 150", query_exception=True)
+            return Result(("sql",), ((sql,),), fetched_at=0.0, freshness_ms=None, time_used_ms=1, partial=False)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    service = QueryService(run, parallel=4)
+    got = service.query_many([("a", "panel a"), ("bad", "panel bad"), ("a", "panel a too"), ("c", None)], ttl_s=60)
+    assert sorted(calls) == ["a", "bad", "c"] and most[0] == 3  # each text once, all at the same time
+    assert list(got) == ["a", "bad", "c"]
+    assert isinstance(got["bad"], PinotError) and "bad query" in str(got["bad"])
+    assert not isinstance(got["a"], PinotError) and got["a"].rows == (("a",),)
+    again = service.query_many([("a", "panel a"), ("c", None)], ttl_s=60)  # cached: no new call
+    assert len(calls) == 3 and again["a"] == got["a"]
