@@ -40,9 +40,11 @@ HERE = Path(__file__).parent
 START_MS = 1_795_960_800_000  # fixed: the generator's daily rhythm, and so the work, depends on the time of day
 
 
-def batches(events: int, partitions: int, batch: int, event_rate: float) -> list[list[RecordBatch]]:
-    """Rounds of one batch per partition, in order: events go to partitions round robin."""
-    opts = GeneratorOptions(seed=6, nominal_rate=event_rate, late_fraction=0.0, malformed_fraction=0.0)
+def batches(events: int, partitions: int, batch: int, event_rate: float,
+            late: float = 0.0) -> list[list[RecordBatch]]:  # fmt: skip
+    """Rounds of one batch per partition, in order: events go to partitions round robin. late: the fraction
+    of events minutes behind (the generator's late_fraction)."""
+    opts = GeneratorOptions(seed=6, nominal_rate=event_rate, late_fraction=late, malformed_fraction=0.0)
     start_ms = START_MS
     per: list[list[bytes]] = [[] for _ in range(partitions)]
     i = 0
@@ -59,14 +61,17 @@ def batches(events: int, partitions: int, batch: int, event_rate: float) -> list
 
 
 def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_events: int = 0,
-          segments: list[tuple[int, float, int]] | None = None) -> tuple[int, int]:  # fmt: skip
+          segments: list[tuple[int, float, int]] | None = None, live: bool = False) -> tuple[int, int]:  # fmt: skip
     """Events and output rows: every partition's logic fed its batches, publishing once per round. The end
     offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small.
+    live: each batch ends its topic (no lag), so open windows publish every round, as at a live rate.
     With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
     each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes)
     after each round."""
-    now = [datetime.fromtimestamp(START_MS / 1000 + 3600, UTC)]  # an hour after the first event
+    # an hour after the first event; live: the clock moves with the event time, a few seconds ahead
+    now = [datetime.fromtimestamp(START_MS / 1000 + (5 if live else 3600), UTC)]
     ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
+    known = {p: 0 for p in ends} if live else ends  # the end offsets the partitions see
     logics: dict[int, PartitionLogic] = {}
     shards: dict[str, MergeShard] = {}
     rows = events = snap_bytes = 0
@@ -91,7 +96,9 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
         for b in batches_:
             logic = logics.get(b.partition)
             if logic is None:
-                logic = logics[b.partition] = PartitionLogic(settings, lambda: now[0], None, ends.get)
+                logic = logics[b.partition] = PartitionLogic(settings, lambda: now[0], None, known.get)
+            if live:
+                known[b.partition] = b.offsets[-1] + 1
             out, _ = logic.on_batch([b])
             rows += count(out)
             events += len(b)
@@ -140,6 +147,10 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help="no duplicates check, no valid events")
     parser.add_argument("--compare", action="store_true", help="bare, dedup, valid and both, alternating per run")
     parser.add_argument("--merge-shards", type=int, default=None, help="windows.merge_shards (default: the file's)")
+    parser.add_argument("--live", action="store_true",
+                        help="no lag: open windows publish every round (with --batch events per partition a round, "
+                             "--event-rate 4 * batch is a live stream: 1 s of event time per second)")  # fmt: skip
+    parser.add_argument("--late", type=float, default=0.0, help="fraction of events minutes behind (generator's)")
     args = parser.parse_args()
     tune_gc()  # as the shipped dataflow process does
     configured = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
@@ -152,11 +163,11 @@ def main() -> None:
                     "valid": variant(configured, False, True), "both": variant(configured, True, True)}  # fmt: skip
     elif args.bare:
         variants = {"bare": variant(configured, False, False)}
-    rounds = batches(args.events, args.partitions, args.batch, args.event_rate)
+    rounds = batches(args.events, args.partitions, args.batch, args.event_rate, args.late)
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        drive(next(iter(variants.values())), rounds, args.snapshot_events)
+        drive(next(iter(variants.values())), rounds, args.snapshot_events, live=args.live)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
@@ -165,7 +176,7 @@ def main() -> None:
         for name, settings in variants.items():
             segments: list[tuple[int, float, int]] = []
             t0 = time.process_time()
-            n, rows = drive(settings, rounds, args.snapshot_events, segments)
+            n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live)
             cpu = time.process_time() - t0
             rates[name].append(n / cpu)
             print(f"run {run + 1} {name}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: "
