@@ -10,7 +10,8 @@ roll-up's SUM(event_count) over the range equals the valid events sent). Refresh
 the 24-hour view, unfiltered and with one filter, exactly as dashboard/query.py builds them, run one after the
 other without the dashboard's cache (what one viewer's refresh costs Pinot), `--runs` times; then the same
 panels with every roll-up hidden from the catalog, so they read the raw events (`--raw-runs 0`: not). Live:
-the refresh of an open page, the range moved on by one refresh step each time, through the dashboard's cache.
+the refresh of an open page, once a refresh step in real time, over the range the page asks for then, through
+the dashboard's cache and its stitched panels' kept pieces (dashboard/panels.py).
 Figures: p50 and p95 of the whole refresh, the median per panel, the rows each roll-up holds per day, and one
 JSON object on the last line.
 """
@@ -26,20 +27,11 @@ from typing import Any
 
 from bench.common import machine, pct
 from dashboard import query
+from dashboard.panels import fetch
 from dashboard.state import View
 from livedash import config
 from livedash.generator import GeneratorOptions, mean_rate, run
 from livedash.pinot.client import PinotClient, PinotError, QueryService, Result
-
-
-def statements(sqls: list[tuple[str, query.Sql]]) -> list[tuple[str, str | None]]:
-    """What the dashboard's fetch sends for these panels: each main statement, and a raw total's p95 one."""
-    out: list[tuple[str, str | None]] = []
-    for name, sql in sqls:
-        out.append((sql.text, name))
-        if sql.quantile is not None:
-            out.append((sql.quantile.text, f"p95 {name}"))
-    return out
 
 
 def fetched(outcomes: dict[str, Result | PinotError]) -> None:
@@ -58,12 +50,12 @@ def refresh(client: PinotClient, sqls: list[tuple[str, query.Sql]]) -> tuple[flo
     statements run concurrently, a text two panels share once), then each panel alone, one after the other,
     for the per-panel times."""
     t0 = time.perf_counter()
-    fetched(QueryService(lambda sql: client.query(sql)).query_many(statements(sqls), ttl_s=60))
+    fetched(fetch(QueryService(lambda sql: client.query(sql)), dict(sqls), ttl_s=60))
     total = time.perf_counter() - t0
     per: dict[str, float] = {}
     for name, sql in sqls:
         t = time.perf_counter()
-        fetched(QueryService(lambda sql: client.query(sql)).query_many(statements([(name, sql)]), ttl_s=60))
+        fetched(fetch(QueryService(lambda sql: client.query(sql)), {name: sql}, ttl_s=60))
         per[name] = time.perf_counter() - t
     return total, per
 
@@ -160,18 +152,22 @@ def timed(client: PinotClient, catalog: query.Catalog, start: int, end: int, fil
     return totals, per
 
 
-def live(client: PinotClient, catalog: query.Catalog, start: int, end: int, step_s: int, runs: int) -> list[float]:
-    """The refresh of an open page: the range moved on by one refresh step each time, through the dashboard's
-    own cache (QueryService, TTL one step), so whatever the query layer can reuse is reused."""
+def live(client: PinotClient, catalog: query.Catalog, span_ms: int, step_s: int, runs: int) -> list[float]:
+    """The refresh of an open page, once a refresh step in real time (what changed meanwhile is re-read), each
+    over the range the dashboard asks then (ending at the end of the current step), through the dashboard's own
+    cache (QueryService, TTL one step, and the stitched panels' kept pieces)."""
     service = QueryService(lambda sql: client.query(sql))
     step = step_s * 1000
     out: list[float] = []
     for i in range(runs + 1):
-        sqls = panels(catalog, start + i * step, end + i * step, {})
+        now = int(time.time() * 1000)
+        end = now - now % step + step
+        sqls = list(query.overview(catalog, end - span_ms, end, {}, now).items())
         t0 = time.perf_counter()
-        fetched(service.query_many(statements(sqls), ttl_s=step_s))
+        fetched(fetch(service, dict(sqls), ttl_s=step_s))
         if i:  # the first fills the cache
             out.append(time.perf_counter() - t0)
+        time.sleep(max(0.0, (end - time.time() * 1000) / 1000))  # to the next step, as an open page
     return out
 
 
@@ -230,7 +226,7 @@ def main() -> None:
                   f"p95 {pct(raw_totals, 0.95):.3f}s over {args.raw_runs} runs; raw events / roll-ups (p50): "
                   f"{pct(raw_totals, 0.5) / p50:.1f}x")  # fmt: skip
             figures[key]["raw_p50_s"] = round(pct(raw_totals, 0.5), 3)
-    lives = live(client, rollups, start, end, step_s, args.runs)
+    lives = live(client, rollups, end - start, step_s, args.runs)
     print(f"live refresh (range moved {step_s} s each time, the dashboard's cache): p50 {pct(lives, 0.5):.3f}s "
           f"p95 {pct(lives, 0.95):.3f}s over {args.runs} runs")  # fmt: skip
     figures["live"] = {"p50_s": round(pct(lives, 0.5), 3), "p95_s": round(pct(lives, 0.95), 3)}

@@ -19,6 +19,8 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, health, kpis, query
+from dashboard.panels import Outcomes
+from dashboard.panels import fetch as fetch_panels
 from dashboard.runtime import Resources, resources
 from dashboard.state import PRESETS, REFRESH_CHOICES, View, from_params, to_params
 from livedash.config import Settings
@@ -53,20 +55,10 @@ def ago(seconds: float) -> str:
 # -- running a panel's query -------------------------------------------------------------------------------------
 
 
-Outcomes = dict[str, Result | PinotError]
-
-
 def fetch(res: Resources, view: View, panels: dict[str, query.Sql]) -> Outcomes:
-    """Every statement of these panels (the raw totals' p95 ones too), at once through the shared cache: a
-    panel named "... previous period" keeps its last good rows apart from the current period's."""
+    """Every statement of these panels at once through the shared cache (dashboard/panels.py)."""
     ttl = max(view.refresh_s, res.settings.dashboard.refresh_floor_s) if view.refresh_s else 30
-    statements: list[tuple[str, str | None]] = []
-    for name, sql in panels.items():
-        role = "previous:" if "previous" in name else ""
-        statements.append((sql.text, role + sql.key))
-        if sql.quantile is not None:
-            statements.append((sql.quantile.text, sql.quantile.key(role + sql.key)))
-    return res.service.query_many(statements, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False))
+    return fetch_panels(res.service, panels, ttl_s=ttl, fresh=st.session_state.get("refresh_now", False))
 
 
 def answer(outcomes: Outcomes, sql: query.Sql) -> Result | None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from dashboard.stitch import Measure, Shape, Stitch, piece_size, pieces
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, LAST_EVENT_TS, QUANTILE_TDIGEST
 from livedash.pipeline.settings import PipelineSettings
 
@@ -52,6 +53,7 @@ class Catalog:
     distinct_field: str = "user_id"
     theta_nominal_entries: int = 4096  # the roll-ups' Theta sketch size (2 ** lg_k)
     raw_table: str = "events_raw"
+    lateness_ms: int = 300_000  # windows.allowed_lateness_s: a window's rows are final that long after its end
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> Catalog:
@@ -67,7 +69,8 @@ class Catalog:
         dims = ("type", *(d for d in dims if d != "type"))
         return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
                    tuple(rollups), settings.sketches.quantile_field, settings.topics.aggregates,
-                   settings.sketches.distinct_field, 2**settings.sketches.theta_lg_k)  # fmt: skip
+                   settings.sketches.distinct_field, 2**settings.sketches.theta_lg_k, "events_raw",
+                   int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,7 @@ class Sql(NamedTuple):
     key: str
     quantile: Quantile | None = None  # raw events: the p95 column comes from a second statement
     carried: Carried | None = None  # raw events listed: which metrics each event carries
+    stitch: Stitch | None = None  # a roll-up's: read in pieces, cached apart (the text is the whole range's)
 
 
 # -- names and literals ----------------------------------------------------------------------------------------
@@ -228,19 +232,52 @@ def bucket_for(start_ms: int, end_ms: int, points: int = 120) -> int:
 
 def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> str:
     """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end)."""
-    check_filters(catalog, filters)
     if source.rollup is None:
-        parts = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
-        for name, value in sorted(filters.items()):
-            parts.append(f"{column(name, catalog.dimensions)} = {literal(value)}")  # absent: MISSING, as in roll-ups
-    else:
-        size = source.rollup.size_ms
-        first = int(start_ms) - int(start_ms) % size
-        parts = [f'"rollup_name" = {literal(source.rollup.name)}', f'"window_start" >= {first}',
-                 f'"window_start" < {int(end_ms)}']  # fmt: skip
-        for name, value in sorted(filters.items()):
-            parts.append(f"{column(name, catalog.rollup_dimensions)} = {literal(value)}")
-    return " AND ".join(parts)
+        times = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
+        return " AND ".join(times + _conditions(catalog, source, filters))
+    first = _first(source.rollup, start_ms)
+    roll, *rest = _conditions(catalog, source, filters)
+    return " AND ".join([roll, f'"window_start" >= {first}', f'"window_start" < {int(end_ms)}', *rest])
+
+
+def _conditions(catalog: Catalog, source: Source, filters: Mapping[str, str]) -> list[str]:
+    """The roll-up's name (first) and the filters: everything a statement's WHERE says but the time."""
+    check_filters(catalog, filters)
+    names = catalog.dimensions if source.rollup is None else catalog.rollup_dimensions
+    parts = [] if source.rollup is None else [f'"rollup_name" = {literal(source.rollup.name)}']
+    for name, value in sorted(filters.items()):
+        parts.append(f"{column(name, names)} = {literal(value)}")  # absent: MISSING, as in roll-ups
+    return parts
+
+
+def _first(rollup: RollupInfo, start_ms: int) -> int:
+    """The first window a range starting at start_ms takes (whole windows: the one holding the start)."""
+    return int(start_ms) - int(start_ms) % rollup.size_ms
+
+
+def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str],
+            now_ms: int | None, key: str, shape: Shape, columns: Sequence[str], measures: Sequence[tuple[Measure, str]],
+            limit: int = 1, series_ms: int | None = None) -> Stitch | None:  # fmt: skip
+    """A roll-up panel's pieces (dashboard/stitch.py): the same rows as its statement, read per bucket. The
+    piece size is a multiple of the roll-up's window and of the range's series bucket (a series' rows then fall
+    in one piece each), the same for every panel of a range."""
+    rollup = source.rollup
+    if rollup is None:
+        return None
+    size = piece_size(end_ms - start_ms, (rollup.size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
+    when = _datetime_bucket('"window_start"', series_ms if series_ms else size)
+    selected = ", ".join([f"{when} AS piece", *columns, *(text for _, text in measures)])
+    cond = " AND ".join(_conditions(catalog, source, filters))
+    head = f"SELECT {selected} FROM {_table(catalog, source)} WHERE {cond}"
+    tail = " GROUP BY " + ", ".join(["piece", *columns])
+    now = int(now_ms if now_ms is not None else end_ms)
+    cut = pieces(_first(rollup, start_ms), int(end_ms), size, now, catalog.lateness_ms)
+    lg_k = max(4, int(catalog.theta_nominal_entries).bit_length() - 1)
+    return Stitch(key, head, tail, len(columns), tuple(m for m, _ in measures), shape, limit, size, cut, lg_k)
+
+
+def _datetime_bucket(time_col: str, bucket_ms: int) -> str:
+    return f"DATETIMECONVERT({time_col}, '1:MILLISECONDS:EPOCH', '1:MILLISECONDS:EPOCH', '{bucket_ms // 1000}:SECONDS')"
 
 
 def _key(kind: str, source: Source, filters: Mapping[str, str], *rest: object) -> str:
@@ -278,12 +315,20 @@ def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, s
     """One row: events, unique users, p95. now_ms (default end_ms): which tiers still hold the range.
 
     The only statement that merges sketches: Pinot unpacks each row's Theta sketch and t-digest, about 1 and 3
-    us a row here (the sum alone: under 0.3 us), so the panels that show events only ask for events only."""
+    us a row here (the sum alone: under 0.3 us), so the panels that show events only ask for events only. On a
+    roll-up it is read in pieces, each piece's sketches merged by Pinot and the pieces' merged here."""
     source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
-    return Sql(sql, source, _key("totals", source, filters), _quantile(catalog, cond) if source.is_raw else None)
+    key = _key("totals", source, filters)
+    raw_measures: list[tuple[Measure, str]] = [
+        ("sum", _events(source)),
+        ("theta", f'DISTINCTCOUNTRAWTHETASKETCH("{DISTINCT}")'),
+        ("p95", f'PERCENTILERAWTDIGEST("{QUANTILE_TDIGEST}", 95)'),
+    ]
+    stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "one", (), raw_measures)
+    return Sql(sql, source, key, _quantile(catalog, cond) if source.is_raw else None, stitch=stitch)
 
 
 TOP_VALUES = 10  # values a breakdown panel shows
@@ -312,7 +357,10 @@ def breakdown(
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = (f"SELECT {col}, {events} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
            f"ORDER BY {events} DESC LIMIT {_limit(limit)}")  # fmt: skip
-    return Sql(sql, source, _key("breakdown", source, filters, dim, _limit(limit)))
+    key = _key("breakdown", source, filters, dim, _limit(limit))
+    stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "top", (col,), [("sum", events)],
+                     _limit(limit))  # fmt: skip
+    return Sql(sql, source, key, stitch=stitch)
 
 
 def timeseries(
@@ -329,15 +377,15 @@ def timeseries(
     if bucket_ms <= 0 or bucket_ms % 1000:
         raise QueryError("the bucket must be a positive number of whole seconds")
     source = choose_source(catalog, {split, *filters}, bucket_ms, start_ms, end_ms, now_ms)
-    time_col = '"ts"' if source.is_raw else '"window_start"'
-    bucket = (
-        f"DATETIMECONVERT({time_col}, '1:MILLISECONDS:EPOCH', '1:MILLISECONDS:EPOCH', '{bucket_ms // 1000}:SECONDS')"
-    )
+    bucket = _datetime_bucket('"ts"' if source.is_raw else '"window_start"', bucket_ms)
     n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = (f"SELECT {bucket} AS bucket, {col}, {_events(source)} FROM {_table(catalog, source)} "
            f"WHERE {cond} GROUP BY bucket, {col} ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
-    return Sql(sql, source, _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000)))
+    key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000))
+    stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "series", (col,),
+                     [("sum", _events(source))], series_ms=bucket_ms)  # fmt: skip
+    return Sql(sql, source, key, stitch=stitch)
 
 
 def overview(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, str], now_ms: int) -> dict[str, Sql]:

@@ -208,7 +208,7 @@ class QueryService:
 
     run: Callable[[str], Result]
     clock: Callable[[], float] = time.monotonic
-    max_entries: int = 2000
+    max_entries: int = 20_000  # statements and stitched pieces: a 15-minute page keeps about 400
     parallel: int = 4  # query_many's statements in flight at once (the broker and server share 2 cores here)
     # Each entry expires at its own time (a TTL per query); when full, the expired go first, then the least
     # recently used.
@@ -243,6 +243,26 @@ class QueryService:
                 self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="pinot-query")
             pool = self._pool
         return dict(zip(panels, pool.map(one, panels), strict=True))
+
+    def kept(self, key: str) -> Result | None:
+        """What keep() stored under `key`, until its TTL ends (a stitched panel's pieces)."""
+        with self._lock:
+            entry = self._cache.get("kept:" + key)
+        return None if entry is None else entry.result
+
+    def keep(self, key: str, result: Result, ttl_s: float) -> None:
+        """`result` under `key` for ttl_s, beside the statements' results (bounded and evicted with them)."""
+        with self._lock:
+            self._cache["kept:" + key] = _Entry(result, self.clock() + ttl_s)
+
+    def last_good(self, panel: str) -> Result | None:
+        with self._lock:
+            return self._last_good.get(panel)
+
+    def remember(self, panel: str, result: Result) -> None:
+        """`result` as the panel's last good one (what query() keeps for a panel by itself)."""
+        with self._lock:
+            self._last_good[panel] = result
 
     def query(self, sql: str, ttl_s: float, fresh: bool = False, panel: str | None = None) -> Result:
         """`panel` names what the rows are for, across time: a live panel's SQL changes with every step of its

@@ -65,6 +65,68 @@ def _centroids(m: int) -> struct.Struct:
     return struct.Struct(f">{2 * m}d")  # (weight, mean) pairs, big-endian
 
 
+def tdigest_parts(data: bytes) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """min, max, weights and means of a t-digest in the VERBOSE encoding (tdigest_bytes's, and what Pinot's
+    PERCENTILERAWTDIGEST returns, hex-encoded); ValueError for anything else."""
+    if len(data) < _TDIGEST_HEADER.size:
+        raise ValueError(f"a t-digest of {len(data)} bytes is shorter than its header")
+    encoding, lo, hi, _compression, m = _TDIGEST_HEADER.unpack_from(data)
+    if encoding != 1 or m < 0 or len(data) < _TDIGEST_HEADER.size + 16 * m:
+        raise ValueError(f"not a VERBOSE t-digest (encoding {encoding}, {m} centroids, {len(data)} bytes)")
+    pairs = np.frombuffer(data, dtype=">f8", count=2 * m, offset=_TDIGEST_HEADER.size)
+    return lo, hi, pairs[0::2].astype(np.float64), pairs[1::2].astype(np.float64)
+
+
+def tdigest_quantile(digests: list[bytes], q: float) -> float | None:
+    """The q-quantile of the union of t-digests (None when they hold nothing): their centroids pooled and read
+    as MergingDigest.quantile reads its own (t-digest 3.2, the version Pinot 0.11 ships), interpolating between
+    centroid centres, with the extremes at min and max. Pooling without re-compressing keeps every centroid, so
+    the error is at most each digest's own."""
+    parts = [tdigest_parts(d) for d in digests]
+    parts = [p for p in parts if len(p[2]) and p[2].sum() > 0]
+    if not parts:
+        return None
+    lo, hi = min(p[0] for p in parts), max(p[1] for p in parts)
+    means = np.concatenate([p[3] for p in parts])
+    order = np.argsort(means, kind="stable")
+    means, weights = means[order], np.concatenate([p[2] for p in parts])[order]
+    total, n = float(weights.sum()), len(means)
+    index = q * total
+    if n == 1 or index < 1:
+        return lo if index < 1 else float(means[0])
+    if weights[0] > 1 and index < weights[0] / 2:
+        return lo + (index - 1) / (weights[0] / 2 - 1) * (means[0] - lo)
+    if index > total - 1:
+        return hi
+    if weights[-1] > 1 and total - index <= weights[-1] / 2:
+        return hi - (total - index - 1) / (weights[-1] / 2 - 1) * (hi - means[-1])
+    # Centre i sits at cumulative weight so_far[i]; the target lies between centres i and i + 1.
+    so_far = weights[0] / 2 + np.concatenate(([0.0], np.cumsum((weights[:-1] + weights[1:]) / 2)))
+    i = int(np.searchsorted(so_far, index, side="right")) - 1
+    if i >= n - 1:  # past the last centre: between it and max
+        z1 = index - so_far[-1]
+        return _between(float(means[-1]), weights[-1] / 2 - z1, hi, z1)
+    left = right = 0.0
+    if weights[i] == 1:
+        if index - so_far[i] < 0.5:
+            return float(means[i])
+        left = 0.5
+    if weights[i + 1] == 1:
+        if so_far[i + 1] - index <= 0.5:
+            return float(means[i + 1])
+        right = 0.5
+    z1, z2 = index - so_far[i] - left, so_far[i + 1] - index - right
+    return _between(float(means[i]), z2, float(means[i + 1]), z1)
+
+
+def _between(x1: float, w1: float, x2: float, w2: float) -> float:
+    """The weighted average of x1 and x2, kept between them (MergingDigest.weightedAverage)."""
+    if w1 + w2 <= 0:
+        return x1
+    value = (x1 * w1 + x2 * w2) / (w1 + w2)
+    return max(min(x1, x2), min(max(x1, x2), value))
+
+
 class SketchParams:
     __slots__ = ("columns", "distinct", "distinct_field", "kll_k", "lg_k", "metric_getters", "metric_values", "metrics",
                  "quantile_field", "quantile_index")  # fmt: skip

@@ -190,6 +190,55 @@ def test_raw_panels_sketches_agree_with_exact_values(live: Settings) -> None:
     assert p95s["click"] is None and all(v is not None and v > 0 for t, v in p95s.items() if t != "click"), p95s
 
 
+@pytest.mark.parametrize("hours", [0.25, 1])
+def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float) -> None:
+    """Every roll-up panel of the overview, read in pieces and merged (as the dashboard reads them), gives the
+    rows of its one statement over the whole range on real Pinot: sums and users equal, p95 within t-digest's
+    error; then a refresh one step later reads a fraction of the range, with the same figures."""
+    from dashboard import query as q
+    from dashboard.panels import fetch
+    from livedash.pinot.client import PinotClient, QueryService, Result
+
+    catalog = q.Catalog.from_settings(live.pipeline)
+    client = PinotClient.of(live.pinot)
+    now = int(time.time() * 1000)
+    end = now - now % 5000 + 5000
+    panels = {n: sql for n, sql in q.overview(catalog, end - int(hours * 3_600_000), end, {}, now).items()
+              if sql.stitch is not None}  # fmt: skip
+    assert {"totals", "totals, previous period", "series", "top country"} <= set(panels)
+    read: list[str] = []
+
+    def run(sql: str) -> Result:
+        read.append(sql)
+        return client.query(sql)
+
+    service = QueryService(run)
+    out = fetch(service, panels, ttl_s=5)
+    assert sorted(read) == sorted({s.stitch.text(s.stitch.pieces) for s in panels.values() if s.stitch})  # cold
+    for name, sql in panels.items():
+        got, whole = out[sql.text], client.query(sql.text)
+        assert isinstance(got, Result), (name, got)
+        if name.startswith("totals"):
+            (count, users, p95), (w_count, w_users, w_p95) = got.rows[0], whole.rows[0]
+            assert (count, users) == (float(w_count), w_users), name
+            if w_p95 == w_p95 and w_count:  # not NaN: some event carried a latency
+                assert p95 is not None and abs(p95 - w_p95) <= 0.05 * w_p95, (name, p95, w_p95)
+        elif name == "series":
+            assert sorted(got.rows) == sorted(tuple(r) for r in whole.rows), name
+        else:  # top values: the same values with the same events (ties may come in another order)
+            assert dict(got.rows) == dict(whole.rows) and len(got.rows) == len(whole.rows), name
+    totals_sql = panels["totals"]
+    read.clear()
+    later = {n: sql for n, sql in q.overview(catalog, end + 5000 - int(hours * 3_600_000), end + 5000, {},
+                                             now + 5000).items() if sql.stitch is not None}  # fmt: skip
+    again = fetch(service, later, ttl_s=5)
+    assert isinstance(again[later["totals"].text], Result)
+    assert again[later["totals"].text].rows[0][:2] == out[totals_sql.text].rows[0][:2]  # no new events
+    bounds = r'"window_start" >= (\d+) AND "window_start" < (\d+)'
+    spans = [(int(a), int(b)) for t in read for a, b in re.findall(bounds, t)]
+    assert spans and max(b - a for a, b in spans) < hours * 3_600_000 / 2  # the tail and an edge, not the range
+
+
 def test_an_empty_range_shows_no_data_without_failing(app: Callable[..., AppTest]) -> None:
     at = app(range="abs", **{"from": "2001-01-01T00:00:00Z", "to": "2001-01-01T01:00:00Z"}, refresh="0")
     assert metric(at, "Events / s") == "0.0"

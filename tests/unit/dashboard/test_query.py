@@ -68,6 +68,11 @@ def test_hostile_values_stay_inside_one_literal(catalog: Catalog, dim: str, valu
         escaped = "'" + value.replace("'", "''") + "'"
         assert escaped in built.text  # the whole value, quotes doubled, as one literal
         assert ";" not in LITERAL.sub("", built.text)  # no statement separator outside literals
+        if built.stitch is not None:  # the statements reading its pieces too
+            assert safe.stitch is not None
+            pieces = built.stitch.text(built.stitch.pieces)
+            assert skeleton(pieces) == skeleton(safe.stitch.text(safe.stitch.pieces)), pieces
+            assert escaped in pieces and ";" not in LITERAL.sub("", pieces)
 
 
 @pytest.mark.parametrize("value", ["x" * 257, "DE\x00", "DE\n--", "a\rb", "\x1b[31m", "tab\there", "\ud800"])

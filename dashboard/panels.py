@@ -1,0 +1,95 @@
+"""A page's panels fetched at once through the shared QueryService: the raw panels' statements as they are,
+the roll-up panels stitched from pieces (dashboard/stitch.py), each piece kept in the service while it can
+still be right, so a refresh of an open page reads only what changed. The dashboard and bench.dashboard fetch
+the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dashboard.query import Sql
+from dashboard.stitch import Piece, Stitch, ttl_of
+from livedash.pinot.client import PinotError, QueryService, Result
+
+Outcomes = dict[str, Result | PinotError]  # by each panel's Sql.text (and a raw p95's Quantile.text)
+
+
+@dataclass
+class _Plan:
+    sql: Sql
+    stitch: Stitch
+    panel: str  # the panel's key across time, for its last good rows
+    have: dict[Piece, Result]
+    missing: list[Piece]
+    text: str | None  # the statement reading the missing pieces
+
+
+def role(name: str) -> str:
+    """A panel named "... previous period" keeps its last good rows apart from the current period's."""
+    return "previous:" if "previous" in name else ""
+
+
+def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh: bool = False) -> Outcomes:
+    """Every panel's outcome by its Sql.text (raw totals' p95 statements by theirs): the statements run
+    concurrently through the service's cache; a stitched panel's result merges its kept pieces with those
+    its one statement read. fresh: nothing kept is reused."""
+    statements: list[tuple[str, str | None]] = []
+    plans: list[_Plan] = []
+    for name, sql in panels.items():
+        panel = role(name) + sql.key
+        if sql.stitch is None:
+            statements.append((sql.text, panel))
+            if sql.quantile is not None:
+                statements.append((sql.quantile.text, sql.quantile.key(panel)))
+            continue
+        have: dict[Piece, Result] = {}
+        if not fresh:
+            for piece in sql.stitch.pieces:
+                found = service.kept(sql.stitch.piece_key(piece))
+                if found is not None:
+                    have[piece] = found
+        missing = [p for p in sql.stitch.pieces if p not in have]
+        text = sql.stitch.text(missing) if missing else None
+        if text is not None:
+            statements.append((text, None))
+        plans.append(_Plan(sql, sql.stitch, panel, have, missing, text))
+    outcomes = service.query_many(statements, ttl_s=ttl_s, fresh=fresh)
+    for plan in plans:
+        outcomes[plan.sql.text] = _stitched(service, plan, outcomes, ttl_s)
+    return outcomes
+
+
+def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: float) -> Result | PinotError:
+    got = outcomes.get(plan.text) if plan.text is not None else None
+    if isinstance(got, PinotError) or (got is not None and got.stale):
+        good = service.last_good(plan.panel)
+        if good is None:
+            return got if isinstance(got, PinotError) else PinotError(got.error if got else "no data")
+        return replace(good, stale=True, error=str(got) if isinstance(got, PinotError) else got.error)
+    if got is not None:
+        for piece, found in plan.stitch.split(got.rows, plan.missing).items():
+            kept = replace(got, rows=tuple(found))
+            plan.have[piece] = kept
+            service.keep(plan.stitch.piece_key(piece), kept, ttl_of(piece, ttl_s))
+    parts = [plan.have[p] for p in plan.stitch.pieces]
+    rows: tuple[tuple[Any, ...], ...] = plan.stitch.merge(r.rows for r in parts)
+    fresh_ms = [r.freshness_ms for r in parts if r.freshness_ms]
+    merged = Result(
+        columns=_columns(plan.stitch, parts[0].columns if parts else ()),
+        rows=rows,
+        fetched_at=max((r.fetched_at for r in parts), default=0.0),
+        freshness_ms=max(fresh_ms) if fresh_ms else None,
+        time_used_ms=got.time_used_ms if got is not None else 0,  # this refresh's: the kept pieces cost nothing
+        partial=any(r.partial for r in parts),
+        groups_limit_reached=any(r.groups_limit_reached for r in parts),
+    )
+    service.remember(plan.panel, merged)
+    return merged
+
+
+def _columns(stitch: Stitch, fetched: tuple[str, ...]) -> tuple[str, ...]:
+    """The merged rows' columns: a series keeps its time (the bucket), the others drop the piece."""
+    return fetched if stitch.shape == "series" else fetched[1:]

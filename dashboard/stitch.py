@@ -1,0 +1,170 @@
+"""A roll-up panel's range as pieces, one per time bucket, each fetched once and kept while it can still be
+right, then merged into the panel's rows. Pure: no I/O.
+
+A live page moves its range on every refresh, so its statements change every time and a cache of whole
+statements reuses nothing (docs/benchmarks.md). Stitched, a panel's range [first window, end) is cut at
+multiples of a piece size B (a multiple of the roll-up's window and of the series' bucket): a piece holds the
+windows of one bucket that lie in the range. Its rows depend only on its bounds, so the cache keeps them by
+(panel, bounds): a refresh re-reads the pieces whose windows are still open, the edge pieces whose bounds moved
+and whatever expired, in one statement grouped by piece, and merges the rest from the cache.
+
+How long a piece is kept follows what can still change it: windows that may still be open (the newest ones),
+every refresh; windows ended longer ago than SETTLED_S change only through late events, so SETTLED_TTL_S to
+twice that; final windows (past the allowed lateness) only through late corrections, so FINAL_TTL_S to twice
+that. A late event therefore shows in a panel within that long of Pinot having it; the open tail, what the
+live view is for, is never older than one refresh.
+
+Merging: sums add; distinct counts are the union of the pieces' Theta sketches (Pinot's
+DISTINCTCOUNTRAWTHETASKETCH, base64), which is the same union Pinot computes over the rows, so the estimate and
+its error bound are Pinot's; the p95 pools the pieces' t-digests (PERCENTILERAWTDIGEST, hex) without
+re-compressing them (livedash/pipeline/aggregates.py, tdigest_quantile).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import datasketches as ds
+
+from livedash.pipeline.aggregates import tdigest_quantile
+
+Rows = Sequence[Sequence[Any]]
+Measure = Literal["sum", "theta", "p95"]
+Shape = Literal["one", "top", "series"]
+Kind = Literal["open", "settled", "final"]
+
+SETTLED_S = 30  # a window ended this long ago is past the partitions' watermarks: only late events change it
+SETTLED_TTL_S = 30.0
+FINAL_TTL_S = 600.0
+FINAL_SLACK_MS = 60_000  # beyond the allowed lateness: the final rows' publication and ingestion
+PIECES = 24  # about this many pieces to a range: few statements' rows, and little re-read per refresh
+MAX_ROWS = 100_000  # Pinot's numGroupsLimit: a statement's rows are cut there (the result says so)
+
+
+class Piece(NamedTuple):
+    bucket: int  # the bucket's start (ms): a multiple of the piece size
+    lo: int  # the windows starting in [lo, hi)
+    hi: int
+    kind: Kind  # what can still change it: how long it is kept
+
+
+def piece_size(span_ms: int, multiples: Iterable[int], nice_s: Sequence[int]) -> int:
+    """The smallest round size (from nice_s, in seconds) at least span/PIECES that every one of `multiples`
+    (ms) divides; else the least common multiple of them and a day."""
+    need = [int(m) for m in multiples if m > 0]
+    for step in nice_s:
+        size = step * 1000
+        if size * PIECES >= span_ms and all(size % m == 0 for m in need):
+            return size
+    return math.lcm(86_400_000, *need)
+
+
+def pieces(first_ms: int, end_ms: int, size_ms: int, now_ms: int, lateness_ms: int) -> tuple[Piece, ...]:
+    """The pieces of [first, end): one per bucket of `size_ms` it meets, with what can change each. A bucket's
+    windows all end by the bucket's end (the window size divides the piece size)."""
+    out: list[Piece] = []
+    bucket = first_ms - first_ms % size_ms
+    while bucket < end_ms:
+        ends = bucket + size_ms
+        kind: Kind = "final" if ends <= now_ms - lateness_ms - FINAL_SLACK_MS else (
+            "settled" if ends <= now_ms - SETTLED_S * 1000 else "open")  # fmt: skip
+        out.append(Piece(bucket, max(bucket, first_ms), min(ends, end_ms), kind))
+        bucket = ends
+    return tuple(out)
+
+
+def ttl_of(piece: Piece, open_ttl_s: float) -> float:
+    """How long a piece's rows are kept: one refresh while open, longer once only late events change it. The
+    longer TTLs are spread over up to twice their length by the piece's bucket, so that the pieces read
+    together by a cold refresh do not all expire at the same refresh ever after."""
+    if piece.kind == "open":
+        return open_ttl_s
+    spread = 1 + (piece.bucket // 1000 % 7) / 7
+    return max((FINAL_TTL_S if piece.kind == "final" else SETTLED_TTL_S) * spread, open_ttl_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Stitch:
+    """How one roll-up panel is read in pieces. Its statement is `head` (SELECT <time> AS .., <group columns>,
+    <measures> FROM .. WHERE <roll-up and filters>), the pieces' time ranges, then `tail` (GROUP BY ..); every
+    row starts with a time that lies in its piece's bucket (the piece's bucket itself, or the series' bucket,
+    which divides it)."""
+
+    key: str  # the panel across time (Sql.key) and the shape of its statement
+    head: str
+    tail: str
+    groups: int  # group columns after the time
+    measures: tuple[Measure, ...]
+    shape: Shape  # one row (totals), top values by the first measure, or a series (time kept, in order)
+    limit: int  # top: the values shown
+    size_ms: int  # the piece size
+    pieces: tuple[Piece, ...]
+    theta_lg_k: int = 12
+    time_col: str = '"window_start"'
+
+    def piece_key(self, piece: Piece) -> str:
+        return repr((self.key, self.size_ms, piece.lo, piece.hi))
+
+    def text(self, wanted: Sequence[Piece]) -> str:
+        """The statement reading these pieces (adjacent ones as one range)."""
+        spans: list[list[int]] = []
+        for p in sorted(wanted, key=lambda p: p.lo):
+            if spans and spans[-1][1] == p.lo:
+                spans[-1][1] = p.hi
+            else:
+                spans.append([p.lo, p.hi])
+        ranges = " OR ".join(f"({self.time_col} >= {lo} AND {self.time_col} < {hi})" for lo, hi in spans)
+        limit = len(wanted) if self.shape == "one" else MAX_ROWS
+        return f"{self.head} AND ({ranges}){self.tail} LIMIT {limit}"
+
+    def split(self, rows: Rows, wanted: Sequence[Piece]) -> dict[Piece, list[tuple[Any, ...]]]:
+        """The rows of a statement for `wanted`, by piece (every piece present, with no rows if none)."""
+        by_bucket: dict[int, list[tuple[Any, ...]]] = {p.bucket: [] for p in wanted}
+        for row in rows:
+            t = int(float(row[0]))
+            found = by_bucket.get(t - t % self.size_ms)
+            if found is not None:
+                found.append(tuple(row))
+        return {p: by_bucket[p.bucket] for p in wanted}
+
+    def merge(self, parts: Iterable[Rows]) -> tuple[tuple[Any, ...], ...]:
+        """The panel's rows from its pieces' rows, shaped as the one statement over the whole range answers."""
+        width = (1 if self.shape == "series" else 0) + self.groups
+        acc: dict[tuple[Any, ...], list[list[Any]]] = {}
+        for rows in parts:
+            for row in rows:
+                group = tuple(row[1 : 1 + self.groups])
+                if self.shape == "series":  # the bucket is part of the row
+                    group = (int(float(row[0])), *group)
+                values = row[1 + self.groups :]
+                slots = acc.get(group)
+                if slots is None:
+                    slots = acc[group] = [[] for _ in self.measures]
+                for slot, value in zip(slots, values, strict=True):
+                    slot.append(value)
+        out = [(*group, *(self._final(m, v) for m, v in zip(self.measures, slots, strict=True)))
+               for group, slots in acc.items()]  # fmt: skip
+        if self.shape == "one":
+            empty: tuple[Any, ...] = tuple(0.0 if m == "sum" else 0 if m == "theta" else None for m in self.measures)
+            return (out[0] if out else empty,)
+        if self.shape == "top":
+            out.sort(key=lambda r: (-float(r[width]), str(r[:width])))
+            return tuple(out[: self.limit])
+        out.sort(key=lambda r: (r[0], str(r[1:width])))
+        return tuple(out)
+
+    def _final(self, measure: Measure, values: list[Any]) -> Any:
+        if measure == "sum":
+            return float(sum(float(v) for v in values if v is not None))
+        if measure == "theta":
+            union = ds.theta_union(self.theta_lg_k)
+            for v in values:
+                if v:
+                    union.update(ds.compact_theta_sketch.deserialize(base64.b64decode(v)))
+            return round(union.get_result().get_estimate())
+        p95 = tdigest_quantile([bytes.fromhex(v) for v in values if v], 0.95)
+        return None if p95 is None else float(p95)

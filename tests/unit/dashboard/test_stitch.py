@@ -1,0 +1,239 @@
+"""Stitched panels (dashboard/stitch.py, dashboard/panels.py): a range read in pieces gives the rows of the one
+statement over it, and a refresh of an open page reads only the pieces that can have changed. Pinot is a
+fake here that answers the pieces' statements from a table of rows (the real one: tests/integration)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import datasketches as ds
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dashboard import query
+from dashboard.panels import fetch
+from dashboard.stitch import FINAL_SLACK_MS, SETTLED_S, Piece, piece_size, pieces, ttl_of
+from livedash import config
+from livedash.pinot.client import PinotError, QueryService, Result
+from livedash.pipeline.aggregates import tdigest_bytes
+
+ROOT = Path(__file__).resolve().parents[3]
+WINDOW = 10_000
+T0 = 1_800_000_000_000  # a multiple of a day
+TYPES = ("page_view", "click", "purchase")
+COUNTRIES = ("US", "DE", "IN", "BR", "'; --")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> query.Catalog:
+    return query.Catalog.from_settings(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline)
+
+
+def events(seed: int, start: int, end: int) -> list[tuple[int, str, str, int, float | None]]:
+    """(ts, type, country, user, latency) every ~0.7 s over [start, end)."""
+    rng = random.Random(seed)
+    out = []
+    ts = start
+    while ts < end:
+        kind = rng.choice(TYPES)
+        latency = None if kind == "click" else rng.lognormvariate(4, 0.6)
+        out.append((ts, kind, rng.choice(COUNTRIES), rng.randrange(300), latency))
+        ts += rng.randrange(1, 1400)
+    return out
+
+
+class FakePinot:
+    """Answers SELECT <time bucket> AS piece, <columns>, <measures> FROM .. WHERE rollup_name = .. AND
+    <filters> AND (<ranges>) GROUP BY .. over 10 s windows of `rows`, as Pinot would: sums, the union of the
+    windows' Theta sketches (base64), one t-digest of the group's values (hex)."""
+
+    def __init__(self, rows: list[tuple[int, str, str, int, float | None]]) -> None:
+        self.rows = rows
+        self.statements: list[str] = []
+        self.down = False
+
+    def __call__(self, sql: str) -> Result:
+        if self.down:
+            raise PinotError("Pinot is unreachable at fake: ConnectionError", "ConnectionError")
+        self.statements.append(sql)
+        bucket = int(re.search(r"'(\d+):SECONDS'\) AS piece", sql).group(1)) * 1000  # type: ignore[union-attr]
+        selected = re.search(r"AS piece, (.*) FROM", sql).group(1)  # type: ignore[union-attr]
+        columns = [c for c in re.findall(r'(?:^|, )"(\w+)"', selected)]
+        ranges = [(int(a), int(b)) for a, b in re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', sql)]
+        where = sql.split(" WHERE ", 1)[1]
+        filters = {k: v.replace("''", "'") for k, v in re.findall(r'"(\w+)" = \'((?:[^\']|\'\')*)\'', where)}
+        filters.pop("rollup_name", None)
+        groups: dict[tuple[Any, ...], list[tuple[int, str, str, int, float | None]]] = defaultdict(list)
+        for row in self.rows:
+            ws = row[0] - row[0] % WINDOW
+            named = {"type": row[1], "country": row[2]}
+            if not any(lo <= ws < hi for lo, hi in ranges) or any(named[k] != v for k, v in filters.items()):
+                continue
+            groups[(ws - ws % bucket, *(named[c] for c in columns))].append(row)
+        out = []
+        for key, found in groups.items():
+            measures: list[Any] = []
+            if "SUM(" in selected:
+                measures.append(float(len(found)))
+            if "DISTINCTCOUNTRAWTHETASKETCH" in selected:
+                sketch = ds.update_theta_sketch(12)
+                for r in found:
+                    sketch.update(r[3])
+                measures.append(base64.b64encode(sketch.compact().serialize()).decode())
+            if "PERCENTILERAWTDIGEST" in selected:
+                kll = ds.kll_doubles_sketch(200)
+                for r in found:
+                    if r[4] is not None:
+                        kll.update(r[4])
+                measures.append(tdigest_bytes(kll).hex())
+            out.append((*key, *measures))
+        return Result(("piece", *columns, "m"), tuple(out), 0.0, None, 1, False)
+
+
+def expected(rows: Iterable[tuple[int, str, str, int, float | None]], first: int, end: int,
+             filters: dict[str, str]) -> list[tuple[int, str, str, int, float | None]]:  # fmt: skip
+    return [r for r in rows if first <= r[0] - r[0] % WINDOW < end
+            and all({"type": r[1], "country": r[2]}[k] == v for k, v in filters.items())]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), span_s=st.sampled_from([300, 900, 3600]), offset_s=st.integers(0, 600),
+       ago_s=st.integers(0, 2000), country=st.sampled_from(["", "DE", "'; --"]))  # fmt: skip
+def test_stitched_rows_are_the_whole_ranges_rows(catalog: query.Catalog, seed: int, span_s: int, offset_s: int,
+                                                  ago_s: int, country: str) -> None:  # fmt: skip
+    start = T0 + offset_s * 1000 + seed % 7 * 1000  # mid-window starts too
+    end = start + span_s * 1000
+    now = end + ago_s * 1000
+    rows = events(seed, start - 20_000, end + 20_000)
+    filters = {"country": country} if country else {}
+    pinot = FakePinot(rows)
+    bucket = query.bucket_for(start, end)
+    panels = {"totals": query.totals(catalog, start, end, filters, now),
+              "top": query.breakdown(catalog, "type", start, end, filters, now_ms=now),
+              "series": query.timeseries(catalog, start, end, filters, bucket, now_ms=now)}  # fmt: skip
+    assert all(sql.stitch is not None and sql.source.rollup is not None for sql in panels.values())
+    out = fetch(QueryService(pinot), panels, ttl_s=5)
+    first = start - start % WINDOW  # whole windows: the one holding the start
+    kept = expected(rows, first, end, filters)
+
+    (count, users, p95) = _rows(out, panels["totals"])[0]
+    assert count == len(kept)
+    assert users == len({r[3] for r in kept})  # under 4,096 users: Theta is exact
+    latencies = sorted(r[4] for r in kept if r[4] is not None)
+    if latencies:
+        assert p95 is not None and abs(sum(v <= p95 for v in latencies) / len(latencies) - 0.95) <= 0.03
+    else:
+        assert p95 is None
+    by_type: dict[str, int] = defaultdict(int)
+    for r in kept:
+        by_type[r[1]] += 1
+    assert dict(_rows(out, panels["top"])) == by_type
+    assert [c for _, c in _rows(out, panels["top"])] == sorted(by_type.values(), reverse=True)
+    series: dict[tuple[int, str], int] = defaultdict(int)
+    for r in kept:
+        ws = r[0] - r[0] % WINDOW
+        series[(ws - ws % bucket, r[1])] += 1
+    got = _rows(out, panels["series"])
+    assert {(t, v): c for t, v, c in got} == series
+    assert [t for t, _, _ in got] == sorted(t for t, _, _ in got)
+
+
+def _rows(out: dict[str, Result | PinotError], sql: query.Sql) -> tuple[tuple[Any, ...], ...]:
+    result = out[sql.text]
+    assert isinstance(result, Result), result
+    return result.rows
+
+
+def test_a_refresh_reads_only_what_can_have_changed(catalog: query.Catalog) -> None:
+    """An open 15-minute page one step later: the final and settled pieces come from what was kept, the
+    statement reads the open tail and the edge whose bounds moved; past a settled piece's TTL it is read again."""
+    clock = [0.0]
+    end = T0 + 3_600_000
+    pinot = FakePinot(events(3, end - 2_000_000, end + 100_000))
+    service = QueryService(pinot, clock=lambda: clock[0])
+
+    def refresh(at_ms: int) -> list[tuple[int, int]]:
+        pinot.statements.clear()
+        panels = {"totals": query.totals(catalog, at_ms - 900_000, at_ms, {}, at_ms)}
+        out = fetch(service, panels, ttl_s=5)
+        assert isinstance(out[panels["totals"].text], Result)
+        (text,) = pinot.statements or [""]
+        return [(int(a), int(b)) for a, b in re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', text)]
+
+    first = refresh(end)
+    assert first == [(end - 900_000, end)]  # cold: every piece, one range
+    clock[0] += 5
+    second = refresh(end + 5000)
+    sql = query.totals(catalog, end + 5000 - 900_000, end + 5000, {}, end + 5000)
+    assert sql.stitch is not None
+    open_from = min(p.lo for p in sql.stitch.pieces if p.kind == "open")
+    # the moved head edge (its bounds changed) and the open pieces, nothing else
+    assert second[-1] == (open_from, end + 5000)
+    assert all(hi - lo <= sql.stitch.size_ms for lo, hi in second[:-1]) and len(second) <= 2
+    read = sum(hi - lo for lo, hi in second)
+    assert read <= 2 * sql.stitch.size_ms + (end + 5000 - open_from)
+    assert open_from >= end + 5000 - SETTLED_S * 1000 - sql.stitch.size_ms
+    # a settled piece is kept 30 to 60 s (spread, so that the pieces of one cold read expire apart); past that
+    # a refresh reads it again, and the final ones still not
+    settled = [p for p in sql.stitch.pieces if p.kind == "settled"]
+    assert len({ttl_of(p, 5) for p in settled}) > 1 and all(30 <= ttl_of(p, 5) < 60 for p in settled)
+    clock[0] += 56
+    third = refresh(end + 5000)
+    assert settled and all(any(lo <= p.lo and p.hi <= hi for lo, hi in third) for p in settled)
+    final = [p for p in sql.stitch.pieces if p.kind == "final"]
+    assert final and not any(lo <= p.lo and p.hi <= hi for p in final[1:] for lo, hi in third)
+
+
+def test_pinot_down_shows_the_last_good_rows_marked_stale(catalog: query.Catalog) -> None:
+    end = T0 + 3_600_000
+    pinot = FakePinot(events(5, end - 1_000_000, end))
+    service = QueryService(pinot)
+    panels = {"top": query.breakdown(catalog, "country", end - 900_000, end, {}, now_ms=end)}
+    good = fetch(service, panels, ttl_s=5)[panels["top"].text]
+    assert isinstance(good, Result) and good.rows and not good.stale
+    pinot.down = True
+    later = {"top": query.breakdown(catalog, "country", end - 895_000, end + 5000, {}, now_ms=end + 5000)}
+    stale = fetch(service, later, ttl_s=5, fresh=True)[later["top"].text]
+    assert isinstance(stale, Result) and stale.stale and "unreachable" in stale.error and stale.rows == good.rows
+    other = {"top": query.breakdown(catalog, "device", end - 900_000, end, {}, now_ms=end)}  # never asked
+    failed = fetch(service, other, ttl_s=5)[other["top"].text]
+    assert isinstance(failed, PinotError) and "unreachable" in str(failed)
+
+
+@given(span_s=st.integers(60, 40 * 86_400), start_s=st.integers(0, 86_400), now_s=st.integers(-3600, 90_000))
+def test_pieces_cover_the_range_exactly_and_age_with_the_clock(span_s: int, start_s: int, now_s: int) -> None:
+    size = piece_size(span_s * 1000, (WINDOW, query.bucket_for(0, span_s * 1000)), query.NICE_BUCKETS_S)
+    assert size % WINDOW == 0 and size % query.bucket_for(0, span_s * 1000) == 0
+    assert size * 24 >= span_s * 1000 or size == max(s * 1000 for s in query.NICE_BUCKETS_S)
+    first, end = T0 + start_s * 1000, T0 + (start_s + span_s) * 1000
+    now = end + now_s * 1000
+    cut = pieces(first, end, size, now, 300_000)
+    assert cut[0].lo == first and cut[-1].hi == end
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(cut))
+    assert all(p.bucket % size == 0 and p.bucket <= p.lo < p.hi <= p.bucket + size for p in cut)
+    order = {"final": 0, "settled": 1, "open": 2}
+    assert [order[p.kind] for p in cut] == sorted(order[p.kind] for p in cut)  # older pieces age first
+    for p in cut:
+        if p.kind == "final":
+            assert p.bucket + size <= now - 300_000 - FINAL_SLACK_MS
+        if p.kind == "open":
+            assert p.bucket + size > now - SETTLED_S * 1000
+
+
+def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Catalog) -> None:
+    sql = query.totals(catalog, T0, T0 + 900_000, {}, T0 + 900_000)
+    assert sql.stitch is not None
+    p = sql.stitch.pieces
+    text = sql.stitch.text([p[0], p[1], p[3]])
+    spans = re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', text)
+    assert spans == [(str(p[0].lo), str(p[1].hi)), (str(p[3].lo), str(p[3].hi))]
+    assert text.endswith("GROUP BY piece LIMIT 3")
+    assert isinstance(p[0], Piece)
