@@ -41,8 +41,13 @@ def fetched(outcomes: dict[str, Result | PinotError]) -> None:
             raise SystemExit(f"a panel failed: {outcome} ({sql[:200]})")
 
 
-def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str]) -> list[tuple[str, query.Sql]]:
-    return list(query.overview(catalog, start, end, filters, end).items())
+WHOLE = False  # --whole: every panel one statement over its whole range (no pieces), as before stitching
+
+
+def panels(catalog: query.Catalog, start: int, end: int, filters: dict[str, str],
+           now: int | None = None) -> list[tuple[str, query.Sql]]:  # fmt: skip
+    sqls = query.overview(catalog, start, end, filters, end if now is None else now).items()
+    return [(name, sql._replace(stitch=None) if WHOLE else sql) for name, sql in sqls]
 
 
 def refresh(client: PinotClient, sqls: list[tuple[str, query.Sql]]) -> tuple[float, dict[str, float]]:
@@ -162,7 +167,7 @@ def live(client: PinotClient, catalog: query.Catalog, span_ms: int, step_s: int,
     for i in range(runs + 1):
         now = int(time.time() * 1000)
         end = now - now % step + step
-        sqls = list(query.overview(catalog, end - span_ms, end, {}, now).items())
+        sqls = panels(catalog, end - span_ms, end, {}, now)
         t0 = time.perf_counter()
         fetched(fetch(service, dict(sqls), ttl_s=step_s))
         if i:  # the first fills the cache
@@ -178,10 +183,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long); 0: none")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
+    parser.add_argument("--whole", action="store_true", help="each panel one statement, no pieces (as before)")
     parser.add_argument("--whole-hours", action="store_true",
                         help="load the whole hours before the top of this hour and count rows over them: two "
                              "loads in the same clock hour form the same windows (to compare configs)")  # fmt: skip
     args = parser.parse_args()
+    global WHOLE
+    WHOLE = args.whole
     settings = config.load()
     client = PinotClient(settings.pinot.broker_url, timeout_s=120)
     loaded = None
@@ -209,9 +217,10 @@ def main() -> None:
         "rows held (newest version / every version): "
         + ", ".join(f"{t} {v['valid']:,} / {v['physical']:,}" for t, v in held.items())
     )
-    figures: dict[str, Any] = {"hours": args.hours, "rows_counted_over": [rows_from, rows_to],
-                               "events_loaded": loaded, "events_raw_rows": raw_rows,
-                               "rows_per_rollup_per_day": per_day, "rows_held": held}  # fmt: skip
+    figures: dict[str, Any] = {"hours": args.hours, "stitched": not args.whole,
+                               "rows_counted_over": [rows_from, rows_to], "events_loaded": loaded,
+                               "events_raw_rows": raw_rows, "rows_per_rollup_per_day": per_day,
+                               "rows_held": held}  # fmt: skip
     for label, filters in (("unfiltered", {}), ("country = US", {"country": "US"})):
         totals, per = timed(client, rollups, start, end, filters, args.runs)
         p50, p95 = pct(totals, 0.5), pct(totals, 0.95)

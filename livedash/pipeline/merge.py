@@ -68,8 +68,8 @@ def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsO
 
 
 class _Rollup:
-    __slots__ = ("dirty", "final_upto", "next_publish_ms", "pane_ms", "panes", "publish_every_ms", "retention_ms",
-                 "role", "rollup", "size_ms", "sources", "waiting")  # fmt: skip
+    __slots__ = ("dirty", "ended_every_ms", "final_upto", "next_ended_ms", "next_publish_ms", "pane_ms", "panes",
+                 "publish_every_ms", "retention_ms", "role", "rollup", "size_ms", "sources", "waiting")  # fmt: skip
 
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
@@ -80,6 +80,10 @@ class _Rollup:
         self.retention_ms = settings.retention_ms(rollup)
         self.publish_every_ms = settings.publish_every_ms(rollup)
         self.next_publish_ms = -(2**63)
+        # Ended windows (not final yet) change only through late events: their running values go out at the late
+        # cadence, not every tick (a sliding window's late event dirtied up to 30 windows, each a merge of 30 panes)
+        self.ended_every_ms = max(self.publish_every_ms, int(settings.windows.late_publish_every_s * 1000))
+        self.next_ended_ms = -(2**63)
         # pane -> after (Partial.after, NO_BOUND for None) -> groups: a segment counts for the pane's windows
         # ending after its bound only
         self.panes: dict[int, dict[int, dict[tuple[str, ...], Agg]]] = {}
@@ -87,7 +91,8 @@ class _Rollup:
         # pane -> group -> the partitions that sent it events (a row's source_partitions: which partition kept
         # which value under its caps, for verify)
         self.sources: dict[int, dict[tuple[str, ...], set[int]]] = {}
-        self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
+        # changed groups held back: of sliding windows not yet current, and of ended windows until the late cadence
+        self.waiting: dict[int, set[tuple[str, ...]]] = {}
         self.final_upto: int | None = None  # every window ending at or before this was published final
 
     def window_starts(self, pane_start: int) -> range:
@@ -182,19 +187,31 @@ class MergeShard:
         return mr.final_upto is not None and ws + mr.size_ms <= mr.final_upto
 
     def _provisional(self, mr: _Rollup, watermark: int | None, flush: bool) -> Iterable[Row]:
-        dirty: dict[int, set[tuple[str, ...]]] = {}
+        """Running rows of changed windows: open ones (for a sliding roll-up, the current ones) at every call,
+        ended ones every ended_every_ms (flush, or no watermark yet: every change at once)."""
         for ps, groups in mr.dirty.items():
             for ws in mr.window_starts(ps):
                 if not self._is_final(mr, ws):
-                    dirty.setdefault(ws, set()).update(groups)
+                    mr.waiting.setdefault(ws, set()).update(groups)
         mr.dirty = {}
-        if mr.size_ms > mr.pane_ms:  # sliding: only windows that are current or have ended
-            for ws, groups in dirty.items():
-                mr.waiting.setdefault(ws, set()).update(groups)
-            due = None if flush or watermark is None else watermark + mr.pane_ms
-            dirty = {ws: mr.waiting.pop(ws) for ws in sorted(mr.waiting) if due is None or ws + mr.size_ms <= due}
-        for ws in sorted(dirty):
-            yield from self._rows(mr, ws, dirty[ws], final=False)
+        now = self.now_ms
+        ended_due = flush or watermark is None or now is None or now >= mr.next_ended_ms
+        if ended_due and now is not None:
+            mr.next_ended_ms = now + mr.ended_every_ms - self.slack_ms
+        sliding = mr.size_ms > mr.pane_ms
+        due: dict[int, set[tuple[str, ...]]] = {}
+        for ws in sorted(mr.waiting):
+            end = ws + mr.size_ms
+            if watermark is None or flush:
+                ready = True
+            elif end > watermark:  # open; a sliding window only once current (it ends within a pane)
+                ready = not sliding or end <= watermark + mr.pane_ms
+            else:
+                ready = ended_due
+            if ready:
+                due[ws] = mr.waiting.pop(ws)
+        for ws in sorted(due):
+            yield from self._rows(mr, ws, due[ws], final=False)
 
     def _rows(self, mr: _Rollup, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
         if self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms:

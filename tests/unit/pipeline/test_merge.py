@@ -259,3 +259,42 @@ def test_a_snapshot_between_a_batch_and_its_tick_keeps_the_gains_of_the_panes_it
     finals = [r for r in values(m.rows) if r["is_final"]]
     assert totals(finals) == expected
     assert expected[("tumble_10s", BASE, "click", "DE")][0] == 2
+
+
+def test_ended_windows_publish_their_late_gains_at_the_late_cadence_and_open_ones_every_tick() -> None:
+    """A window that has ended changes only through late events: its running rows go out every
+    late_publish_every_s (10 s) however many ticks bring it some; the open window's go out at every tick, and
+    the final row still counts everything."""
+    cfg = settings(allowed_lateness_s=120, late_publish_every_s=10)
+    wins = PartitionWindows(cfg, 0, partials=True)
+    shard = MergeShard(cfg, [0])
+    names = [r.name for r in cfg.rollups]
+    offset = 0
+    published: dict[int, list[int]] = defaultdict(list)  # window start -> ticks that published it (tumble_10s)
+    last: dict[int, int] = {}
+
+    def tick(i: int, secs: list[int]) -> None:
+        nonlocal offset
+        evs = [parse(BASE + s * 1000 + j, "click", "DE", f"u{j}", 1.0) for j, s in enumerate(secs)]
+        wins.add_batch(evs, list(range(offset, offset + len(evs))))
+        offset += len(evs)
+        (part,) = split(wins.partials(), names, 1)
+        shard.fold(part)
+        shard.now_ms = BASE + 40_000 + i * 1000  # the wall clock: a tick a second
+        for v in values(shard.publish()):
+            if v["rollup_name"] == "tumble_10s":
+                published[v["window_start"]].append(i)
+                last[v["window_start"]] = v["event_count"]
+
+    tick(0, [1, 35])  # [0, 10 s) ends (the watermark is at 35 s); [30, 40 s) is open
+    for i in range(1, 25):
+        tick(i, [3, 35 + i // 3])  # each tick: an event late for [0, 10 s), and one on time
+    assert published[BASE] == [0, 10, 20]  # every 10 s, not every tick
+    assert published[BASE + 30_000] == list(range(0, 15))  # the open window: every tick, until it ends at 45 s
+    assert 15 in published[BASE + 40_000]  # [40, 50 s) opened at tick 15
+    assert last[BASE] == 21  # tick 20's row: the events up to then
+    wins.advance_idle(BASE + 10**7)
+    (part,) = split(wins.partials(), names, 1)
+    shard.fold(part)
+    final = [v for v in values(shard.publish()) if v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE]
+    assert [(v["event_count"], v["is_final"]) for v in final] == [(25, True)]
