@@ -208,7 +208,7 @@ class QueryService:
 
     run: Callable[[str], Result]
     clock: Callable[[], float] = time.monotonic
-    max_entries: int = 20_000  # statements and stitched pieces: a 15-minute page keeps about 400
+    max_entries: int = 5000  # statements and stitched pieces: one page of 12 panels keeps 300-600
     parallel: int = 4  # query_many's statements in flight at once (the broker and server share 2 cores here)
     # Each entry expires at its own time (a TTL per query); when full, the expired go first, then the least
     # recently used.
