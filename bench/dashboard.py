@@ -7,8 +7,9 @@ computed from the raw-events table.
 Load: the generator backfills `--events` events whose event times cover the last `--hours` hours (as fast as
 Kafka takes them), the dataflow aggregates them, and the script waits until Pinot holds them all (the
 roll-up's SUM(event_count) over the range equals the valid events sent). Refresh: the overview's panels for
-the 24-hour view, unfiltered and with one filter, exactly as dashboard/query.py builds them, run one after the
-other without the dashboard's cache (what one viewer's refresh costs Pinot), `--runs` times; then the same
+the 24-hour view, unfiltered and with one filter, exactly as dashboard/query.py builds them and fetched as the
+dashboard fetches them (concurrently) but with a cold cache (what one viewer's first look costs), then each
+panel alone for the per-panel times, `--runs` times; then the same
 panels with every roll-up hidden from the catalog, so they read the raw events (`--raw-runs 0`: not). Live:
 the refresh of an open page, once a refresh step in real time, over the range the page asks for then, through
 the dashboard's cache and its stitched panels' kept pieces (dashboard/panels.py).

@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import yaml
 
 from bench.common import machine, median
@@ -60,14 +61,17 @@ def batches(events: int, partitions: int, batch: int, event_rate: float,
     return rounds
 
 
+Segment = tuple[int, float, int, int]  # events so far, CPU s so far, last snapshot's bytes, resident bytes
+
+
 def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_events: int = 0,
-          segments: list[tuple[int, float, int]] | None = None, live: bool = False) -> tuple[int, int]:  # fmt: skip
+          segments: list[Segment] | None = None, live: bool = False) -> tuple[int, int]:  # fmt: skip
     """Events and output rows: every partition's logic fed its batches, publishing once per round. The end
     offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small.
     live: each batch ends its topic (no lag), so open windows publish every round, as at a live rate.
     With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
-    each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes)
-    after each round."""
+    each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes,
+    resident bytes) after each round."""
     # an hour after the first event; live: the clock moves with the event time, a few seconds ahead
     now = [datetime.fromtimestamp(START_MS / 1000 + (5 if live else 3600), UTC)]
     ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
@@ -90,6 +94,7 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
         return n
 
     next_snapshot = snapshot_events
+    me = psutil.Process()
     t0 = time.process_time()
     for batches_ in rounds:
         now[0] += timedelta(seconds=1)
@@ -109,7 +114,7 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             next_snapshot += snapshot_events
             snap_bytes = sum(len(pickle.dumps(logic.snapshot())) for logic in logics.values())
         if segments is not None:
-            segments.append((events, time.process_time() - t0, snap_bytes))
+            segments.append((events, time.process_time() - t0, snap_bytes, me.memory_info().rss))
     for logic in logics.values():
         out, _ = logic.on_eof()
         rows += count(out)
@@ -117,14 +122,15 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
     return events, rows
 
 
-def report_segments(segments: list[tuple[int, float, int]], parts: int = 10) -> None:
-    """Events per CPU second in each tenth of the input: a rate that falls as state grows shows here."""
+def report_segments(segments: list[Segment], parts: int = 10) -> None:
+    """Events per CPU second in each tenth of the input, the last snapshot's size and the process's resident
+    memory: a rate that falls or memory that grows with the state shows here."""
     total = segments[-1][0]
     last_n, last_cpu = 0, 0.0
-    for n, cpu, snap in segments:
+    for n, cpu, snap, rss in segments:
         if n - last_n >= total / parts or n == total:
             print(f"  events {last_n:>12,} to {n:>12,}: {(n - last_n) / (cpu - last_cpu):>10,.0f} events per CPU s,"
-                  f" last snapshot {snap / 1e6:,.1f} MB")  # fmt: skip
+                  f" last snapshot {snap / 1e6:,.1f} MB, resident {rss / 1e6:,.0f} MB")  # fmt: skip
             last_n, last_cpu = n, cpu
 
 
@@ -174,7 +180,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for run in range(args.runs):
         for name, settings in variants.items():
-            segments: list[tuple[int, float, int]] = []
+            segments: list[Segment] = []
             t0 = time.process_time()
             n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live)
             cpu = time.process_time() - t0

@@ -51,7 +51,7 @@ class Catalog:
     quantile_field: str
     aggregates_table: str = "aggregates"
     distinct_field: str = "user_id"
-    theta_nominal_entries: int = 4096  # the roll-ups' Theta sketch size (2 ** lg_k)
+    theta_lg_k: int = 12  # the roll-ups' Theta sketch size: 2 ** lg_k nominal entries
     raw_table: str = "events_raw"
     lateness_ms: int = 300_000  # windows.allowed_lateness_s: a window's rows are final that long after its end
 
@@ -68,9 +68,9 @@ class Catalog:
         dims = tuple(settings.events.dimensions)
         dims = ("type", *(d for d in dims if d != "type"))
         return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
-                   tuple(rollups), settings.sketches.quantile_field, settings.topics.aggregates,
-                   settings.sketches.distinct_field, 2**settings.sketches.theta_lg_k, "events_raw",
-                   int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
+                   tuple(rollups), settings.sketches.quantile_field, aggregates_table=settings.topics.aggregates,
+                   distinct_field=settings.sketches.distinct_field, theta_lg_k=settings.sketches.theta_lg_k,
+                   lateness_ms=int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +272,8 @@ def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filter
     tail = " GROUP BY " + ", ".join(["piece", *columns])
     now = int(now_ms if now_ms is not None else end_ms)
     cut = pieces(_first(rollup, start_ms), int(end_ms), size, now, catalog.lateness_ms)
-    lg_k = max(4, int(catalog.theta_nominal_entries).bit_length() - 1)
-    return Stitch(key, head, tail, len(columns), tuple(m for m, _ in measures), shape, limit, size, cut, lg_k)
+    return Stitch(key, head, tail, len(columns), tuple(m for m, _ in measures), shape, limit, size, cut,
+                  catalog.theta_lg_k)  # fmt: skip
 
 
 def _datetime_bucket(time_col: str, bucket_ms: int) -> str:
@@ -301,7 +301,7 @@ def _measures(catalog: Catalog, source: Source) -> list[str]:
     server: over a day of raw events (48 million rows) one refresh ran a 4 GB Pinot out of heap
     (docs/benchmarks.md)."""
     if source.is_raw:  # the p95 comes from `_quantile`'s statement
-        theta = f"'nominalEntries={int(catalog.theta_nominal_entries)}'"  # as the roll-ups': the same error bound
+        theta = f"'nominalEntries={2 ** int(catalog.theta_lg_k)}'"  # as the roll-ups': the same error bound
         return [_events(source), f'DISTINCTCOUNTTHETASKETCH("{catalog.distinct_field}", {theta})']
     return [_events(source), f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}")', f'PERCENTILETDIGEST("{QUANTILE_TDIGEST}", 95)']
 
@@ -322,13 +322,16 @@ def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, s
     cond = where(catalog, source, start_ms, end_ms, filters)
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
     key = _key("totals", source, filters)
-    raw_measures: list[tuple[Measure, str]] = [
+    if source.is_raw:
+        return Sql(sql, source, key, _quantile(catalog, cond))
+    sketches: list[tuple[Measure, str]] = [  # each piece's merged sketches, merged again by Stitch
         ("sum", _events(source)),
         ("theta", f'DISTINCTCOUNTRAWTHETASKETCH("{DISTINCT}")'),
         ("p95", f'PERCENTILERAWTDIGEST("{QUANTILE_TDIGEST}", 95)'),
     ]
-    stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "one", (), raw_measures)
-    return Sql(sql, source, key, _quantile(catalog, cond) if source.is_raw else None, stitch=stitch)
+    return Sql(
+        sql, source, key, stitch=_stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "one", (), sketches)
+    )
 
 
 TOP_VALUES = 10  # values a breakdown panel shows

@@ -104,7 +104,6 @@ class Stitch:
     size_ms: int  # the piece size
     pieces: tuple[Piece, ...]
     theta_lg_k: int = 12
-    time_col: str = '"window_start"'
 
     def piece_key(self, piece: Piece) -> str:
         return repr((self.key, self.size_ms, piece.lo, piece.hi))
@@ -117,7 +116,7 @@ class Stitch:
                 spans[-1][1] = p.hi
             else:
                 spans.append([p.lo, p.hi])
-        ranges = " OR ".join(f"({self.time_col} >= {lo} AND {self.time_col} < {hi})" for lo, hi in spans)
+        ranges = " OR ".join(f'("window_start" >= {lo} AND "window_start" < {hi})' for lo, hi in spans)
         limit = len(wanted) if self.shape == "one" else MAX_ROWS
         return f"{self.head} AND ({ranges}){self.tail} LIMIT {limit}"
 
