@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
-from livedash.pipeline.aggregates import Agg, SketchParams
+from livedash.pipeline.aggregates import Agg, Gains, SketchParams
 from livedash.pipeline.contract import Event, dimension_values, event_time
 from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, late_block, primary_key, version
 from livedash.pipeline.settings import PipelineSettings, Rollup
@@ -36,9 +36,12 @@ POPULARITY_DECAY = 0.5  # per retired pane: a value's popularity halves every pa
 POPULARITY_KEEP = 4  # values remembered per dimension: this many times its cap
 
 
+Group = Agg | Gains  # a pane's group: an Agg, or in phase one of the two-phase merge what it gained (Gains)
+
+
 @dataclass(slots=True)
 class Pane:
-    groups: dict[tuple[str, ...], Agg] = field(default_factory=dict)
+    groups: dict[tuple[str, ...], Group] = field(default_factory=dict)
     admitted: list[set[str]] = field(default_factory=list)  # per roll-up dimension, values under the cap
     dirty: set[tuple[str, ...]] = field(default_factory=set)
     # raw dimension values (None = absent) -> [their group after caps, events seen]: one dict lookup per event
@@ -75,7 +78,7 @@ class PartialsOut(NamedTuple):
     partials: list[Partial]
 
 
-def _gather(agg: Agg, event: Event, offset: int, touched: list[Agg]) -> None:
+def _gather(agg: Group, event: Event, offset: int, touched: list[Group]) -> None:
     buf = agg.buf
     if not buf:
         touched.append(agg)
@@ -140,6 +143,7 @@ class RollupWindows:
         self.closed_upto: int | None = None  # every window ending at or before this is final
         self.popular: list[dict[str, float]] = [{} for _ in names]  # per dimension: value -> decayed events
         self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
+        self.new_group: type[Agg] | type[Gains] = Agg  # Gains in phase one of the two-phase merge
 
     def window_starts(self, pane_start: int) -> range:
         """Starts of the windows containing the pane."""
@@ -200,7 +204,7 @@ class RollupWindows:
             if len(pop) > POPULARITY_KEEP * cap:
                 self.popular[i] = dict(sorted(pop.items(), key=lambda kv: (-kv[1], kv[0]))[: POPULARITY_KEEP * cap])
 
-    def group(self, pane_start: int, event: Event, params: SketchParams) -> Agg:
+    def group(self, pane_start: int, event: Event, params: SketchParams) -> Group:
         pane = self.panes.get(pane_start)
         if pane is None:
             pane = self.new_pane(pane_start)
@@ -214,11 +218,11 @@ class RollupWindows:
             pane.route[raw] = [agg, 1]
         return agg
 
-    def group_of(self, pane: Pane, raw: tuple[str | None, ...], params: SketchParams) -> Agg:
+    def group_of(self, pane: Pane, raw: tuple[str | None, ...], params: SketchParams) -> Group:
         dims = self.capped(pane, raw)
         agg = pane.groups.get(dims)
         if agg is None:
-            agg = pane.groups[dims] = Agg(params)
+            agg = pane.groups[dims] = self.new_group(params)
             agg.home = (pane, dims)
         return agg
 
@@ -246,6 +250,9 @@ class PartitionWindows:
             )
             for r in settings.rollups
         ]
+        if partials:
+            for rw in self.rollups:
+                rw.new_group = Gains
         self.watermark: int | None = None  # highest event time seen (ms)
         # Late corrections of the current block of the watermark (and of earlier ones until published):
         # (block start, roll-up index, window start, dimension values) -> the late events
@@ -290,7 +297,7 @@ class PartitionWindows:
         wm = self.watermark
         marks = list(accumulate(times, max, initial=times[0] if wm is None else wm))[1:]  # the watermark each meets
         late_at: set[int] = set()
-        touched: list[Agg] = []  # groups with events gathered in their buf, folded at the end or before a close
+        touched: list[Group] = []  # groups with events gathered in their buf, folded at the end or before a close
         start, n = 0, len(events)
         while start < n:
             # The next event that moves the watermark to where some window closes: it starts the next run.
@@ -313,7 +320,7 @@ class PartitionWindows:
         return late
 
     def _route_run(self, events: list[Event], offsets: Sequence[int], times: list[int], marks: list[int], a: int,
-                   b: int, touched: list[Agg], late_at: set[int]) -> None:  # fmt: skip
+                   b: int, touched: list[Group], late_at: set[int]) -> None:  # fmt: skip
         """Events a..b-1 into every roll-up's groups (no window closes among them); marks: the watermark each
         event meets."""
         params = self.params
@@ -341,7 +348,7 @@ class PartitionWindows:
                 _gather(agg, event, offset, touched)
 
     def _route_open(self, rw: RollupWindows, events: list[Event], offsets: Sequence[int], times: list[int], a: int,
-                    b: int, touched: list[Agg]) -> bool:  # fmt: skip
+                    b: int, touched: list[Group]) -> bool:  # fmt: skip
         """Bulk routing of events whose panes are open and exist already: one dict lookup per event, done in C,
         and the routing of values not seen before in their pane, in order. False, with nothing changed, when
         some event needs a new pane: creating one is order-sensitive (it retires the panes before it and ranks
@@ -375,7 +382,7 @@ class PartitionWindows:
         return True
 
     @staticmethod
-    def _fold(touched: list[Agg]) -> None:
+    def _fold(touched: list[Group]) -> None:
         for agg in touched:
             agg.fold()
         touched.clear()
@@ -509,7 +516,8 @@ class PartitionWindows:
         panes = [rw.panes[ps] for ps in range(ws, ws + rw.size_ms, rw.pane_ms) if ps in rw.panes]
         keys = only if only is not None else {dims for pane in panes for dims in pane.groups}
         for dims in sorted(keys):
-            parts = [pane.groups[dims] for pane in panes if dims in pane.groups]
+            # window rows are built without the merge only, where every group is an Agg
+            parts = cast(list[Agg], [pane.groups[dims] for pane in panes if dims in pane.groups])
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
             yield self._row(rw, ws, dims, agg, kind="window", final=final)
 
@@ -605,7 +613,8 @@ class PartitionWindows:
             rw.popular = [dict(pop) for pop in saved["popular"]]
             for ps, (groups, admitted, route, retired) in saved["panes"].items():
                 pane = rw.panes[ps] = Pane(admitted=[set(a) for a in admitted], retired=retired)
-                pane.groups = {dims: Agg.from_state(out.params, st) for dims, st in groups.items()}
+                load = Gains.from_state if partials else Agg.from_state
+                pane.groups = {dims: load(out.params, st) for dims, st in groups.items()}
                 for dims, agg in pane.groups.items():
                     agg.home = (pane, dims)
                 for raw, hits in route:  # the same routes and counts, in the same order, as before the snapshot

@@ -64,3 +64,81 @@ def test_pooled_tdigests_give_the_quantiles_of_the_union(parts: int) -> None:
     assert tdigest_quantile([empty], 0.95) is None and tdigest_quantile([], 0.95) is None
     with pytest.raises(ValueError):
         tdigest_quantile([b"\x00\x00\x00\x02" + bytes(40)], 0.5)  # the SMALL encoding: not what Pinot returns
+
+
+def _events(n: int, seed: int) -> list:  # type: ignore[type-arg]
+    import random
+
+    from livedash.pipeline.contract import Event, Validator
+    from tests.dataflow_runs import BASE, event, settings
+
+    validator = Validator(settings().events)
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        latency = None if rng.random() < 0.2 else rng.lognormvariate(4, 0.7)
+        got = validator.parse(event(BASE + i, user=f"u{rng.randrange(60)}", latency=latency), BASE + i)
+        assert isinstance(got, Event), got
+        out.append(got)
+    return out
+
+
+@pytest.mark.parametrize("ticks", [1, 2, 7, 40])
+def test_a_shard_group_fed_gains_counts_what_one_fed_the_events_counts(ticks: int) -> None:
+    """Phase one sends what a group gained as raw distinct items and quantile values (Gains), not sketches: the
+    merged group must hold the counts, min and max of the events exactly and their sums to rounding, the
+    distinct count of the same users and a quantile sketch of the same values, however the events are cut into
+    ticks; and a Gains snapshot restored mid-way changes nothing."""
+    from livedash.pipeline.aggregates import Agg, Gains
+    from livedash.pipeline.merge import MergeShard
+    from tests.dataflow_runs import settings
+
+    params = MergeShard(settings(), [0]).params
+    events = _events(400, ticks)
+    direct = Agg(params)
+    for i, e in enumerate(events):
+        direct.add(e, i)
+    merged, gains = Agg(params), Gains(params)
+    step = -(-len(events) // ticks)
+    for t, start in enumerate(range(0, len(events), step)):
+        gains.add_many(events[start : start + step], start + step - 1)
+        if t == 1:
+            gains = Gains.from_state(params, gains.to_state())  # type: ignore[assignment]
+        merged.absorb(gains.drain())
+        assert gains.count == 0 and not gains.items and not gains.values
+    got, want = merged.fields(), direct.fields()
+    for column in want:
+        if column.endswith(("_count", "_min", "_max")) or column == "last_event_ts":
+            assert got[column] == want[column], column
+        elif column.endswith("_sum"):  # a tick's sum is added to the merged one: the same terms, grouped
+            assert got[column] == pytest.approx(want[column], rel=1e-12), column
+    assert merged.theta_compact().get_estimate() == direct.theta_compact().get_estimate() == 60
+    assert merged.kll.n == direct.kll.n == sum(1 for e in events if e.latency_ms is not None)
+    assert merged.kll.get_min_value() == direct.kll.get_min_value()
+    assert merged.kll.get_max_value() == direct.kll.get_max_value()
+
+
+def test_a_snapshot_from_before_gains_restores_and_merges_as_before() -> None:
+    """Snapshots taken before Gains hold phase one's groups as Agg states (serialized sketches): they restore as
+    Aggs, and the shard absorbs their drain beside the Gains of newer ticks, to the same totals."""
+    from livedash.pipeline.aggregates import Agg, Gains
+    from livedash.pipeline.merge import MergeShard
+    from tests.dataflow_runs import settings
+
+    params = MergeShard(settings(), [0]).params
+    events = _events(300, 3)
+    old = Agg(params)
+    old.add_many(events[:200], 199)
+    restored = Gains.from_state(params, old.to_state())
+    assert isinstance(restored, Agg)
+    merged = Agg(params)
+    merged.absorb(restored.drain())
+    newer = Gains(params)
+    newer.add_many(events[200:], 299)
+    merged.absorb(newer.drain())
+    direct = Agg(params)
+    direct.add_many(events, 299)
+    assert merged.count == direct.count == 300
+    assert merged.msum == pytest.approx(direct.msum) and merged.mmin == direct.mmin and merged.mmax == direct.mmax
+    assert merged.theta_compact().get_estimate() == direct.theta_compact().get_estimate()
+    assert merged.kll.n == direct.kll.n
