@@ -253,7 +253,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         lag = self._lag()
         out: list[Item | ShardTick]
         if self.shards:
-            out = self._ticks()
+            out = self._ticks(flush)
             late = self.windows.late_rows(flush)  # corrections stay per partition: the merge keeps no closed window
             out.extend(Out(row.role, row.key, row.value) for row in late)
             metrics.ROWS_OUT.labels(label).inc(len(late))
@@ -265,11 +265,11 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
             metrics.WATERMARK_DELAY.labels(label).set(now.timestamp() - self.windows.watermark / 1000)
         return out
 
-    def _ticks(self) -> list[Item | ShardTick]:
+    def _ticks(self, flush: bool = False) -> list[Item | ShardTick]:
         """What the groups gained since the last tick, one packed tick per shard; a shard whose tick would
         hold no partial and no new watermark gets none (after a restore, each gets one)."""
         assert self.windows is not None
-        whole = self.windows.partials()
+        whole = self.windows.partials(flush)
         out: list[Item | ShardTick] = []
         for i, tick in enumerate(split(whole, self.rollup_names, self.shards)):
             marks = (tick.watermark, *tick.closed_upto)

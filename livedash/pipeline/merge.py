@@ -30,7 +30,7 @@ import orjson
 from livedash.pipeline.aggregates import Agg, SketchParams
 from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings
-from livedash.pipeline.windows import Partial, PartialsOut, window_row
+from livedash.pipeline.windows import Partial, PartialsOut, next_slot, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
 NO_BOUND = -(2**63)
@@ -112,6 +112,9 @@ class MergeShard:
         self.watermarks: dict[int, int | None] = dict.fromkeys(self.closed)
         self.now_ms: int | None = None  # the wall clock, set by the dataflow (retention, the history cadence)
         self.slack_ms = int(500 * settings.windows.publish_every_s)
+        # A slower tier's gains leave phase one at its slots (PartitionWindows.partials): published two ticks
+        # after, when every partition's tick since has come in.
+        self.tick_ms = int(1000 * settings.windows.publish_every_s)
 
     def watch(self, partitions: Iterable[int]) -> None:
         """Also wait for these partitions (added to the source since the snapshot this shard came from)."""
@@ -158,7 +161,9 @@ class MergeShard:
         for mr in self.rollups:
             if not flush and now is not None and now < mr.next_publish_ms:
                 continue
-            if now is not None:
+            if now is not None and mr.publish_every_ms > self.tick_ms:
+                mr.next_publish_ms = next_slot(now, mr.publish_every_ms, 2 * self.tick_ms)
+            elif now is not None:
                 mr.next_publish_ms = now + mr.publish_every_ms - self.slack_ms
             rows.extend(self._provisional(mr, watermark, flush))
         return rows

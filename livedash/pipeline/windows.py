@@ -78,6 +78,13 @@ class PartialsOut(NamedTuple):
     partials: list[Partial]
 
 
+def next_slot(now_ms: int, every_ms: int, delay_ms: int = 0) -> int:
+    """The wall-clock time of the next slot after now: slots every every_ms, delay_ms after its multiples. Phase
+    one drains a slow tier's gains at the multiples and the merge shards publish them delay_ms later, so the
+    gains of every partition arrive in time whatever the processes (they share the wall clock)."""
+    return ((now_ms - delay_ms) // every_ms + 1) * every_ms + delay_ms
+
+
 def _gather(agg: Group, event: Event, offset: int, touched: list[Group]) -> None:
     buf = agg.buf
     if not buf:
@@ -129,6 +136,7 @@ class RollupWindows:
         self.rollup = rollup
         self.publish_every_ms = publish_every_ms
         self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
+        self.next_partials_ms = -(2**63)  # ... and of its next partials, for a tier that publishes less often
         self.role = "history" if rollup.tier == "history" else "aggregates"
         self.retention_ms = retention_ms
         self.size_ms = rollup.window.size_s * 1000
@@ -273,6 +281,7 @@ class PartitionWindows:
         # Calls to publish() come about every windows.publish_every_s: a roll-up with a longer interval is due
         # half a call early rather than one call late
         self.slack_ms = int(500 * settings.windows.publish_every_s)
+        self.tick_ms = int(1000 * settings.windows.publish_every_s)
 
     # -- input -----------------------------------------------------------------------------------------------
 
@@ -440,12 +449,22 @@ class PartitionWindows:
                 rows.extend(self._provisional(rw, flush))
         return rows
 
-    def partials(self) -> PartialsOut:
+    def partials(self, flush: bool = False) -> PartialsOut:
         """Phase one's output for a tick: what each changed group gained since the last call (drained), and
         this partition's watermark and closed_upto per roll-up, which tell the merge which windows it may
-        close. Groups that gained nothing are left out."""
+        close. Groups that gained nothing are left out.
+
+        A roll-up whose tier publishes less often (the history tier) is drained only at the slots of its
+        interval by the wall clock (now_ms; without it, or with flush, at every call): the merge publishes it
+        then anyway, and a group of a 15-minute window sent once per interval instead of every second was half
+        the partials. Closing drains every pane first whatever the slot (_close_partials)."""
         out, self.pending_partials = self.pending_partials, []
+        now = self.now_ms
         for r, rw in enumerate(self.rollups):
+            if rw.publish_every_ms > self.tick_ms and not flush and now is not None:
+                if now < rw.next_partials_ms:
+                    continue
+                rw.next_partials_ms = next_slot(now, rw.publish_every_ms)
             for ps, pane in rw.panes.items():
                 out.extend(self._drain(r, rw.closed_upto, ps, pane))
         return PartialsOut(self.partition, self.watermark, [rw.closed_upto for rw in self.rollups], out)

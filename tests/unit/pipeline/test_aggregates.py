@@ -89,6 +89,7 @@ def test_a_shard_group_fed_gains_counts_what_one_fed_the_events_counts(ticks: in
     merged group must hold the counts, min and max of the events exactly and their sums to rounding, the
     distinct count of the same users and a quantile sketch of the same values, however the events are cut into
     ticks; and a Gains snapshot restored mid-way changes nothing."""
+    from livedash.pipeline import aggregates
     from livedash.pipeline.aggregates import Agg, Gains
     from livedash.pipeline.merge import MergeShard
     from tests.dataflow_runs import settings
@@ -106,6 +107,9 @@ def test_a_shard_group_fed_gains_counts_what_one_fed_the_events_counts(ticks: in
             gains = Gains.from_state(params, gains.to_state())  # type: ignore[assignment]
         merged.absorb(gains.drain())
         assert gains.count == 0 and not gains.items and not gains.values
+        empty = Gains.from_state(params, gains.to_state())  # a drained group's snapshot: still nothing gained
+        assert isinstance(empty, Gains) and empty.count == 0 and empty.max_offset == gains.max_offset
+    assert aggregates._UNSET == [] and aggregates._UNSET_ITEMS == {}  # the shared empty lists stayed empty
     got, want = merged.fields(), direct.fields()
     for column in want:
         if column.endswith(("_count", "_min", "_max")) or column == "last_event_ts":
@@ -142,3 +146,40 @@ def test_a_snapshot_from_before_gains_restores_and_merges_as_before() -> None:
     assert merged.msum == pytest.approx(direct.msum) and merged.mmin == direct.mmin and merged.mmax == direct.mmax
     assert merged.theta_compact().get_estimate() == direct.theta_compact().get_estimate()
     assert merged.kll.n == direct.kll.n
+
+
+def _tdigest_reference(kll) -> bytes:  # type: ignore[no-untyped-def]
+    """tdigest_bytes as first written, one centroid at a time in Python: the faster one must give its bytes."""
+    import struct
+
+    n = kll.n
+    if n == 0:
+        return struct.pack(">idddi", 1, 0.0, 0.0, 100.0, 0)
+    m = min(n, 100)
+    cuts = [i * n // m for i in range(m + 1)]
+    if n == m and not kll.is_estimation_mode():
+        means = sorted(item for item, _ in kll)
+    else:
+        means = kll.get_quantiles([(cuts[i] + cuts[i + 1]) / (2 * n) for i in range(m)])
+    pairs: list[float] = []
+    for i, mean in enumerate(means):
+        pairs += (float(cuts[i + 1] - cuts[i]), mean)
+    header = struct.pack(">idddi", 1, kll.get_min_value(), kll.get_max_value(), 100.0, m)
+    return header + struct.pack(f">{2 * m}d", *pairs)
+
+
+@pytest.mark.parametrize("k", [200, 8])
+def test_tdigest_bytes_are_those_of_the_plain_construction(k: int) -> None:
+    import random
+
+    import datasketches as ds
+
+    from livedash.pipeline.aggregates import tdigest_bytes
+
+    rng = random.Random(k)
+    for n in [*range(0, 130), 150, 301, 1000, 20_000]:
+        for ties in (False, True):
+            kll = ds.kll_doubles_sketch(k)
+            for _ in range(n):
+                kll.update(float(rng.randrange(20)) if ties else rng.lognormvariate(4, 1))
+            assert tdigest_bytes(kll) == _tdigest_reference(kll), (n, ties)

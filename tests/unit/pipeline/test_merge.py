@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from livedash.pipeline.contract import Event, Validator
 from livedash.pipeline.merge import MERGED, MergeShard, shard_of, split
 from livedash.pipeline.rows import Row
+from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
 from tests.dataflow_runs import BASE, event, settings
 
@@ -298,3 +299,48 @@ def test_ended_windows_publish_their_late_gains_at_the_late_cadence_and_open_one
     shard.fold(part)
     final = [v for v in values(shard.publish()) if v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE]
     assert [(v["event_count"], v["is_final"]) for v in final] == [(25, True)]
+
+
+def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_it_after_them() -> None:
+    """A history roll-up's gains are drained at the multiples of history_publish_every_s by the wall clock, not
+    every tick (a coarse window's group was sent every second, half the partials), the shard publishes them two
+    ticks later, the recent tier stays every tick, and the final rows count every event."""
+    cfg = PipelineSettings.model_validate(
+        {
+            **settings(history_publish_every_s=5, allowed_lateness_s=2).model_dump(exclude={"rollups"}),
+            "rollups": [
+                {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
+                {"name": "coarse", "dimensions": ["type", "country"], "window": {"size_s": 30}, "tier": "history"},
+            ],
+        }
+    )
+    names = [r.name for r in cfg.rollups]
+    wins = PartitionWindows(cfg, 0, partials=True)
+    shard = MergeShard(cfg, [0])
+    sent: dict[str, list[int]] = defaultdict(list)  # roll-up -> ticks whose partials held it
+    running: dict[str, list[int]] = defaultdict(list)  # roll-up -> ticks at which the shard published it
+    wall = BASE + 100_003  # the wall clock, a tick a second, not on a slot
+    rows: list[dict[str, Any]] = []
+    for i in range(14):
+        wins.now_ms = shard.now_ms = wall + i * 1000
+        wins.add_batch([parse(BASE + i * 1000, "click", ["DE", "FR"][i % 2], f"u{i}", 1.0)], [i])
+        whole = wins.partials()
+        for name in sorted({names[p.rollup] for p in whole.partials}):
+            sent[name].append(i)
+        (part,) = split(whole, names, 1)
+        shard.fold(part)
+        for v in values(shard.publish()):
+            rows.append(v)
+            if not v["is_final"]:
+                running[v["rollup_name"]].append(i)
+    assert sent["fine"] == list(range(14))
+    assert sent["coarse"] == [0, 5, 10]  # the first tick, then at the slots of 105 and 110 s of the wall clock
+    assert sorted(set(running["coarse"])) == [0, 7, 12]  # 2 s after each slot
+    assert sorted(set(running["fine"])) == list(range(14))
+    wins.advance_idle(BASE + 10**7)
+    (part,) = split(wins.partials(), names, 1)
+    shard.fold(part)
+    rows.extend(values(shard.publish()))
+    final = {v["pk"]: v for v in rows if v["is_final"]}  # one final row per window and group
+    assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "coarse") == 14
+    assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "fine") == 14
