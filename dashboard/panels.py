@@ -11,10 +11,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dashboard.query import Sql
-from dashboard.stitch import Piece, Stitch, ttl_of
+from dashboard.stitch import Level, Piece, Stitch, probe_text, probed, ttl_of
 from livedash.pinot.client import PinotError, QueryService, Result
 
 Outcomes = dict[str, Result | PinotError]  # by each panel's Sql.text (and a raw p95's Quantile.text)
+# How long the probe's answer (how far each derived roll-up is published) is kept: it only grows, so an older
+# answer reads a little more from the finer roll-ups, never a window not yet published.
+PROBE_TTL_S = 30.0
 
 
 @dataclass
@@ -38,6 +41,7 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
     its one statement read. fresh: nothing kept is reused."""
     statements: list[tuple[str, str | None]] = []
     plans: list[_Plan] = []
+    complete = published(service, [sql.stitch for sql in panels.values() if sql.stitch is not None], fresh)
     for name, sql in panels.items():
         panel = role(name) + sql.key
         if sql.stitch is None:
@@ -52,7 +56,7 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
                 if found is not None:
                     have[piece] = found
         missing = [p for p in sql.stitch.pieces if p not in have]
-        text = sql.stitch.text(missing) if missing else None
+        text = sql.stitch.text(missing, complete) if missing else None
         if text is not None:
             statements.append((text, None))
         plans.append(_Plan(sql, sql.stitch, panel, have, missing, text))
@@ -60,6 +64,24 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
     for plan in plans:
         outcomes[plan.sql.text] = _stitched(service, plan, outcomes, ttl_s)
     return outcomes
+
+
+def published(service: QueryService, stitches: list[Stitch], fresh: bool = False) -> dict[str, int]:
+    """How far each derived roll-up of these panels is published in Pinot (stitch.probe_text), one statement per
+    table, kept PROBE_TTL_S; Pinot failing: none (the panels then read the finer roll-ups, and fail likewise)."""
+    wanted: dict[str, set[Level]] = {}
+    for stitch in stitches:
+        wanted.setdefault(stitch.table, set()).update(stitch.derived)
+    out: dict[str, int] = {}
+    for table, levels in wanted.items():
+        if not levels:
+            continue
+        now = max(s.published for s in stitches if s.table == table)
+        try:
+            out.update(probed(service.query(probe_text(table, levels, now), PROBE_TTL_S, fresh).rows))
+        except PinotError:
+            continue
+    return out
 
 
 def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: float) -> Result | PinotError:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from dashboard.stitch import Measure, Shape, Stitch, piece_size, pieces
+from dashboard.stitch import Level, Measure, Shape, Stitch, by_level, piece_size, pieces, published_by, spans_condition
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, LAST_EVENT_TS, QUANTILE_TDIGEST
 from livedash.pipeline.settings import PipelineSettings
 
@@ -37,6 +37,7 @@ class RollupInfo:
     max_rows_per_s: float  # product of the dimensions' caps per window second: what a query may have to scan
     table: str = "aggregates"  # its tier's table
     retention_ms: int = 2**62  # how far back from now its table keeps rows
+    derived_from: str | None = None  # built from this finer roll-up's final windows (the cascade): final only
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class Catalog:
         rollups = sorted(
             (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
                         math.prod(caps[d] for d in r.dimensions) / r.window.size_s, settings.table_of(r),
-                        settings.retention_ms(r))
+                        settings.retention_ms(r), r.derived_from)
              for r in settings.rollups if r.window.every_s is None),
             key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
@@ -71,6 +72,14 @@ class Catalog:
                    tuple(rollups), settings.sketches.quantile_field, aggregates_table=settings.topics.aggregates,
                    distinct_field=settings.sketches.distinct_field, theta_lg_k=settings.sketches.theta_lg_k,
                    lateness_ms=int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
+
+    def levels(self, rollup: RollupInfo) -> tuple[Level, ...]:
+        """The roll-up, then those it is derived from down to the one folded from events (dashboard/stitch.py)."""
+        by_name = {r.name: r for r in self.rollups}
+        chain = [rollup]
+        while chain[-1].derived_from is not None:
+            chain.append(by_name[chain[-1].derived_from])
+        return tuple(Level(r.name, r.size_ms) for r in chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,29 +239,31 @@ def bucket_for(start_ms: int, end_ms: int, points: int = 120) -> int:
 # -- statements ------------------------------------------------------------------------------------------------
 
 
-def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str]) -> str:
-    """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end)."""
+def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str],
+          now_ms: int | None = None) -> str:  # fmt: skip
+    """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end). A derived
+    roll-up's windows are published final only, so the part of the range not published by now (default: the
+    end) is read from the roll-ups it is derived from, the same rows as the stitched panel's in steady state."""
     if source.rollup is None:
         times = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
-        return " AND ".join(times + _conditions(catalog, source, filters))
-    first = _first(source.rollup, start_ms)
-    roll, *rest = _conditions(catalog, source, filters)
-    return " AND ".join([roll, f'"window_start" >= {first}', f'"window_start" < {int(end_ms)}', *rest])
+        return " AND ".join(times + _filters(catalog, source, filters))
+    levels = catalog.levels(source.rollup)
+    published = published_by(int(now_ms if now_ms is not None else end_ms), catalog.lateness_ms)
+    spans = by_level(levels, _first(levels, start_ms), int(end_ms), {lv.name: published for lv in levels})
+    return " AND ".join([spans_condition(spans), *_filters(catalog, source, filters)])
 
 
-def _conditions(catalog: Catalog, source: Source, filters: Mapping[str, str]) -> list[str]:
-    """The roll-up's name (first) and the filters: everything a statement's WHERE says but the time."""
+def _filters(catalog: Catalog, source: Source, filters: Mapping[str, str]) -> list[str]:
+    """The filters: everything a statement's WHERE says but the roll-up and the time."""
     check_filters(catalog, filters)
     names = catalog.dimensions if source.rollup is None else catalog.rollup_dimensions
-    parts = [] if source.rollup is None else [f'"rollup_name" = {literal(source.rollup.name)}']
-    for name, value in sorted(filters.items()):
-        parts.append(f"{column(name, names)} = {literal(value)}")  # absent: MISSING, as in roll-ups
-    return parts
+    return [f"{column(name, names)} = {literal(value)}" for name, value in sorted(filters.items())]  # absent: MISSING
 
 
-def _first(rollup: RollupInfo, start_ms: int) -> int:
-    """The first window a range starting at start_ms takes (whole windows: the one holding the start)."""
-    return int(start_ms) - int(start_ms) % rollup.size_ms
+def _first(levels: Sequence[Level], start_ms: int) -> int:
+    """The first window a range starting at start_ms takes (whole windows: the one holding the start), of the
+    finest roll-up of the chain (the start of a range read from a derived roll-up is read from finer ones)."""
+    return int(start_ms) - int(start_ms) % levels[-1].size_ms
 
 
 def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str],
@@ -267,13 +278,14 @@ def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filter
     size = piece_size(end_ms - start_ms, (rollup.size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
     when = _datetime_bucket('"window_start"', series_ms if series_ms else size)
     selected = ", ".join([f"{when} AS piece", *columns, *(text for _, text in measures)])
-    cond = " AND ".join(_conditions(catalog, source, filters))
-    head = f"SELECT {selected} FROM {_table(catalog, source)} WHERE {cond}"
+    head = f"SELECT {selected} FROM {_table(catalog, source)}"
     tail = " GROUP BY " + ", ".join(["piece", *columns])
     now = int(now_ms if now_ms is not None else end_ms)
-    cut = pieces(_first(rollup, start_ms), int(end_ms), size, now, catalog.lateness_ms)
-    return Stitch(key, head, tail, len(columns), tuple(m for m, _ in measures), shape, limit, size, cut,
-                  catalog.theta_lg_k)  # fmt: skip
+    levels = catalog.levels(rollup)
+    cut = pieces(_first(levels, start_ms), int(end_ms), size, now, catalog.lateness_ms)
+    return Stitch(key, head, tuple(_filters(catalog, source, filters)), tail, len(columns),
+                  tuple(m for m, _ in measures), shape, limit, size, cut, levels,
+                  published_by(now, catalog.lateness_ms), rollup.table, catalog.theta_lg_k)  # fmt: skip
 
 
 def _datetime_bucket(time_col: str, bucket_ms: int) -> str:
@@ -319,7 +331,7 @@ def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, s
     roll-up it is read in pieces, each piece's sketches merged by Pinot and the pieces' merged here."""
     source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
-    cond = where(catalog, source, start_ms, end_ms, filters)
+    cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
     sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
     key = _key("totals", source, filters)
     if source.is_raw:
@@ -357,7 +369,7 @@ def breakdown(
     col = column(dim, catalog.dimensions)
     source = choose_source(catalog, {dim, *filters}, None, start_ms, end_ms, now_ms)
     events = _events(source)
-    cond = where(catalog, source, start_ms, end_ms, filters)
+    cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
     sql = (f"SELECT {col}, {events} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
            f"ORDER BY {events} DESC LIMIT {_limit(limit)}")  # fmt: skip
     key = _key("breakdown", source, filters, dim, _limit(limit))
@@ -382,7 +394,7 @@ def timeseries(
     source = choose_source(catalog, {split, *filters}, bucket_ms, start_ms, end_ms, now_ms)
     bucket = _datetime_bucket('"ts"' if source.is_raw else '"window_start"', bucket_ms)
     n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
-    cond = where(catalog, source, start_ms, end_ms, filters)
+    cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
     sql = (f"SELECT {bucket} AS bucket, {col}, {_events(source)} FROM {_table(catalog, source)} "
            f"WHERE {cond} GROUP BY bucket, {col} ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
     key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000))

@@ -14,6 +14,14 @@ twice that; final windows (past the allowed lateness) only through late correcti
 that. A late event therefore shows in a panel within that long of Pinot having it; the open tail, what the
 live view is for, is never older than one refresh.
 
+Levels: a panel answered by a derived roll-up (the cascade: geo_1h built from geo_5m's final windows, published
+once, final) reads each piece from the coarsest roll-up of its chain whose windows there are published, and the
+rest from the finer ones, down to the roll-up folded from events (which holds the open tail), in one
+statement: the chain shares a table. A coarse window counts as published once a later window of its roll-up
+is in Pinot (the probe, `probe_text`) and its end is past the allowed lateness plus FINAL_SLACK_MS; any level
+gives the same rows for the windows it holds (a derived window is the union of its finer final windows and
+their corrections), so the pieces kept do not depend on the level they were read from.
+
 Merging: sums add; distinct counts are the union of the pieces' Theta sketches (Pinot's
 DISTINCTCOUNTRAWTHETASKETCH, base64), which is the same union Pinot computes over the rows, so the estimate and
 its error bound are Pinot's; the p95 pools the pieces' t-digests (PERCENTILERAWTDIGEST, hex) without
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -43,6 +51,13 @@ FINAL_TTL_S = 600.0
 FINAL_SLACK_MS = 60_000  # beyond the allowed lateness: the final rows' publication and ingestion
 PIECES = 24  # about this many pieces to a range: few statements' rows, and little re-read per refresh
 MAX_ROWS = 100_000  # Pinot's numGroupsLimit: a statement's rows are cut there (the result says so)
+
+
+class Level(NamedTuple):
+    """A roll-up of a panel's chain (the chosen one, then those it is derived from, finest last)."""
+
+    name: str
+    size_ms: int
 
 
 class Piece(NamedTuple):
@@ -77,6 +92,65 @@ def pieces(first_ms: int, end_ms: int, size_ms: int, now_ms: int, lateness_ms: i
     return tuple(out)
 
 
+def published_by(now_ms: int, lateness_ms: int) -> int:
+    """Derived windows ending by then have been published (their final rows go out at end + lateness), with
+    FINAL_SLACK_MS for their publication and ingestion."""
+    return now_ms - lateness_ms - FINAL_SLACK_MS
+
+
+def by_level(levels: Sequence[Level], lo: int, hi: int, complete: Mapping[str, int]) -> list[tuple[str, int, int]]:
+    """[lo, hi) cut between the levels: the coarsest takes the whole windows of its own that lie in it and are
+    complete (complete[name]: every window of that level ending by then is in Pinot), the finer ones what is
+    left before and after, recursively; the finest level, folded from events, takes whatever remains. lo is a
+    window boundary of the finest level."""
+    if hi <= lo:
+        return []
+    head, rest = levels[0], levels[1:]
+    if not rest:
+        return [(head.name, lo, hi)]
+    size = head.size_ms
+    a = -(-lo // size) * size
+    b = min(hi, complete.get(head.name, lo))
+    b -= b % size
+    if a >= b:
+        return by_level(rest, lo, hi, complete)
+    return [*by_level(rest, lo, a, complete), (head.name, a, b), *by_level(rest, b, hi, complete)]
+
+
+def spans_condition(spans: Iterable[tuple[str, int, int]]) -> str:
+    """The WHERE part of a chain's roll-ups over these (level, lo, hi): adjacent spans of a level as one range.
+    Names are configured roll-up names (lower-case identifiers, checked by the pipeline's settings)."""
+    merged: dict[str, list[list[int]]] = {}
+    for name, lo, hi in sorted(spans, key=lambda s: s[1]):
+        ranges = merged.setdefault(name, [])
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1][1] = hi
+        else:
+            ranges.append([lo, hi])
+    parts = []
+    for name, ranges in merged.items():
+        times = " OR ".join(f'("window_start" >= {lo} AND "window_start" < {hi})' for lo, hi in ranges)
+        parts.append(f"(\"rollup_name\" = '{name}' AND ({times}))")
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+PROBE_WINDOWS = 3  # how far back the probe looks for a derived roll-up's newest window, in its windows
+
+
+def probe_text(table: str, levels: Iterable[Level], now_ms: int) -> str:
+    """The newest window in Pinot of each derived level: a window is complete once a later one is there (a merge
+    shard publishes a window's final rows before the next one's). Its bounds move once a window of the level,
+    so the cache keeps its text."""
+    since = {lv: now_ms - now_ms % lv.size_ms - PROBE_WINDOWS * lv.size_ms for lv in set(levels)}
+    conds = " OR ".join(f'("rollup_name" = \'{lv.name}\' AND "window_start" >= {t})' for lv, t in sorted(since.items()))
+    return f'SELECT "rollup_name", MAX("window_start") FROM {table} WHERE {conds} GROUP BY "rollup_name" LIMIT 1000'
+
+
+def probed(rows: Iterable[Sequence[Any]]) -> dict[str, int]:
+    """The probe's answer: per level, the time up to which its windows are complete (its newest window's start)."""
+    return {str(name): int(float(start)) for name, start in rows if start is not None}
+
+
 def ttl_of(piece: Piece, open_ttl_s: float) -> float:
     """How long a piece's rows are kept: one refresh while open, longer once only late events change it. The
     longer TTLs are spread over up to twice their length by the piece's bucket, so that the pieces read
@@ -90,12 +164,13 @@ def ttl_of(piece: Piece, open_ttl_s: float) -> float:
 @dataclass(frozen=True, slots=True)
 class Stitch:
     """How one roll-up panel is read in pieces. Its statement is `head` (SELECT <time> AS .., <group columns>,
-    <measures> FROM .. WHERE <roll-up and filters>), the pieces' time ranges, then `tail` (GROUP BY ..); every
-    row starts with a time that lies in its piece's bucket (the piece's bucket itself, or the series' bucket,
-    which divides it)."""
+    <measures> FROM <table>), WHERE the filters and the pieces' roll-ups and time ranges, then `tail` (GROUP BY
+    ..); every row starts with a time that lies in its piece's bucket (the piece's bucket itself, or the
+    series' bucket, which divides it)."""
 
     key: str  # the panel across time (Sql.key) and the shape of its statement
     head: str
+    filters: tuple[str, ...]  # the filters' conditions
     tail: str
     groups: int  # group columns after the time
     measures: tuple[Measure, ...]
@@ -103,22 +178,29 @@ class Stitch:
     limit: int  # top: the values shown
     size_ms: int  # the piece size
     pieces: tuple[Piece, ...]
+    levels: tuple[Level, ...]  # the chosen roll-up, then those it is derived from (one: not derived)
+    published: int  # derived windows ending by then are published (published_by)
+    table: str
     theta_lg_k: int = 12
 
     def piece_key(self, piece: Piece) -> str:
         return repr((self.key, self.size_ms, piece.lo, piece.hi))
 
-    def text(self, wanted: Sequence[Piece]) -> str:
-        """The statement reading these pieces (adjacent ones as one range)."""
-        spans: list[list[int]] = []
-        for p in sorted(wanted, key=lambda p: p.lo):
-            if spans and spans[-1][1] == p.lo:
-                spans[-1][1] = p.hi
-            else:
-                spans.append([p.lo, p.hi])
-        ranges = " OR ".join(f'("window_start" >= {lo} AND "window_start" < {hi})' for lo, hi in spans)
+    @property
+    def derived(self) -> tuple[Level, ...]:
+        """The levels whose windows are published once final only (the probe asks how far)."""
+        return self.levels[:-1]
+
+    def text(self, wanted: Sequence[Piece], complete: Mapping[str, int] | None = None) -> str:
+        """The statement reading these pieces, each from the coarsest level published there (complete: the
+        probe's answer; without it, by the time alone), adjacent ones as one range."""
+        bounds = {lv.name: min(self.published, (complete or {}).get(lv.name, self.published)) for lv in self.derived}
+        if complete is not None:
+            bounds = {name: t if name in complete else -(2**62) for name, t in bounds.items()}
+        spans = [span for p in wanted for span in by_level(self.levels, p.lo, p.hi, bounds)]
+        where = " AND ".join([*self.filters, spans_condition(spans)])
         limit = len(wanted) if self.shape == "one" else MAX_ROWS
-        return f"{self.head} AND ({ranges}){self.tail} LIMIT {limit}"
+        return f"{self.head} WHERE {where}{self.tail} LIMIT {limit}"
 
     def split(self, rows: Rows, wanted: Sequence[Piece]) -> dict[Piece, list[tuple[Any, ...]]]:
         """The rows of a statement for `wanted`, by piece (every piece present, with no rows if none)."""

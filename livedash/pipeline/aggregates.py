@@ -276,6 +276,31 @@ class Agg:
         out.theta_base = union.get_result()
         return out
 
+    def absorb_agg(self, other: Agg) -> None:
+        """Fold in another group's whole value (a finer window's final value into a coarser window's group, the
+        cascade): sums add, min/max combine, sketches unite. The Theta union is compacted at once: a coarse
+        group waits minutes for its next part, and a compact sketch takes half an open union's memory."""
+        self.state = None
+        self.count += other.count
+        for i in range(len(self.msum)):
+            self.msum[i] += other.msum[i]
+            self.mcount[i] += other.mcount[i]
+            if other.mmin[i] < self.mmin[i]:
+                self.mmin[i] = other.mmin[i]
+            if other.mmax[i] > self.mmax[i]:
+                self.mmax[i] = other.mmax[i]
+        union = ds.theta_union(self.p.lg_k)
+        union.update(self.theta_compact())
+        union.update(other.theta_compact())
+        self.theta = ds.update_theta_sketch(self.p.lg_k)
+        self.union = None
+        self.theta_base = self.compact = union.get_result()
+        self.kll.merge(other.kll)
+        if other.max_offset > self.max_offset:
+            self.max_offset = other.max_offset
+        if other.last_ts > self.last_ts:
+            self.last_ts = other.last_ts
+
     def drain(self) -> tuple[Any, ...]:
         """What the group gained since the last drain, in snapshot form, and the group emptied (its place in the
         pane's routes stays): the partial a source partition sends to the merge (livedash.pipeline.merge)."""

@@ -28,8 +28,9 @@ import msgspec
 import orjson
 
 from livedash.pipeline.aggregates import Agg, SketchParams
+from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.rows import Row
-from livedash.pipeline.settings import PipelineSettings
+from livedash.pipeline.settings import PipelineSettings, Rollup
 from livedash.pipeline.windows import Partial, PartialsOut, next_slot, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
@@ -115,6 +116,14 @@ class MergeShard:
         # A slower tier's gains leave phase one at its slots (PartitionWindows.partials): published two ticks
         # after, when every partition's tick since has come in.
         self.tick_ms = int(1000 * settings.windows.publish_every_s)
+        # Derived roll-ups (livedash.pipeline.cascade): every window of a group is in this shard, so the coarse
+        # windows derived from its final ones are built here too
+        self.cascade = Cascade(settings, self.params, self._derived_row)
+
+    def _derived_row(self, rollup: Rollup, role: str, ws: int, dims: tuple[str, ...], agg: Agg,
+                     sources: list[int]) -> Row:  # fmt: skip
+        return window_row(rollup, role, self.dimensions, ws, dims, agg, "window", True, MERGED, None,
+                          2 * agg.count + 1, sources=sources)  # fmt: skip
 
     def watch(self, partitions: Iterable[int]) -> None:
         """Also wait for these partitions (added to the source since the snapshot this shard came from)."""
@@ -153,6 +162,7 @@ class MergeShard:
         """Final rows of windows every partition has closed, then provisional rows of changed open windows
         (flush: every changed window at once, at the end of the input)."""
         rows: list[Row] = []
+        self.cascade.now_ms = self.now_ms
         for r, mr in enumerate(self.rollups):
             rows.extend(self._close(r, mr))
         known = [w for w in self.watermarks.values() if w is not None]
@@ -178,7 +188,19 @@ class MergeShard:
             return []
         low = NO_BOUND if mr.final_upto is None else mr.final_upto
         starts = sorted({ws for ps in mr.panes for ws in mr.window_starts(ps) if low < ws + mr.size_ms <= upto})
-        rows = [row for ws in starts for row in self._rows(mr, ws, None, final=True)]
+        rows: list[Row] = []
+        feeds = self.cascade.feeds(r)
+        for ws in starts:
+            if not feeds and self._expired(mr, ws):
+                continue
+            for dims, agg, sources in self._groups(mr, ws, None):
+                if feeds:  # whether or not its own row is still kept by its tier
+                    self.cascade.take(r, ws, dims, agg, sources)
+                row = self._row(mr, ws, dims, agg, sources, final=True)
+                if row is not None:
+                    rows.append(row)
+        if feeds:
+            rows.extend(self.cascade.close(r, upto))
         mr.final_upto = upto
         for ps in [ps for ps in mr.panes if ps + mr.size_ms <= upto]:
             del mr.panes[ps]
@@ -216,11 +238,25 @@ class MergeShard:
             if ready:
                 due[ws] = mr.waiting.pop(ws)
         for ws in sorted(due):
-            yield from self._rows(mr, ws, due[ws], final=False)
+            for dims, agg, sources in self._groups(mr, ws, due[ws]):
+                row = self._row(mr, ws, dims, agg, sources, final=False)
+                if row is not None:
+                    yield row
 
-    def _rows(self, mr: _Rollup, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
-        if self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms:
-            return
+    def _row(self, mr: _Rollup, ws: int, dims: tuple[str, ...], agg: Agg, sources: list[int],
+             final: bool) -> Row | None:  # fmt: skip
+        """The window's row, or None where its tier no longer keeps the window."""
+        if self._expired(mr, ws):
+            return None
+        return window_row(mr.rollup, mr.role, self.dimensions, ws, dims, agg, "window", final, MERGED, None,
+                          2 * agg.count + int(final), sources=sources)  # fmt: skip
+
+    def _expired(self, mr: _Rollup, ws: int) -> bool:
+        return self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms
+
+    def _groups(self, mr: _Rollup, ws: int,
+                only: set[tuple[str, ...]] | None) -> Iterable[tuple[tuple[str, ...], Agg, list[int]]]:  # fmt: skip
+        """The window's merged groups (only those named, if any): dimension values, value, source partitions."""
         end = ws + mr.size_ms
         starts = [ps for ps in range(ws, end, mr.pane_ms) if ps in mr.panes]
         panes = [groups for ps in starts for after, groups in mr.panes[ps].items() if after < end]
@@ -230,9 +266,7 @@ class MergeShard:
             if not parts:
                 continue
             agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
-            sources = sorted({p for ps in starts for p in mr.sources.get(ps, {}).get(dims, ())})
-            yield window_row(mr.rollup, mr.role, self.dimensions, ws, dims, agg, "window", final, MERGED, None,
-                             2 * agg.count + int(final), sources=sources)  # fmt: skip
+            yield dims, agg, sorted({p for ps in starts for p in mr.sources.get(ps, {}).get(dims, ())})
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -258,6 +292,7 @@ class MergeShard:
                 }
                 for mr in self.rollups
             ],
+            "cascade": self.cascade.snapshot(),
         }
 
     @classmethod
@@ -274,4 +309,5 @@ class MergeShard:
             mr.sources = {ps: {dims: set(ps_) for dims, ps_ in groups.items()}
                           for ps, groups in saved["sources"].items()}  # fmt: skip
             mr.waiting = {ws: set(groups) for ws, groups in saved["waiting"].items()}
+        out.cascade.restore(state.get("cascade", {}))
         return out

@@ -118,6 +118,12 @@ class Rollup(FrozenModel):
     # recent: the `aggregates` topic and table, kept `retention.recent_h` (fine windows for live views);
     # history: `aggregates_history`, kept `retention.history_h` (coarse windows for long ranges).
     tier: Literal["recent", "history"] = "recent"
+    # Derived (the cascade, docs/architecture.md): built from the final windows of this finer roll-up (same
+    # dimensions, same tier, a window a multiple of its) by the merge, never from events, and published once,
+    # final. Late events count through its own correction rows, late when they miss the finer window.
+    derived_from: str | None = Field(default=None, alias="from")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("name")
     @classmethod
@@ -173,12 +179,21 @@ class PipelineSettings(FrozenModel):
                     raise ValueError(f"roll-up {rollup.name!r} uses {dim!r}, which events.dimensions does not declare")
             if len(set(rollup.dimensions)) != len(rollup.dimensions):
                 raise ValueError(f"roll-up {rollup.name!r} names a dimension twice")
+        for index, rollup in enumerate(self.rollups):
+            if rollup.derived_from is not None:
+                _check_derived(rollup, self.rollups[:index])
         s = self.sketches
         if s.distinct_field not in (*self.events.identifiers, *self.events.dimensions):
             raise ValueError(f"sketches.distinct_field {s.distinct_field!r} is not an identifier or dimension")
         if s.quantile_field not in self.events.metrics:
             raise ValueError(f"sketches.quantile_field {s.quantile_field!r} is not a declared metric")
         return self
+
+    def root_of(self, rollup: Rollup) -> Rollup:
+        """The roll-up folded from events that a derived roll-up is built from (itself if not derived)."""
+        while rollup.derived_from is not None:
+            rollup = self.rollup(rollup.derived_from)
+        return rollup
 
     def table_of(self, rollup: Rollup) -> str:
         """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
@@ -204,3 +219,22 @@ class PipelineSettings(FrozenModel):
         """Every dimension some roll-up uses, in declaration order (the aggregates table's columns)."""
         used = {d for r in self.rollups for d in r.dimensions}
         return tuple(d for d in self.events.dimensions if d in used)
+
+
+def _check_derived(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
+    """A derived roll-up names a finer tumbling roll-up declared before it, with the same dimensions in the same
+    order (a merge shard holds a group's windows of both), in the same tier (one table: the dashboard reads a
+    coarse window not yet final from its finer roll-up, and verify reads the caps from its rows), whose window
+    divides its own."""
+    where = f"roll-up {rollup.name!r} is derived from {rollup.derived_from!r}"
+    source = next((r for r in before if r.name == rollup.derived_from), None)
+    if source is None:
+        raise ValueError(f"{where}, which is not a roll-up declared before it")
+    if rollup.window.every_s is not None or source.window.every_s is not None:
+        raise ValueError(f"{where}: both must be tumbling (no every_s)")
+    if source.dimensions != rollup.dimensions:
+        raise ValueError(f"{where}: it must have the same dimensions in the same order, {list(source.dimensions)}")
+    if source.tier != rollup.tier:
+        raise ValueError(f"{where}: it must be in the same tier ({source.tier})")
+    if rollup.window.size_s <= source.window.size_s or rollup.window.size_s % source.window.size_s:
+        raise ValueError(f"{where}: its window must be a multiple of {source.window.size_s} s, larger than it")

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from livedash.pipeline.aggregates import Agg, Gains, SketchParams
+from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.contract import Event, dimension_values, event_time
 from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, late_block, primary_key, version
 from livedash.pipeline.settings import PipelineSettings, Rollup
@@ -152,6 +153,11 @@ class RollupWindows:
         self.popular: list[dict[str, float]] = [{} for _ in names]  # per dimension: value -> decayed events
         self.waiting: dict[int, set[tuple[str, ...]]] = {}  # sliding: changed groups of windows not yet current
         self.new_group: type[Agg] | type[Gains] = Agg  # Gains in phase one of the two-phase merge
+        # A derived roll-up (livedash.pipeline.cascade) has no panes here: the cascade builds its windows from
+        # this roll-up's final ones. An event late for this roll-up's window is late for each derived from it
+        # (directly or not): (index, window size) of those.
+        self.derived = rollup.derived_from is not None
+        self.late_too: list[tuple[int, int]] = []
 
     def window_starts(self, pane_start: int) -> range:
         """Starts of the windows containing the pane."""
@@ -261,6 +267,14 @@ class PartitionWindows:
         if partials:
             for rw in self.rollups:
                 rw.new_group = Gains
+        for d, rollup in enumerate(settings.rollups):
+            if rollup.derived_from is not None:
+                root = settings.rollups.index(settings.root_of(rollup))
+                self.rollups[root].late_too.append((d, rollup.window.size_s * 1000))
+        self.folded = [rw for rw in self.rollups if not rw.derived]  # the roll-ups whose panes events go into
+        # Without the merge, the derived roll-ups' windows are built here from this partition's final windows
+        # (with it, in the merge shards)
+        self.cascade = Cascade(settings, self.params, self._derived_row)
         self.watermark: int | None = None  # highest event time seen (ms)
         # Late corrections of the current block of the watermark (and of earlier ones until published):
         # (block start, roll-up index, window start, dimension values) -> the late events
@@ -335,6 +349,8 @@ class PartitionWindows:
         params = self.params
         low = min(times[a:b])
         for r, rw in enumerate(self.rollups):
+            if rw.derived:
+                continue
             closed_upto = rw.closed_upto
             # closed_upto is a pane boundary, so an event's pane is open exactly when its time is >= it
             if (closed_upto is None or low >= closed_upto) and self._route_open(rw, events, offsets, times, a, b,
@@ -350,6 +366,9 @@ class PartitionWindows:
                     closed = starts[: rw.closed_count(starts)]
                     if closed:
                         self._late(r, rw, closed, event, offset, marks[i])
+                        for d, size in rw.late_too:
+                            self._late(d, self.rollups[d], range(ts - ts % size, ts - ts % size + 1), event,
+                                       offset, marks[i])  # fmt: skip
                         late_at.add(i)
                     if len(closed) == len(starts):
                         continue
@@ -404,24 +423,27 @@ class PartitionWindows:
             self._close_due()
 
     def has_open_windows(self) -> bool:
-        return bool(self.pending) or bool(self.late_dirty) or any(rw.panes for rw in self.rollups)
+        return (bool(self.pending) or bool(self.late_dirty) or any(rw.panes for rw in self.rollups)
+                or self.cascade.holds())  # fmt: skip
 
     def _close_due(self) -> None:
         assert self.watermark is not None
         horizon = self.watermark - self.lateness_ms
         for r, rw in enumerate(self.rollups):
+            if rw.derived:
+                continue  # closed by the cascade, with the roll-up it is built from
             new_closed = horizon - horizon % rw.pane_ms
             if rw.closed_upto is None or new_closed > rw.closed_upto:
                 if self.emit_partials:
                     self._close_partials(r, rw, new_closed)
                 else:
-                    self.pending.extend(self._close(rw, new_closed))
+                    self.pending.extend(self._close(r, rw, new_closed))
         self._set_next_close()
 
     def _set_next_close(self) -> None:
         """The watermark at which the next pane boundary of some roll-up passes the lateness horizon."""
-        closed = [rw.closed_upto + rw.pane_ms for rw in self.rollups if rw.closed_upto is not None]
-        self.next_close = min(closed) + self.lateness_ms if len(closed) == len(self.rollups) else -(2**63)
+        closed = [rw.closed_upto + rw.pane_ms for rw in self.folded if rw.closed_upto is not None]
+        self.next_close = min(closed) + self.lateness_ms if len(closed) == len(self.folded) else -(2**63)
 
     # -- output ----------------------------------------------------------------------------------------------
 
@@ -492,12 +514,21 @@ class PartitionWindows:
                 self.pending_partials.extend(self._drain(r, old, ps, pane))
         rw.closed_upto = new_closed
 
-    def _close(self, rw: RollupWindows, new_closed: int) -> list[Row]:
+    def _close(self, r: int, rw: RollupWindows, new_closed: int) -> list[Row]:
         closing = sorted(
             {ws for ps in rw.panes for ws in rw.window_starts(ps)
              if ws + rw.size_ms <= new_closed and not rw.is_closed(ws)}
         )  # fmt: skip
-        rows = [row for ws in closing for row in self._rows(rw, ws, None, final=True)]
+        feeds = self.cascade.feeds(r)
+        rows: list[Row] = []
+        for ws in closing:
+            if feeds:  # whether or not the window's own row is still kept by its tier
+                for dims, agg in self._groups(rw, ws, None):
+                    self.cascade.take(r, ws, dims, agg, (self.partition,))
+            rows.extend(self._rows(rw, ws, None, final=True))
+        if feeds:
+            self.cascade.now_ms = self.now_ms
+            rows.extend(self.cascade.close(r, new_closed))
         rw.closed_upto = new_closed
         for ps in sorted(ps for ps in rw.panes if ps + rw.size_ms <= new_closed):
             if not rw.panes[ps].retired:
@@ -532,13 +563,23 @@ class PartitionWindows:
     def _rows(self, rw: RollupWindows, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
         if self._expired(rw, ws):
             return
+        for dims, agg in self._groups(rw, ws, only):
+            yield self._row(rw, ws, dims, agg, kind="window", final=final)
+
+    def _groups(self, rw: RollupWindows, ws: int,
+                only: set[tuple[str, ...]] | None) -> Iterable[tuple[tuple[str, ...], Agg]]:  # fmt: skip
         panes = [rw.panes[ps] for ps in range(ws, ws + rw.size_ms, rw.pane_ms) if ps in rw.panes]
         keys = only if only is not None else {dims for pane in panes for dims in pane.groups}
         for dims in sorted(keys):
             # window rows are built without the merge only, where every group is an Agg
             parts = cast(list[Agg], [pane.groups[dims] for pane in panes if dims in pane.groups])
-            agg = parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
-            yield self._row(rw, ws, dims, agg, kind="window", final=final)
+            yield dims, parts[0] if len(parts) == 1 else Agg.merged(self.params, parts)
+
+    def _derived_row(self, rollup: Rollup, role: str, ws: int, dims: tuple[str, ...], agg: Agg,
+                     sources: list[int]) -> Row:  # fmt: skip
+        """A derived window's final row, of this partition's events (the cascade without the merge)."""
+        return window_row(rollup, role, self.dimensions, ws, dims, agg, "window", True, self.partition, None,
+                          version(agg.max_offset, True))  # fmt: skip
 
     def _late(self, r: int, rw: RollupWindows, starts: range, event: Event, offset: int, watermark: int) -> None:
         """A late event into its block's correction group of each closed window it belongs to."""
@@ -613,6 +654,7 @@ class PartitionWindows:
                 }
                 for rw in self.rollups
             ],
+            "cascade": self.cascade.snapshot(),
         }
 
     @classmethod
@@ -639,5 +681,6 @@ class PartitionWindows:
                 for raw, hits in route:  # the same routes and counts, in the same order, as before the snapshot
                     pane.route[raw] = [rw.group_of(pane, raw, out.params), hits]
                 pane.dirty = set(pane.groups)  # re-publish: same versions, so harmless and idempotent
+        out.cascade.restore(state.get("cascade", {}))
         out._set_next_close()
         return out

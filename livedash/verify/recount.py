@@ -151,15 +151,23 @@ class Recount:
         # some closed before a late event: a sliding window closed before it must not count it, its correction
         # row does). One tally per pane, not per window: a 5-minute window sliding by 10 s would add each event
         # 30 times. Windows are expanded and caps applied at compare time.
+        # Derived roll-ups (the cascade) have none: their windows hold the finer roll-up's on-time events, mapped
+        # at compare time from the roll-up they are built from (settings.root_of).
         self.on_time: dict[str, dict[tuple[int, int, tuple[str, ...], int], Tally]] = {
-            r.name: defaultdict(Tally) for r in settings.rollups
+            r.name: defaultdict(Tally) for r in settings.rollups if r.derived_from is None
         }
         # Late: (partition, block of its watermark) -> (roll-up, window start, raw dims) -> Tally, per window the
         # event missed: the dataflow's correction rows, one per block
         self.late: dict[tuple[int, int], dict[GroupKey, Tally]] = defaultdict(lambda: defaultdict(Tally))
         self.late_block_ms = int(settings.windows.late_block_s * 1000)
+        # Late for a roll-up's window is late for the windows derived from it: (name, window size) of those
+        derived: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for r in settings.rollups:
+            if r.derived_from is not None:
+                derived[settings.root_of(r).name].append((r.name, r.window.size_s * 1000))
         self._rollups = [(r.name, r.window.size_s * 1000, r.window.pane_s * 1000, attrgetter(*r.dimensions),
-                          len(r.dimensions) == 1) for r in settings.rollups]  # fmt: skip
+                          len(r.dimensions) == 1, derived[r.name])
+                         for r in settings.rollups if r.derived_from is None]  # fmt: skip
         self.valid = 0
         self.late_events = 0
         self.dedup_horizon_ms = int(settings.dedup.horizon_s * 1000)
@@ -202,7 +210,7 @@ class Recount:
         was_late = False
         metrics, distinct, quantile = self.metrics, self.distinct, self.quantile
         late = self.late[(partition, late_block(part.watermark, self.late_block_ms))]  # the watermark it met
-        for name, size, pane, dims_of, single in self._rollups:
+        for name, size, pane, dims_of, single, derived in self._rollups:
             pane_start = ts - ts % pane
             raw = (dims_of(event),) if single else dims_of(event)
             closed_upto = horizon - horizon % pane
@@ -211,6 +219,8 @@ class Recount:
             for ws in range(first, min(first_open, pane_start + pane), pane):
                 late[(name, ws, raw)].add(event, metrics, distinct, quantile)
                 was_late = True
+                for d_name, d_size in derived:  # a derived roll-up's source is tumbling: one window here
+                    late[(d_name, ts - ts % d_size, raw)].add(event, metrics, distinct, quantile)
             if first_open <= pane_start:
                 self.on_time[name][(pane_start, partition, raw, first_open)].add(event, metrics, distinct, quantile)
         self.late_events += was_late
@@ -245,7 +255,8 @@ class Recount:
 
         admitted: (pane start, partition, dimension index) -> the values Pinot's window rows of that pane show;
         a value not among them was folded into "__other__" (only for tumbling roll-ups: sliding rows merge
-        panes, so their caps cannot be read back and are compared on window totals instead).
+        panes, so their caps cannot be read back and are compared on window totals instead). For a derived
+        roll-up, those of the roll-up it is built from (settings.root_of), whose capped groups its windows sum.
 
         overrun: the keys (pk) of the correction rows Pinot's side leaves out because they hold offsets past the
         recount's end: their late events that the recount read are left out here too."""
@@ -254,13 +265,17 @@ class Recount:
         out: dict[GroupKey, Tally] = defaultdict(Tally)
         tumbling = size == pane
         due: dict[int, bool] = {}
-        for (pane_start, partition, raw, first_open), tally in self.on_time[rollup.name].items():
+        root = self.settings.root_of(rollup)  # itself, unless derived
+        root_pane = root.window.pane_s * 1000
+        for (pane_start, partition, raw, first_open), tally in self.on_time[root.name].items():
             dims = raw
             if tumbling:
                 dims = tuple(
                     v if v in admitted.get((pane_start, partition, i), ()) else OTHER for i, v in enumerate(raw)
                 )
-            for ws in range(first_open, pane_start + 1, pane):
+            for ws in range(first_open, pane_start + 1, root_pane):
+                if root is not rollup:
+                    ws -= ws % size  # the derived window holding the finer (tumbling) one
                 if not start_ms <= ws < end_ms:
                     continue
                 if ws not in due:

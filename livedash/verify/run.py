@@ -116,13 +116,14 @@ def overrun_where(ends: dict[int, int]) -> str | None:
 
 
 def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, end: int,
-          ends: dict[int, int] | None = None) -> tuple[
+          ends: dict[int, int] | None = None, groups: bool = True) -> tuple[
     list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found], set[str]
 ]:  # fmt: skip
     """(window rows' start, partition and values for the caps, groups summed over partitions and kinds, the
     keys of corrections left out as holding offsets past the recount's end: overrun_where).
     Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate. ends: the
-    recount's end offsets (corrections of later events left out)."""
+    recount's end offsets (corrections of later events left out). groups=False: the window rows only. A derived
+    roll-up's own window rows are not asked for: its caps are those of the roll-up it is built from."""
     table = settings.pipeline.table_of(rollup)
     read = read_so_far(ends or {})
     overran = overrun_where(ends or {})
@@ -141,18 +142,20 @@ def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, en
     def one(a: int, b: int) -> None:
         where = f'"rollup_name" = \'{rollup.name}\' AND "window_start" >= {a} AND "window_start" < {b} AND {read}'
         rows_w: list[list[Any]] = []
-        if rollup.window.every_s is None:
+        if rollup.window.every_s is None and rollup.derived_from is None:
             # source_partitions is multi-valued: Pinot groups by each of its values, one group per partition
             # whose events a row holds (a merged row holds several).
             sql = (f'SELECT "window_start", "{SOURCES}", {dims}, COUNT(*) FROM {table} '
                    f"WHERE {where} AND \"kind\" = 'window' GROUP BY \"window_start\", \"{SOURCES}\", {dims} "
                    f"LIMIT {limit}")  # fmt: skip
             rows_w = _rows(pinot, sql, limit)
+        window_rows.extend((int(r[0]), int(r[1]), tuple(str(v) for v in r[2 : 2 + n])) for r in rows_w)
+        if not groups:
+            return
         sql = (f'SELECT "window_start", {dims}, SUM("{EVENT_COUNT}"), {aggs}, '
                f'DISTINCTCOUNTTHETASKETCH("{DISTINCT}"), MIN("is_final") FROM {table} WHERE {where} '
                f'GROUP BY "window_start", {dims} LIMIT {limit}')  # fmt: skip
         rows_g = _rows(pinot, sql, limit)
-        window_rows.extend((int(r[0]), int(r[1]), tuple(str(v) for v in r[2 : 2 + n])) for r in rows_w)
         for row in rows_g:
             v = row[1 + n :]
             per = {m: (float(v[1 + 4 * i]), int(v[2 + 4 * i]), float(v[3 + 4 * i]), float(v[4 + 4 * i]))
@@ -229,6 +232,9 @@ def verify(
         while True:
             part = Report()
             window_rows, found, overrun = fetch(settings, pinot, rollup, start, end_ms, recount.ends)
+            if rollup.derived_from is not None:  # caps: the finer windows' rows its windows were built from
+                window_rows = fetch(settings, pinot, pipeline.root_of(rollup), start, end_ms + size, recount.ends,
+                                    groups=False)[0]  # fmt: skip
             want = compare_rollup(part, recount, rollup, start, end_ms, window_rows, found, overrun)
             busiest: list[tuple[GroupKey, Tally]] = sorted(
                 ((k, t) for k, t in want.items() if t.quantiles and k in found and "*" not in k[2]),

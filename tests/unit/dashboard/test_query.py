@@ -4,14 +4,18 @@ statement's structure. Structure is checked by blanking every string literal (Pi
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard import query
 from dashboard.query import Catalog, QueryError
+from dashboard.stitch import FINAL_SLACK_MS, Level, by_level
 from livedash import config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -143,26 +147,66 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     def pick(dims: set[str], start: int, end: int, bucket: int | None = None) -> query.Source:
         return query.choose_source(catalog, dims, bucket, start, end, now)
 
-    # The last 24 hours: the recent tier keeps 6, so the coarse windows of the history tier answer
+    def name(dims: set[str], start: int, end: int, bucket: int | None = None) -> str | None:
+        src = pick(dims, start, end, bucket)
+        return None if src.rollup is None else src.rollup.name
+
+    # The last 24 hours: the recent tier keeps 3, so the history tier answers, with hourly windows derived from
+    # its 5- and 15-minute ones (the cascade) where the buckets allow
     src = pick({"type", "country"}, now - day, now)
-    assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_5m", "aggregates_history")
-    assert pick({"page"}, now - day, now, 900_000).rollup.name == "page_15m"  # type: ignore[union-attr]
-    # Totals, rates and series per type over a day: the type-only roll-up (a few rows per window)
-    assert pick(set(), now - day, now).rollup.name == "type_5m"  # type: ignore[union-attr]
-    assert pick({"campaign"}, now - day, now).rollup.name == "campaign_15m"  # type: ignore[union-attr]
-    assert pick({"type"}, now - day, now, 900_000).rollup.name == "type_5m"  # type: ignore[union-attr]
-    assert pick({"type"}, now - 6 * 3_600_000, now, 300_000).rollup.name == "type_5m"  # type: ignore[union-attr]
+    assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_1h", "aggregates_history")
+    assert catalog.levels(src.rollup) == (Level("geo_1h", 3_600_000), Level("geo_5m", 300_000))
+    assert name({"page"}, now - day, now, 900_000) == "page_15m"  # 15-minute buckets: hours do not divide them
+    assert name({"page"}, now - day, now) == "page_1h"
+    # Totals, rates and series per type over a day: the type-only roll-ups (a few rows per window)
+    assert name(set(), now - day, now) == "type_1h"
+    assert name({"campaign"}, now - day, now) == "campaign_1h"
+    assert name({"type"}, now - day, now, 900_000) == "type_5m"
+    assert name({"type"}, now - 6 * 3_600_000, now, 300_000) == "type_5m"
+    # A week: hours; 30 days: days (and hours where the series' 6-hour buckets need them)
+    assert name({"country"}, now - 7 * day, now) == "geo_1h"
+    assert name({"country"}, now - 30 * day, now) == "geo_1d"
+    assert name({"page"}, now - 30 * day, now) == "page_1d"
+    assert name({"type"}, now - 30 * day, now, 6 * 3_600_000) == "type_1h"
     # The last hour: still in the recent tier, with windows small against the range
-    assert pick({"type", "country"}, now - 3_600_000, now).rollup.name == "geo_10s"  # type: ignore[union-attr]
+    assert name({"type", "country"}, now - 3_600_000, now) == "geo_10s"
     # An hour a week ago: only the history tier still holds it
     old = now - 7 * day
-    assert pick({"type", "country"}, old, old + 3_600_000).rollup.name == "geo_5m"  # type: ignore[union-attr]
+    assert name({"type", "country"}, old, old + 3_600_000) == "geo_5m"
     # Beyond every tier's retention: raw events, and the panel says why
     ancient = now - 40 * day
     src = pick({"type", "country"}, ancient, ancient + day)
     assert src.is_raw and "that far back" in src.note
+    # A derived roll-up is published once its windows are final: its statement reads the hours published by
+    # now (past the allowed lateness and the slack) from it, and the rest from type_5m, which holds the tail
     sql = query.totals(catalog, now - day, now, {}, now_ms=now).text
     assert "FROM aggregates_history" in sql
+    published = now - catalog.lateness_ms - FINAL_SLACK_MS
+    hour = published - published % 3_600_000
+    assert f'("rollup_name" = \'type_1h\' AND (("window_start" >= {now - day} AND "window_start" < {hour})))' in sql
+    assert f'("rollup_name" = \'type_5m\' AND (("window_start" >= {hour} AND "window_start" < {now})))' in sql
+
+
+@given(lo=st.integers(0, 200), span=st.integers(0, 400), upto=st.lists(st.integers(-10, 500), min_size=2, max_size=2))
+def test_levels_split_a_range_into_whole_published_windows(lo: int, span: int, upto: list[int]) -> None:
+    """by_level: each piece of the range once, in order, every span of a derived level whole windows of it and
+    published, the finest level taking the rest (in minutes: days of 60, hours of 10, and 1-minute windows)."""
+    levels = (Level("day", 60), Level("hour", 10), Level("minute", 1))
+    complete = {"day": upto[0], "hour": upto[1]}
+    spans = by_level(levels, lo, lo + span, complete)
+    assert [(a, b) for _, a, b in spans] == [(a, b) for _, a, b in spans if a < b]
+    assert all(x[2] == y[1] for x, y in itertools.pairwise(spans))
+    if span:
+        assert spans[0][1] == lo and spans[-1][2] == lo + span
+    else:
+        assert spans == []
+    size = {lv.name: lv.size_ms for lv in levels}
+    for name, a, b in spans:
+        if name != "minute":
+            assert a % size[name] == 0 and b % size[name] == 0 and b <= complete[name]
+    # and it takes the coarsest level wherever a whole window of it fits
+    if span and upto[0] >= lo + span and lo % 60 == 0 and span % 60 == 0:
+        assert spans == [("day", lo, lo + span)]
 
 
 def test_raw_fallback_says_why(catalog: Catalog) -> None:

@@ -37,8 +37,8 @@ def catalog() -> query.Catalog:
     return query.Catalog.from_settings(config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline)
 
 
-def events(seed: int, start: int, end: int) -> list[tuple[int, str, str, int, float | None]]:
-    """(ts, type, country, user, latency) every ~0.7 s over [start, end)."""
+def events(seed: int, start: int, end: int, gap_ms: int = 1400) -> list[tuple[int, str, str, int, float | None]]:
+    """(ts, type, country, user, latency) every ~gap/2 (0.7 s) over [start, end)."""
     rng = random.Random(seed)
     out = []
     ts = start
@@ -46,7 +46,7 @@ def events(seed: int, start: int, end: int) -> list[tuple[int, str, str, int, fl
         kind = rng.choice(TYPES)
         latency = None if kind == "click" else rng.lognormvariate(4, 0.6)
         out.append((ts, kind, rng.choice(COUNTRIES), rng.randrange(300), latency))
-        ts += rng.randrange(1, 1400)
+        ts += rng.randrange(1, gap_ms)
     return out
 
 
@@ -59,10 +59,15 @@ class FakePinot:
         self.rows = rows
         self.statements: list[str] = []
         self.down = False
+        self.published: dict[str, int] = {}  # the probe's answer: derived roll-up -> its newest window's start
 
     def __call__(self, sql: str) -> Result:
         if self.down:
             raise PinotError("Pinot is unreachable at fake: ConnectionError", "ConnectionError")
+        if sql.startswith('SELECT "rollup_name", MAX("window_start")'):  # the probe (stitch.probe_text)
+            asked = re.findall(r'"rollup_name" = \'(\w+)\'', sql)
+            rows = tuple((n, float(t)) for n, t in self.published.items() if n in asked)
+            return Result(("rollup_name", "max"), rows, 0.0, None, 1, False)
         self.statements.append(sql)
         bucket = int(re.search(r"'(\d+):SECONDS'\) AS piece", sql).group(1)) * 1000  # type: ignore[union-attr]
         selected = re.search(r"AS piece, (.*) FROM", sql).group(1)  # type: ignore[union-attr]
@@ -237,3 +242,42 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
     assert spans == [(str(p[0].lo), str(p[1].hi)), (str(p[3].lo), str(p[3].hi))]
     assert text.endswith("GROUP BY piece LIMIT 3")
     assert isinstance(p[0], Piece)
+
+
+def test_a_day_reads_the_hours_published_and_the_rest_from_five_minute_windows(catalog: query.Catalog) -> None:
+    """24 hours: type_1h, derived from type_5m, answers the hours the probe finds published (and past the
+    lateness), type_5m the rest, in one statement; the rows are the whole range's either way. With the probe
+    failing (or nothing published) every piece is read from type_5m."""
+    hour = 3_600_000
+    end = T0 + 30 * hour + 723_000  # 12 minutes past: the first hour is read in part, from type_5m
+    start = end - 24 * hour
+    rows = events(11, start - hour, end, gap_ms=40_000)
+    first = start - start % 300_000  # whole windows of the finest roll-up of the chain
+    kept = expected(rows, first, end, {})
+
+    def read(published: dict[str, int]) -> tuple[dict[str, list[tuple[int, int]]], tuple[Any, ...]]:
+        pinot = FakePinot(rows)
+        pinot.published = published
+        panels = {"totals": query.totals(catalog, start, end, {}, end)}
+        stitch = panels["totals"].stitch
+        assert stitch is not None and [lv.name for lv in stitch.levels] == ["type_1h", "type_5m"]
+        out = fetch(QueryService(pinot), panels, ttl_s=5)
+        (text,) = pinot.statements
+        spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for name, ranges in re.findall(
+            r"\"rollup_name\" = '(\w+)' AND \(((?:\(\"window_start\"[^)]*\)(?: OR )?)+)\)", text
+        ):
+            spans[name] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
+        return spans, _rows(out, panels["totals"])[0]
+
+    newest = end - end % hour - 6 * hour  # the probe: type_1h's newest window starts 6 hours before the end
+    spans, (count, users, _) = read({"type_1h": newest})
+    assert count == len(kept) and users == len({r[3] for r in kept})
+    assert spans["type_1h"] and all(a % hour == 0 and b % hour == 0 and b <= newest for a, b in spans["type_1h"])
+    assert max(b for _, b in spans["type_1h"]) == newest  # every hour published is read from type_1h
+    assert min(a for a, _ in spans["type_5m"]) == first and max(b for _, b in spans["type_5m"]) == end
+    late_only = end - catalog.lateness_ms - FINAL_SLACK_MS  # a probe ahead of the time rule: the time rule wins
+    spans, (count, _, _) = read({"type_1h": end})
+    assert count == len(kept) and max(b for _, b in spans["type_1h"]) == late_only - late_only % hour
+    spans, (count, _, _) = read({})  # nothing published yet
+    assert count == len(kept) and set(spans) == {"type_5m"}

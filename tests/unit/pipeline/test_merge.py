@@ -22,7 +22,17 @@ from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
 from tests.dataflow_runs import BASE, event, settings
 
-CFG = settings()
+# The flow's two roll-ups, and two derived ones (the cascade, a chain): the same counts merged or not
+CFG = PipelineSettings.model_validate(
+    {
+        **settings().model_dump(exclude={"rollups"}),
+        "rollups": [
+            *(r.model_dump() for r in settings().rollups),
+            {"name": "tumble_30s", "dimensions": ["type", "country"], "window": {"size_s": 30}, "from": "tumble_10s"},
+            {"name": "tumble_60s", "dimensions": ["type", "country"], "window": {"size_s": 60}, "from": "tumble_30s"},
+        ],
+    }
+)
 VALIDATOR = Validator(CFG.events)
 NAMES = [r.name for r in CFG.rollups]
 

@@ -20,8 +20,15 @@ CAPPED = 2  # country cap in these tests: with 4 countries, "__other__" rows app
 
 
 def cfg() -> PipelineSettings:
+    """The flow's roll-ups and two derived from the 10 s one (the cascade, a chain), which verify recounts from
+    the finer roll-up's capped groups and its own late corrections."""
     base = settings().model_dump()
     base["events"]["dimensions"]["country"] = CAPPED
+    base["rollups"] = [
+        *base["rollups"],
+        {"name": "tumble_30s", "dimensions": ["type", "country"], "window": {"size_s": 30}, "from": "tumble_10s"},
+        {"name": "tumble_60s", "dimensions": ["type", "country"], "window": {"size_s": 60}, "from": "tumble_30s"},
+    ]
     return PipelineSettings.model_validate(base)
 
 
@@ -85,8 +92,8 @@ def verify_rows(rows: list[dict[str, Any]], recs: list[Record], pipeline: Pipeli
         recount.feed(rec.partition, rec.key, rec.value, rec.timestamp_ms)
     windows, found = as_pinot(rows, pipeline)
     report = Report()
-    for rollup in pipeline.rollups:
-        compare_rollup(report, recount, rollup, 0, 2**62, windows[rollup.name], found)
+    for rollup in pipeline.rollups:  # a derived roll-up's caps are those of the roll-up it is built from
+        compare_rollup(report, recount, rollup, 0, 2**62, windows[pipeline.root_of(rollup).name], found)
     return report
 
 
@@ -100,6 +107,9 @@ def test_the_dataflows_rows_verify_exactly(shards: int) -> None:
     rows = upserted(run(pipeline, recs, batch_size=9))
     assert any(r["country"] == "__other__" for r in rows), "the caps must bind for this test to mean anything"
     assert any(r["kind"] == "late" for r in rows), "and late corrections must be among the rows"
+    for derived in ("tumble_30s", "tumble_60s"):  # final windows, caps and late corrections of the cascade too
+        assert any(r["rollup_name"] == derived and r["country"] == "__other__" for r in rows), derived
+        assert any(r["rollup_name"] == derived and r["kind"] == "late" for r in rows), derived
     if shards:
         merged = [r for r in rows if r["kind"] == "window"]
         assert all(r["source_partition"] == -1 for r in merged)
@@ -227,13 +237,13 @@ def test_a_live_recount_compares_the_closed_windows_and_leaves_out_later_correct
     windows, found = as_pinot(read, pipeline)
     report = Report()
     for rollup in pipeline.rollups:
-        compare_rollup(report, recount, rollup, 0, 2**62, windows[rollup.name], found)
+        compare_rollup(report, recount, rollup, 0, 2**62, windows[pipeline.root_of(rollup).name], found)
     assert report.ok, report.problems[:5]
     assert report.compared > 20 and report.pending_windows > 0
     everything = Report()  # without leaving the later corrections out, the closed windows differ
     windows, found = as_pinot(rows, pipeline)
     for rollup in pipeline.rollups:
-        compare_rollup(everything, recount, rollup, 0, 2**62, windows[rollup.name], found)
+        compare_rollup(everything, recount, rollup, 0, 2**62, windows[pipeline.root_of(rollup).name], found)
     assert not everything.ok
 
 
@@ -266,8 +276,8 @@ def test_a_live_recount_that_stops_inside_a_block_of_corrections_leaves_out_what
     windows, found = as_pinot(read, pipeline)
     report, unaware = Report(), Report()
     for rollup in pipeline.rollups:
-        compare_rollup(report, recount, rollup, 0, 2**62, windows[rollup.name], found, overrun)
-        compare_rollup(unaware, recount, rollup, 0, 2**62, windows[rollup.name], found)
+        compare_rollup(report, recount, rollup, 0, 2**62, windows[pipeline.root_of(rollup).name], found, overrun)
+        compare_rollup(unaware, recount, rollup, 0, 2**62, windows[pipeline.root_of(rollup).name], found)
     assert report.ok, report.problems[:5]
     assert report.compared >= 4  # both tumbling windows and the sliding ones holding [0, 10 s)
     assert not unaware.ok
