@@ -13,8 +13,9 @@ panel alone for the per-panel times, `--runs` times; then the same
 panels with every roll-up hidden from the catalog, so they read the raw events (`--raw-runs 0`: not). Live:
 the refresh of an open page, once a refresh step in real time, over the range the page asks for then, through
 the dashboard's cache and its stitched panels' kept pieces (dashboard/panels.py).
-Figures: p50 and p95 of the whole refresh, the median per panel, the rows each roll-up holds per day, and one
-JSON object on the last line.
+--no-derived: the panels never read the hours and days derived by the cascade (the 5- and 15-minute windows
+answer, as before it), on the same data. Figures: p50 and p95 of the whole refresh, the median per panel, the
+rows each roll-up holds per day, and one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ def main() -> None:
     parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long); 0: none")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
     parser.add_argument("--whole", action="store_true", help="each panel one statement, no pieces (as before)")
+    parser.add_argument("--no-derived", action="store_true",
+                        help="panels never read the derived roll-ups (hours, days: the cascade), as before it")
     parser.add_argument("--whole-hours", action="store_true",
                         help="load the whole hours before the top of this hour and count rows over them: two "
                              "loads in the same clock hour form the same windows (to compare configs)")  # fmt: skip
@@ -200,6 +203,8 @@ def main() -> None:
         loaded, seconds = load(settings, client, args.events, args.hours, load_end)
         print(f"loaded: {loaded:,} valid events aggregated exactly, {seconds}s from the first send")
     rollups = query.Catalog.from_settings(settings.pipeline)
+    if args.no_derived:
+        rollups = dataclasses.replace(rollups, rollups=tuple(r for r in rollups.rollups if r.derived_from is None))
     raw = dataclasses.replace(rollups, rollups=())
     # Whole refresh steps, as the dashboard ends a live range (so the live runs below move by whole steps)
     step_s = View().refresh_s
@@ -218,7 +223,7 @@ def main() -> None:
         "rows held (newest version / every version): "
         + ", ".join(f"{t} {v['valid']:,} / {v['physical']:,}" for t, v in held.items())
     )
-    figures: dict[str, Any] = {"hours": args.hours, "stitched": not args.whole,
+    figures: dict[str, Any] = {"hours": args.hours, "stitched": not args.whole, "derived": not args.no_derived,
                                "rows_counted_over": [rows_from, rows_to], "events_loaded": loaded,
                                "events_raw_rows": raw_rows, "rows_per_rollup_per_day": per_day,
                                "rows_held": held}  # fmt: skip

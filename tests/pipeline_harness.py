@@ -33,6 +33,8 @@ class Pipeline:
     # Rows per consuming segment: small, so every run crosses segment commits (upserts across completed segments,
     # and the controller's segment upload path, which a misconfigured controller port breaks).
     segment_rows: int = 10_000
+    # The table config agg_<suffix> is made from (its retention: a backfill days old needs the history tier's)
+    template: str = "aggregates"
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)  # more LIVEDASH_* settings (roll-ups, dedup, ...)
 
@@ -95,11 +97,11 @@ class Pipeline:
         return config.load(TEST_CONFIG, environ=self.env())
 
     def create(self) -> None:
-        """Topics and a Pinot upsert table named agg_<suffix>, from pinot/tables/aggregates."""
+        """Topics and a Pinot upsert table named agg_<suffix>, from pinot/tables/<template>."""
         settings = self.settings()
         for topic in settings.kafka.topics:
             apply.ensure_topic(settings, topic.name, say=lambda _: None)
-        schema, table = apply.load_table("aggregates", settings)
+        schema, table = apply.load_table(self.template, settings)
         schema["schemaName"] = self.table
         table["tableName"] = table["segmentsConfig"]["schemaName"] = self.table
         streams = table["tableIndexConfig"]["streamConfigs"]

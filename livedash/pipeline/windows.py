@@ -522,10 +522,14 @@ class PartitionWindows:
         feeds = self.cascade.feeds(r)
         rows: list[Row] = []
         for ws in closing:
-            if feeds:  # whether or not the window's own row is still kept by its tier
-                for dims, agg in self._groups(rw, ws, None):
+            expired = self._expired(rw, ws)
+            if expired and not feeds:
+                continue
+            for dims, agg in self._groups(rw, ws, None):
+                if feeds:  # whether or not the window's own row is still kept by its tier
                     self.cascade.take(r, ws, dims, agg, (self.partition,))
-            rows.extend(self._rows(rw, ws, None, final=True))
+                if not expired:
+                    rows.append(self._row(rw, ws, dims, agg, kind="window", final=True))
         if feeds:
             self.cascade.now_ms = self.now_ms
             rows.extend(self.cascade.close(r, new_closed))
