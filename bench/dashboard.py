@@ -186,8 +186,11 @@ def main() -> None:
     parser.add_argument("--raw-runs", type=int, default=5, help="refreshes from raw events (each takes long); 0: none")
     parser.add_argument("--skip-load", action="store_true", help="time the refreshes over what Pinot holds")
     parser.add_argument("--whole", action="store_true", help="each panel one statement, no pieces (as before)")
-    parser.add_argument("--no-derived", action="store_true",
-                        help="panels never read the derived roll-ups (hours, days: the cascade), as before it")
+    parser.add_argument(
+        "--no-derived",
+        action="store_true",
+        help="panels never read the derived roll-ups (hours, days: the cascade), as before it",
+    )
     parser.add_argument("--whole-hours", action="store_true",
                         help="load the whole hours before the top of this hour and count rows over them: two "
                              "loads in the same clock hour form the same windows (to compare configs)")  # fmt: skip
