@@ -6,6 +6,7 @@ import math
 import random
 import re
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +402,39 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
         assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
         lines = dict(re.findall(r"^(\w+): (\d+) groups compared", verified.stdout, re.MULTILINE))
         assert all(int(lines[name]) > 0 for name in derived), lines
+        # The dashboard's view of the 24 hours ending an hour after that midnight: hours from type_1h and geo_1h
+        # up to the newest one published (the probe), then 5-minute windows, merged from pieces on real Pinot
+        from dashboard import query as q
+        from dashboard.panels import fetch
+        from livedash.pinot.client import PinotClient, QueryService, Result
+
+        catalog = q.Catalog.from_settings(pipeline)
+        client = PinotClient.of(settings.pinot)
+        statements: list[str] = []
+
+        def run(sql: str) -> Result:
+            statements.append(sql)
+            return client.query(sql)
+
+        service = QueryService(run)
+        view = {
+            n: sql for n, sql in q.overview(catalog, end - day, end, {}, now).items() if n in ("totals", "top country")
+        }
+        assert [lv.name for lv in view["totals"].stitch.levels] == ["type_1h", "type_5m"]  # type: ignore[union-attr]
+        out = fetch(service, view, ttl_s=5)
+        totals, top = out[view["totals"].text], out[view["top country"].text]
+        assert isinstance(totals, Result) and isinstance(top, Result), (totals, top)
+        assert int(totals.rows[0][0]) == len(events)
+        countries: dict[str, int] = defaultdict(int)
+        for e in events:
+            countries[e.get("country", "__none__")] += 1
+        shown = {c: int(n) for c, n in top.rows}  # the top values (a tie at the cut may bring in another)
+        assert all(countries[c] == n for c, n in shown.items()) and len(shown) == min(10, len(countries))
+        assert sorted(shown.values()) == sorted(countries.values())[-len(shown) :]
+        read = " ".join(statements)
+        hours_from = end - day  # the first whole hour of the range: the probe found type_1h published to midnight
+        hours = f'\'type_1h\' AND (("window_start" >= {hours_from} AND "window_start" < {midnight}))'
+        assert 'MAX("window_start")' in read and hours in read, read[:3000]
         print(f"backfill figures: {len(events)} events, {late} late, {len(truth)} groups, derived rows {kept[0]}; "
               f"{summary(verified.stdout)}")  # fmt: skip
     finally:
