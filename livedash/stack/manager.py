@@ -35,6 +35,16 @@ def _env_var(key: str) -> str:
     return "LIVEDASH_" + key.upper().replace(".", "__")
 
 
+def _free_near(host: str, port: int) -> int:
+    """A free port to suggest instead: 10,000 above (or below, past the top), else the next free one after it,
+    within the range config accepts (1024-65535)."""
+    first = port + 10_000 if port + 10_000 <= 65_535 else max(1024, port - 10_000)
+    for candidate in range(first, min(first + 100, 65_536)):
+        if candidate != port and not process.port_in_use(host, candidate):
+            return candidate
+    return first
+
+
 def check_ports(services: list[Service], host: str) -> None:
     for svc in services:
         for key, port in svc.ports.items():
@@ -43,7 +53,7 @@ def check_ports(services: list[Service], host: str) -> None:
                 by = f" by {owner}" if owner else ""
                 raise LivedashError(
                     f"port {port} ({key}, needed by {svc.name}) is already in use{by}: stop that process "
-                    f"or choose another port, for example {_env_var(key)}={port + 10000}"
+                    f"or choose another port, for example {_env_var(key)}={_free_near(host, port)}"
                 )
 
 

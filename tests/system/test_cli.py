@@ -18,10 +18,12 @@ def test_port_already_taken_fails_fast_with_one_line() -> None:
         env["LIVEDASH_KAFKA__PORT"] = str(taken)
         result = run_cli("up", env=env, timeout=60)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    # One line, besides the warning a clone under /tmp gets about its state directory there
+    lines = [line for line in result.stderr.strip().splitlines() if "is under /tmp" not in line]
     assert len(lines) == 1, result.stderr
     assert f"port {taken} (kafka.port, needed by kafka) is already in use" in lines[0]
-    assert "LIVEDASH_KAFKA__PORT=" in lines[0]  # says what to do
+    suggested = int(lines[0].rsplit("LIVEDASH_KAFKA__PORT=", 1)[1])  # says what to do, with a port config takes
+    assert 1024 <= suggested <= 65535 and suggested != taken, lines[0]
     # Nothing was started for that state dir.
     for name in ("kafka", "zookeeper", "pinot"):
         assert process.find_ours(name, state) == []
