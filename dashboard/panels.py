@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dashboard.query import Sql
-from dashboard.stitch import Level, Piece, Stitch, probe_text, probed, ttl_of
+from dashboard.stitch import Piece, Stitch, probe_text, probed, ttl_of
 from livedash.pinot.client import PinotError, QueryService, Result
 
 Outcomes = dict[str, Result | PinotError]  # by each panel's Sql.text (and a raw p95's Quantile.text)
@@ -68,19 +68,24 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
 
 def published(service: QueryService, stitches: list[Stitch], fresh: bool = False) -> dict[str, int]:
     """How far each derived roll-up of these panels is published in Pinot (stitch.probe_text), one statement per
-    table, kept PROBE_TTL_S; Pinot failing: none (the panels then read the finer roll-ups, and fail likewise)."""
-    wanted: dict[str, set[Level]] = {}
-    for stitch in stitches:
-        wanted.setdefault(stitch.table, set()).update(stitch.derived)
+    table over its last few windows, and for those not found there (a stopped or backfilled pipeline) one over
+    the panels' ranges, each kept PROBE_TTL_S; Pinot failing: none (the panels then read the finer roll-ups, and
+    fail likewise)."""
     out: dict[str, int] = {}
-    for table, levels in wanted.items():
-        if not levels:
-            continue
-        now = max(s.published for s in stitches if s.table == table)
-        try:
-            out.update(probed(service.query(probe_text(table, levels, now), PROBE_TTL_S, fresh).rows))
-        except PinotError:
-            continue
+    for table in sorted({s.table for s in stitches}):
+        mine = [s for s in stitches if s.table == table]
+        levels = {lv for s in mine for lv in s.derived}
+        now = max(s.published for s in mine)
+        since = min(s.pieces[0].lo for s in mine)
+        for text in (probe_text(table, levels, now), probe_text(table, levels, now, since)):
+            if not levels:
+                break
+            try:
+                found = probed(service.query(text, PROBE_TTL_S, fresh).rows)
+            except PinotError:
+                break
+            out.update(found)
+            levels = {lv for lv in levels if lv.name not in found}
     return out
 
 

@@ -134,14 +134,18 @@ def spans_condition(spans: Iterable[tuple[str, int, int]]) -> str:
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
-PROBE_WINDOWS = 3  # how far back the probe looks for a derived roll-up's newest window, in its windows
+PROBE_WINDOWS = 3  # how far back the probe looks first for a derived roll-up's newest window, in its windows
+DAY_MS = 86_400_000
 
 
-def probe_text(table: str, levels: Iterable[Level], now_ms: int) -> str:
+def probe_text(table: str, levels: Iterable[Level], now_ms: int, since_ms: int | None = None) -> str:
     """The newest window in Pinot of each derived level: a window is complete once a later one is there (a merge
-    shard publishes a window's final rows before the next one's). Its bounds move once a window of the level,
-    so the cache keeps its text."""
-    since = {lv: now_ms - now_ms % lv.size_ms - PROBE_WINDOWS * lv.size_ms for lv in set(levels)}
+    shard publishes a window's final rows before the next one's). It looks back PROBE_WINDOWS windows from now
+    (a live pipeline has published one of them), or with since_ms from then on (the day holding it: the data a
+    stopped or backfilled pipeline left). Its bounds move once a window of the level (a day), so the cache keeps
+    its text."""
+    since = {lv: (now_ms - now_ms % lv.size_ms - PROBE_WINDOWS * lv.size_ms if since_ms is None
+                  else since_ms - since_ms % DAY_MS) for lv in set(levels)}  # fmt: skip
     conds = " OR ".join(f'("rollup_name" = \'{lv.name}\' AND "window_start" >= {t})' for lv, t in sorted(since.items()))
     return f'SELECT "rollup_name", MAX("window_start") FROM {table} WHERE {conds} GROUP BY "rollup_name" LIMIT 1000'
 

@@ -65,8 +65,8 @@ class FakePinot:
         if self.down:
             raise PinotError("Pinot is unreachable at fake: ConnectionError", "ConnectionError")
         if sql.startswith('SELECT "rollup_name", MAX("window_start")'):  # the probe (stitch.probe_text)
-            asked = re.findall(r'"rollup_name" = \'(\w+)\'', sql)
-            rows = tuple((n, float(t)) for n, t in self.published.items() if n in asked)
+            asked = {n: int(t) for n, t in re.findall(r'"rollup_name" = \'(\w+)\' AND "window_start" >= (\d+)', sql)}
+            rows = tuple((n, float(t)) for n, t in self.published.items() if n in asked and t >= asked[n])
             return Result(("rollup_name", "max"), rows, 0.0, None, 1, False)
         self.statements.append(sql)
         bucket = int(re.search(r"'(\d+):SECONDS'\) AS piece", sql).group(1)) * 1000  # type: ignore[union-attr]
@@ -281,3 +281,8 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_five_minute_windows(c
     assert count == len(kept) and max(b for _, b in spans["type_1h"]) == late_only - late_only % hour
     spans, (count, _, _) = read({})  # nothing published yet
     assert count == len(kept) and set(spans) == {"type_5m"}
+    # A pipeline stopped (or backfilled) hours ago: its newest hour is older than the probe's first look, and
+    # the second look over the range finds it
+    old = end - end % hour - 10 * hour
+    spans, (count, _, _) = read({"type_1h": old})
+    assert count == len(kept) and max(b for _, b in spans["type_1h"]) == old
