@@ -5,7 +5,6 @@ and without the merge, across a snapshot; they publish each window once, final, 
 from __future__ import annotations
 
 import pickle
-from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -14,12 +13,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from livedash.pipeline.contract import Event, Validator
 from livedash.pipeline.merge import MergeShard, split
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
-from tests.dataflow_runs import BASE, event, settings
-from tests.unit.pipeline.test_merge import newest, totals, values
+from tests.dataflow_runs import BASE, settings
+from tests.unit.pipeline.test_merge import Input, newest, parse, stream, totals, values
 
 DIMS = ["type", "country"]
 CFG = PipelineSettings.model_validate(
@@ -37,27 +35,7 @@ CFG = PipelineSettings.model_validate(
     }
 )
 NAMES = [r.name for r in CFG.rollups]
-VALIDATOR = Validator(CFG.events)
 TWINS = {"mid": "direct_mid", "coarse": "direct_coarse"}
-
-
-def parse(ts: int, kind: str, country: str, user: str, latency: float) -> Event:
-    got = VALIDATOR.parse(event(ts, kind=kind, country=country, user=user, latency=latency), ts)
-    assert isinstance(got, Event), got
-    return got
-
-
-Input = list[tuple[int, int, Event]]
-
-
-def stream(spec: list[tuple[int, int, int, int, int]]) -> Input:
-    offsets: dict[int, int] = defaultdict(int)
-    out = []
-    for p, sec, t, c, u in spec:
-        ts = BASE + sec * 1000 + u
-        out.append((p, offsets[p], parse(ts, ["click", "view"][t], ["DE", "FR", "US", "PL"][c], f"u{u}", float(sec))))
-        offsets[p] += 1
-    return out
 
 
 def run(inp: Input, partitions: int, ticks: list[int], shards: int, snapshot_at: int | None) -> list[dict[str, Any]]:
