@@ -238,6 +238,8 @@ class MergeShard:
             if ready:
                 due[ws] = mr.waiting.pop(ws)
         for ws in sorted(due):
+            if self._expired(mr, ws):
+                continue
             for dims, agg, sources in self._groups(mr, ws, due[ws]):
                 row = self._row(mr, ws, dims, agg, sources, final=False)
                 if row is not None:
