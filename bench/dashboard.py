@@ -143,6 +143,16 @@ def stored(client: PinotClient, settings: config.Settings, start: int, end: int 
     return out
 
 
+def disk(settings: config.Settings) -> dict[str, int]:
+    """Bytes each table takes on the Pinot server (the controller's /tables/<t>/size: its segments, every version
+    of an upserted row included), for the roll-ups against the raw events they summarise."""
+    controller = PinotClient.of(settings.pinot)
+    tables = sorted({*settings.pinot.tables, *(settings.pipeline.table_of(r) for r in settings.pipeline.rollups)})
+    return {
+        t: int(controller.request("GET", f"/tables/{t}/size").json().get("reportedSizeInBytes", -1)) for t in tables
+    }
+
+
 def timed(client: PinotClient, catalog: query.Catalog, start: int, end: int, filters: dict[str, str],
           runs: int) -> tuple[list[float], dict[str, list[float]]]:  # fmt: skip
     """`runs` full refreshes (after one warm-up) of every panel, each with the cache cold: what one viewer's
@@ -226,7 +236,10 @@ def main() -> None:
         "rows held (newest version / every version): "
         + ", ".join(f"{t} {v['valid']:,} / {v['physical']:,}" for t, v in held.items())
     )
-    figures: dict[str, Any] = {"hours": args.hours, "stitched": not args.whole, "derived": not args.no_derived,
+    sizes = disk(settings)
+    print("disk on the Pinot server: " + ", ".join(f"{t} {n / 1e6:,.1f} MB" for t, n in sizes.items()))
+    figures: dict[str, Any] = {"disk_bytes": sizes, "hours": args.hours, "stitched": not args.whole,
+                               "derived": not args.no_derived,
                                "rows_counted_over": [rows_from, rows_to], "events_loaded": loaded,
                                "events_raw_rows": raw_rows, "rows_per_rollup_per_day": per_day,
                                "rows_held": held}  # fmt: skip
