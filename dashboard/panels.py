@@ -27,7 +27,7 @@ class _Plan:
     panel: str  # the panel's key across time, for its last good rows
     have: dict[Piece, Result]
     missing: list[Piece]
-    text: str | None  # the statement reading the missing pieces
+    texts: tuple[str, ...]  # the statements reading the missing pieces (one per table)
 
 
 def role(name: str) -> str:
@@ -56,10 +56,9 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
                 if found is not None:
                     have[piece] = found
         missing = [p for p in sql.stitch.pieces if p not in have]
-        text = sql.stitch.text(missing, complete) if missing else None
-        if text is not None:
-            statements.append((text, None))
-        plans.append(_Plan(sql, sql.stitch, panel, have, missing, text))
+        texts = sql.stitch.texts(missing, complete) if missing else ()
+        statements.extend((text, None) for text in texts)
+        plans.append(_Plan(sql, sql.stitch, panel, have, missing, texts))
     outcomes = service.query_many(statements, ttl_s=ttl_s, fresh=fresh)
     for plan in plans:
         outcomes[plan.sql.text] = _stitched(service, plan, outcomes, ttl_s)
@@ -67,14 +66,14 @@ def fetch(service: QueryService, panels: Mapping[str, Sql], ttl_s: float, fresh:
 
 
 def published(service: QueryService, stitches: list[Stitch], fresh: bool = False) -> dict[str, int]:
-    """How far each derived roll-up of these panels is published in Pinot (stitch.probe_text), one statement per
-    table over its last few windows, and for those not found there (a stopped or backfilled pipeline) one over
-    the panels' ranges, each kept PROBE_TTL_S; Pinot failing: none (the panels then read the finer roll-ups, and
-    fail likewise)."""
+    """How far each final-only roll-up of these panels is published in Pinot (stitch.probe_text), one statement
+    per table over its last few windows, and for those not found there (a stopped or backfilled pipeline) one
+    over the panels' ranges, each kept PROBE_TTL_S; Pinot failing: none (the panels then read the finer
+    roll-ups, and fail likewise)."""
     out: dict[str, int] = {}
-    for table in sorted({s.table for s in stitches}):
-        mine = [s for s in stitches if s.table == table]
-        levels = {lv for s in mine for lv in s.derived}
+    for table in sorted({lv.table for s in stitches for lv in s.derived}):
+        mine = [s for s in stitches if any(lv.table == table for lv in s.derived)]
+        levels = {lv for s in mine for lv in s.derived if lv.table == table}
         now = max(s.published for s in mine)
         since = min(s.pieces[0].lo for s in mine)
         for text in (probe_text(table, levels, now), probe_text(table, levels, now, since)):
@@ -90,12 +89,15 @@ def published(service: QueryService, stitches: list[Stitch], fresh: bool = False
 
 
 def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: float) -> Result | PinotError:
-    got = outcomes.get(plan.text) if plan.text is not None else None
-    if isinstance(got, PinotError) or (got is not None and got.stale):
+    answers = [outcomes.get(text) for text in plan.texts]
+    failed = [a if a is not None else PinotError("no data") for a in answers if not isinstance(a, Result) or a.stale]
+    if failed:
+        bad = failed[0]
         good = service.last_good(plan.panel)
         if good is None:
-            return got if isinstance(got, PinotError) else PinotError(got.error if got else "no data")
-        return replace(good, stale=True, error=str(got) if isinstance(got, PinotError) else got.error)
+            return bad if isinstance(bad, PinotError) else PinotError(bad.error)
+        return replace(good, stale=True, error=str(bad) if isinstance(bad, PinotError) else bad.error)
+    got = _joined([a for a in answers if isinstance(a, Result)])
     if got is not None:
         for piece, found in plan.stitch.split(got.rows, plan.missing).items():
             kept = replace(got, rows=tuple(found))
@@ -115,6 +117,17 @@ def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: flo
     )
     service.remember(plan.panel, merged)
     return merged
+
+
+def _joined(answers: list[Result]) -> Result | None:
+    """The answers of a panel's statements (one per table) as one: their rows together."""
+    if not answers:
+        return None
+    fresh = [a.freshness_ms for a in answers if a.freshness_ms]
+    return replace(answers[0], rows=tuple(row for a in answers for row in a.rows),
+                   fetched_at=min(a.fetched_at for a in answers), freshness_ms=min(fresh) if fresh else None,
+                   time_used_ms=sum(a.time_used_ms for a in answers), partial=any(a.partial for a in answers),
+                   groups_limit_reached=any(a.groups_limit_reached for a in answers))  # fmt: skip
 
 
 def _columns(stitch: Stitch, fetched: tuple[str, ...]) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ class RollupInfo:
     table: str = "aggregates"  # its tier's table
     retention_ms: int = 2**62  # how far back from now its table keeps rows
     derived_from: str | None = None  # built from this finer roll-up's final windows (the cascade): final only
+    live_from: str | None = None  # final only too; until final, its windows are read from this finer roll-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class Catalog:
         rollups = sorted(
             (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
                         math.prod(caps[d] for d in r.dimensions) / r.window.size_s, settings.table_of(r),
-                        settings.retention_ms(r), r.derived_from)
+                        settings.retention_ms(r), r.derived_from, r.live_from)
              for r in settings.rollups if r.window.every_s is None),
             key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
@@ -73,13 +74,16 @@ class Catalog:
                    distinct_field=settings.sketches.distinct_field, theta_lg_k=settings.sketches.theta_lg_k,
                    lateness_ms=int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
 
-    def levels(self, rollup: RollupInfo) -> tuple[Level, ...]:
-        """The roll-up, then those it is derived from down to the one folded from events (dashboard/stitch.py)."""
+    def levels(self, rollup: RollupInfo, table: str | None = None) -> tuple[Level, ...]:
+        """The roll-up, then those it is derived from down to the one folded from events, then the one that is
+        live from (dashboard/stitch.py); table: those in that table only."""
         by_name = {r.name: r for r in self.rollups}
         chain = [rollup]
         while chain[-1].derived_from is not None:
             chain.append(by_name[chain[-1].derived_from])
-        return tuple(Level(r.name, r.size_ms) for r in chain)
+        if chain[-1].live_from is not None:
+            chain.append(by_name[chain[-1].live_from])
+        return tuple(Level(r.name, r.size_ms, r.table, r.retention_ms) for r in chain if table in (None, r.table))
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +247,16 @@ def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters:
           now_ms: int | None = None) -> str:  # fmt: skip
     """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end). A derived
     roll-up's windows are published final only, so the part of the range not published by now (default: the
-    end) is read from the roll-ups it is derived from, the same rows as the stitched panel's in steady state."""
+    end) is read from the roll-ups it is derived from, the same rows as the stitched panel's in steady state.
+    One statement reads one table: where the chain ends in a roll-up live from one in another table (the
+    recent tier), its windows not final yet are not read here (the stitched panel reads them there)."""
     if source.rollup is None:
         times = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
         return " AND ".join(times + _filters(catalog, source, filters))
-    levels = catalog.levels(source.rollup)
-    published = published_by(int(now_ms if now_ms is not None else end_ms), catalog.lateness_ms)
-    spans = by_level(levels, _first(levels, start_ms), int(end_ms), {lv.name: published for lv in levels})
+    now = int(now_ms if now_ms is not None else end_ms)
+    levels = catalog.levels(source.rollup, source.rollup.table)
+    published = published_by(now, catalog.lateness_ms)
+    spans = by_level(levels, _first(levels, start_ms, now), int(end_ms), {lv.name: published for lv in levels})
     return " AND ".join([spans_condition(spans), *_filters(catalog, source, filters)])
 
 
@@ -260,10 +267,12 @@ def _filters(catalog: Catalog, source: Source, filters: Mapping[str, str]) -> li
     return [f"{column(name, names)} = {literal(value)}" for name, value in sorted(filters.items())]  # absent: MISSING
 
 
-def _first(levels: Sequence[Level], start_ms: int) -> int:
+def _first(levels: Sequence[Level], start_ms: int, now_ms: int) -> int:
     """The first window a range starting at start_ms takes (whole windows: the one holding the start), of the
-    finest roll-up of the chain (the start of a range read from a derived roll-up is read from finer ones)."""
-    return int(start_ms) - int(start_ms) % levels[-1].size_ms
+    finest roll-up of the chain that still keeps it (the start of a range read from a derived roll-up is read
+    from finer ones)."""
+    kept = [lv for lv in levels if start_ms >= now_ms - lv.kept_ms] or levels[:1]
+    return int(start_ms) - int(start_ms) % kept[-1].size_ms
 
 
 def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str],
@@ -278,14 +287,14 @@ def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filter
     size = piece_size(end_ms - start_ms, (rollup.size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
     when = _datetime_bucket('"window_start"', series_ms if series_ms else size)
     selected = ", ".join([f"{when} AS piece", *columns, *(text for _, text in measures)])
-    head = f"SELECT {selected} FROM {_table(catalog, source)}"
+    head = f"SELECT {selected} FROM"
     tail = " GROUP BY " + ", ".join(["piece", *columns])
     now = int(now_ms if now_ms is not None else end_ms)
     levels = catalog.levels(rollup)
-    cut = pieces(_first(levels, start_ms), int(end_ms), size, now, catalog.lateness_ms)
+    cut = pieces(_first(levels, start_ms, now), int(end_ms), size, now, catalog.lateness_ms)
     return Stitch(key, head, tuple(_filters(catalog, source, filters)), tail, len(columns),
                   tuple(m for m, _ in measures), shape, limit, size, cut, levels,
-                  published_by(now, catalog.lateness_ms), rollup.table, catalog.theta_lg_k)  # fmt: skip
+                  published_by(now, catalog.lateness_ms), now, catalog.theta_lg_k)  # fmt: skip
 
 
 def _datetime_bucket(time_col: str, bucket_ms: int) -> str:

@@ -14,13 +14,15 @@ twice that; final windows (past the allowed lateness) only through late correcti
 that. A late event therefore shows in a panel within that long of Pinot having it; the open tail, what the
 live view is for, is never older than one refresh.
 
-Levels: a panel answered by a derived roll-up (the cascade: geo_1h built from geo_5m's final windows, published
-once, final) reads each piece from the coarsest roll-up of its chain whose windows there are published, and the
-rest from the finer ones, down to the roll-up folded from events (which holds the open tail), in one
-statement: the chain shares a table. A coarse window counts as published once a later window of its roll-up
-is in Pinot (the probe, `probe_text`) and its end is past the allowed lateness plus FINAL_SLACK_MS; any level
-gives the same rows for the windows it holds (a derived window is the union of its finer final windows and
-their corrections), so the pieces kept do not depend on the level they were read from.
+Levels: a panel answered by a roll-up published final only (derived by the cascade, as geo_1h from geo_5m's
+final windows, or live from a finer roll-up, as geo_5m from geo_10s) reads each piece from the coarsest
+roll-up of its chain whose windows there are published, and the rest from the finer ones, down to the roll-up
+published while open (which holds the open tail): one statement per table the chain's levels are in (the
+history tier's, and the recent tier's for the tail). A window counts as published once a later window of its
+roll-up is in Pinot (the probe, `probe_text`) and its end is past the allowed lateness plus FINAL_SLACK_MS, or
+where the finer level's table no longer keeps rows (a stopped pipeline's last windows); any level gives the
+same rows for the windows it holds (a coarse window is the union of its finer final windows and their
+corrections), so the pieces kept do not depend on the level they were read from.
 
 Merging: sums add; distinct counts are the union of the pieces' Theta sketches (Pinot's
 DISTINCTCOUNTRAWTHETASKETCH, base64), which is the same union Pinot computes over the rows, so the estimate and
@@ -31,6 +33,7 @@ re-compressing them (livedash/pipeline/aggregates.py, tdigest_quantile).
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,10 +57,13 @@ MAX_ROWS = 100_000  # Pinot's numGroupsLimit: a statement's rows are cut there (
 
 
 class Level(NamedTuple):
-    """A roll-up of a panel's chain (the chosen one, then those it is derived from, finest last)."""
+    """A roll-up of a panel's chain (the chosen one, then those it is derived from, then the one a final-only
+    roll-up is live from: finest last)."""
 
     name: str
     size_ms: int
+    table: str = "aggregates"  # its tier's table
+    kept_ms: int = 2**62  # how far back from now its table keeps rows
 
 
 class Piece(NamedTuple):
@@ -167,13 +173,13 @@ def ttl_of(piece: Piece, open_ttl_s: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Stitch:
-    """How one roll-up panel is read in pieces. Its statement is `head` (SELECT <time> AS .., <group columns>,
-    <measures> FROM <table>), WHERE the filters and the pieces' roll-ups and time ranges, then `tail` (GROUP BY
-    ..); every row starts with a time that lies in its piece's bucket (the piece's bucket itself, or the
-    series' bucket, which divides it)."""
+    """How one roll-up panel is read in pieces. Its statements (one per table of its levels) are `head` (SELECT
+    <time> AS .., <group columns>, <measures> FROM) and the table, WHERE the filters and the pieces' roll-ups and
+    time ranges, then `tail` (GROUP BY ..); every row starts with a time that lies in its piece's bucket (the
+    piece's bucket itself, or the series' bucket, which divides it)."""
 
     key: str  # the panel across time (Sql.key) and the shape of its statement
-    head: str
+    head: str  # SELECT .. FROM (the table follows: each level's)
     filters: tuple[str, ...]  # the filters' conditions
     tail: str
     groups: int  # group columns after the time
@@ -182,9 +188,9 @@ class Stitch:
     limit: int  # top: the values shown
     size_ms: int  # the piece size
     pieces: tuple[Piece, ...]
-    levels: tuple[Level, ...]  # the chosen roll-up, then those it is derived from (one: not derived)
-    published: int  # derived windows ending by then are published (published_by)
-    table: str
+    levels: tuple[Level, ...]  # the chosen roll-up, then the finer ones down to one published while open
+    published: int  # final-only windows ending by then are published (published_by)
+    now_ms: int
     theta_lg_k: int = 12
 
     def piece_key(self, piece: Piece) -> str:
@@ -195,16 +201,25 @@ class Stitch:
         """The levels whose windows are published once final only (the probe asks how far)."""
         return self.levels[:-1]
 
-    def text(self, wanted: Sequence[Piece], complete: Mapping[str, int] | None = None) -> str:
-        """The statement reading these pieces, each from the coarsest level published there (complete: the
-        probe's answer; without it, by the time alone), adjacent ones as one range."""
+    def texts(self, wanted: Sequence[Piece], complete: Mapping[str, int] | None = None) -> tuple[str, ...]:
+        """The statements reading these pieces, each from the coarsest level published there (complete: the
+        probe's answer; without it, by the time alone), adjacent ones as one range: one per table, coarsest
+        first."""
         bounds = {lv.name: min(self.published, (complete or {}).get(lv.name, self.published)) for lv in self.derived}
         if complete is not None:
             bounds = {name: t if name in complete else -(2**62) for name, t in bounds.items()}
+        for coarse, fine in itertools.pairwise(self.levels):  # what the finer table dropped: the coarser one
+            bounds[coarse.name] = max(bounds[coarse.name], self.now_ms - fine.kept_ms)
         spans = [span for p in wanted for span in by_level(self.levels, p.lo, p.hi, bounds)]
-        where = " AND ".join([*self.filters, spans_condition(spans)])
         limit = len(wanted) if self.shape == "one" else MAX_ROWS
-        return f"{self.head} WHERE {where}{self.tail} LIMIT {limit}"
+        out = []
+        for table in dict.fromkeys(lv.table for lv in self.levels):
+            names = {lv.name for lv in self.levels if lv.table == table}
+            mine = [span for span in spans if span[0] in names]
+            if mine:
+                where = " AND ".join([*self.filters, spans_condition(mine)])
+                out.append(f"{self.head} {table} WHERE {where}{self.tail} LIMIT {limit}")
+        return tuple(out)
 
     def split(self, rows: Rows, wanted: Sequence[Piece]) -> dict[Piece, list[tuple[Any, ...]]]:
         """The rows of a statement for `wanted`, by piece (every piece present, with no rows if none)."""

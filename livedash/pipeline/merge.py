@@ -69,8 +69,9 @@ def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsO
 
 
 class _Rollup:
-    __slots__ = ("dirty", "ended_every_ms", "final_upto", "next_ended_ms", "next_publish_ms", "pane_ms", "panes",
-                 "publish_every_ms", "retention_ms", "role", "rollup", "size_ms", "sources", "waiting")  # fmt: skip
+    __slots__ = ("dirty", "ended_every_ms", "final_only", "final_upto", "next_ended_ms", "next_publish_ms",
+                 "pane_ms", "panes", "publish_every_ms", "retention_ms", "role", "rollup", "size_ms", "sources",
+                 "waiting")  # fmt: skip
 
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
@@ -95,6 +96,7 @@ class _Rollup:
         # changed groups held back: of sliding windows not yet current, and of ended windows until the late cadence
         self.waiting: dict[int, set[tuple[str, ...]]] = {}
         self.final_upto: int | None = None  # every window ending at or before this was published final
+        self.final_only = rollup.live_from is not None  # no running rows (settings.final_only)
 
     def window_starts(self, pane_start: int) -> range:
         return range(pane_start - self.size_ms + self.pane_ms, pane_start + 1, self.pane_ms)
@@ -169,6 +171,9 @@ class MergeShard:
         watermark = max(known) if known else None
         now = self.now_ms
         for mr in self.rollups:
+            if mr.final_only:  # its final rows only (_close): what changed stays in its panes
+                mr.dirty = {}
+                continue
             if not flush and now is not None and now < mr.next_publish_ms:
                 continue
             if now is not None and mr.publish_every_ms > self.tick_ms:

@@ -122,6 +122,11 @@ class Rollup(FrozenModel):
     # dimensions, same tier, a window a multiple of its) by the merge, never from events, and published once,
     # final. Late events count through its own correction rows, late when they miss the finer window.
     derived_from: str | None = Field(default=None, alias="from")
+    # Final only: its windows are published once, final (no running rows while open, so Pinot holds one version
+    # of each), and until then the dashboard reads them from this finer roll-up folded from the same events
+    # (same dimensions, a window dividing its, any tier): a live view of a long range stays as fresh as a short
+    # one's. Late events still count through correction rows.
+    live_from: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -182,6 +187,14 @@ class PipelineSettings(FrozenModel):
         for index, rollup in enumerate(self.rollups):
             if rollup.derived_from is not None:
                 _check_derived(rollup, self.rollups[:index])
+            if rollup.live_from is not None:
+                _check_live_from(rollup, self.rollups[:index])
+                live = self.rollup(rollup.live_from)
+                need = rollup.window.size_s + self.windows.allowed_lateness_s
+                if self.retention_ms(live) < 2 * need * 1000:
+                    raise ValueError(f"roll-up {rollup.name!r} is live from {live.name!r}, whose tier keeps "
+                                     f"{self.retention_ms(live) // 1000} s: it must keep at least twice the window "
+                                     f"plus the allowed lateness ({2 * need} s)")  # fmt: skip
         s = self.sketches
         if s.distinct_field not in (*self.events.identifiers, *self.events.dimensions):
             raise ValueError(f"sketches.distinct_field {s.distinct_field!r} is not an identifier or dimension")
@@ -194,6 +207,10 @@ class PipelineSettings(FrozenModel):
         while rollup.derived_from is not None:
             rollup = self.rollup(rollup.derived_from)
         return rollup
+
+    def final_only(self, rollup: Rollup) -> bool:
+        """Its windows are published once, final (derived, or live from a finer roll-up): no running rows."""
+        return rollup.derived_from is not None or rollup.live_from is not None
 
     def table_of(self, rollup: Rollup) -> str:
         """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
@@ -238,3 +255,24 @@ def _check_derived(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
         raise ValueError(f"{where}: it must be in the same tier ({source.tier})")
     if rollup.window.size_s <= source.window.size_s or rollup.window.size_s % source.window.size_s:
         raise ValueError(f"{where}: its window must be a multiple of {source.window.size_s} s, larger than it")
+
+
+def _check_live_from(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
+    """A final-only roll-up names a finer tumbling roll-up declared before it, folded from events and published
+    while open, with the same dimensions, whose window divides its own (its open windows are unions of the
+    finer one's windows, read by the dashboard)."""
+    where = f"roll-up {rollup.name!r} is live from {rollup.live_from!r}"
+    live = next((r for r in before if r.name == rollup.live_from), None)
+    if live is None:
+        raise ValueError(f"{where}, which is not a roll-up declared before it")
+    if rollup.derived_from is not None:
+        raise ValueError(f"{where}: a derived roll-up is final only already (its chain's first roll-up may be live "
+                         "from another)")  # fmt: skip
+    if live.derived_from is not None or live.live_from is not None:
+        raise ValueError(f"{where}, which is published final only itself")
+    if rollup.window.every_s is not None or live.window.every_s is not None:
+        raise ValueError(f"{where}: both must be tumbling (no every_s)")
+    if set(live.dimensions) != set(rollup.dimensions):
+        raise ValueError(f"{where}: it must have the same dimensions, {sorted(live.dimensions)}")
+    if rollup.window.size_s <= live.window.size_s or rollup.window.size_s % live.window.size_s:
+        raise ValueError(f"{where}: its window must be a multiple of {live.window.size_s} s, larger than it")

@@ -173,24 +173,42 @@ def check_raw_agrees_with_rollups(settings: Settings, p: Pipeline, events: list[
 IDLE_AND_SLACK_MS = 70_000  # a quiet partition's watermark moves on 10 s after its last input; the rest: publication
 
 
-def derived_due(pipeline: Any, lateness_ms: int) -> Any:
-    """Which groups Pinot must hold by now: every window of a roll-up folded from events (its running value shows
-    at once), but a derived roll-up's (the cascade) only once final, which takes its end plus the lateness past
-    the partitions' watermarks (the clock, once they are quiet)."""
+def derived_due(pipeline: Any, lateness_ms: int, horizon_ms: int = 0) -> Any:
+    """Which groups Pinot must hold by now: every window of a roll-up published while open (its running value
+    shows at once), but a final-only roll-up's (derived by the cascade, or live from a finer one) only once
+    final, which takes its end plus the lateness past the partitions' watermarks: the closing events' time
+    (horizon_ms, close_windows), or the clock once they are quiet."""
     now = time.time() * 1000
 
     def due(key: GroupKey) -> bool:
         rollup = pipeline.rollup(key[0])
-        end = key[1] + rollup.window.size_s * 1000
-        return rollup.derived_from is None or end + lateness_ms + IDLE_AND_SLACK_MS <= now
+        end = key[1] + rollup.window.size_s * 1000 + lateness_ms
+        return not pipeline.final_only(rollup) or end <= horizon_ms or end + IDLE_AND_SLACK_MS <= now
 
     return due
 
 
+def close_windows(stack: Settings, p: Pipeline, ts: int) -> list[dict[str, Any]]:
+    """One valid event at ts in each partition (sent, and returned): every partition's watermark passes the
+    windows ending by then (a quiet partition's would follow the clock's pace from its last event)."""
+    from confluent_kafka import Producer
+
+    from tests.malformed import valid_event
+
+    closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+    out = []
+    for partition in range(4):
+        event = valid_event(10**7 + partition, event_id=f"close-{p.suffix}-{partition}", ts=ts)
+        closer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
+        out.append(event)
+    assert closer.flush(30) == 0
+    return out
+
+
 def derived_windows(settings: Settings, table: str, pipeline: Any) -> set[tuple[str, int]]:
-    """(roll-up, window start) of the derived roll-ups' window rows in Pinot (not their late corrections, which
-    a derived window not yet final may already have: events late for its finer windows)."""
-    names = ", ".join(f"'{r.name}'" for r in pipeline.rollups if r.derived_from is not None)
+    """(roll-up, window start) of the final-only roll-ups' window rows in Pinot (not their late corrections,
+    which a window not yet final may already have: events late for its finer windows)."""
+    names = ", ".join(f"'{r.name}'" for r in pipeline.rollups if pipeline.final_only(r))
     sql = (f"SELECT rollup_name, window_start FROM {table} WHERE kind = 'window' AND rollup_name IN ({names}) "
            "GROUP BY rollup_name, window_start LIMIT 100000")  # fmt: skip
     return {(str(name), int(ws)) for name, ws in query_all(settings, sql)}
@@ -199,7 +217,7 @@ def derived_windows(settings: Settings, table: str, pipeline: Any) -> set[tuple[
 def compare(settings: Settings, table: str, pipeline: Any, truth: dict[GroupKey, Truth],
             due: Any, final_by: Any) -> tuple[list[GroupKey], list[GroupKey], list[str]]:  # fmt: skip
     """Pinot's groups against the truth: the groups due missing, groups no event belongs to, and the differences
-    of the groups due; and a derived window published while it could not be final yet (final_by: the window
+    of the groups due; and a final-only window published while it could not be final yet (final_by: the window
     end plus lateness it needs, against the partitions' watermarks) is a difference too."""
     got = pinot_groups(settings, table, pipeline)
     problems = [msg for key, t in truth.items() if key in got and due(key)
@@ -262,6 +280,12 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
             assert producer.flush(30) == 0
             events += extra
             figures["long_values"] = long_values
+        # Past the end of every window of the roll-ups published final only (page_15m: 15 minutes), so that their
+        # one final row each is compared too (the hours and days derived from them stay open)
+        lateness = p.lateness_s * 1000
+        longest = max(r.window.size_s for r in pipeline.rollups if r.live_from is not None) * 1000
+        horizon = max(e["ts"] for e in events) + longest + lateness + 10_000
+        events += close_windows(stack, p, horizon)
         truth = ground_truth(events, pipeline)
 
         t0 = time.monotonic()
@@ -283,19 +307,19 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
         def look() -> tuple[list[GroupKey], list[GroupKey], list[str]]:
             nonlocal looks
             looks += 1
-            lateness = p.lateness_s * 1000
 
-            def final_by(name: str, ws: int) -> bool:  # the clock is past the end plus the lateness
-                return ws + pipeline.rollup(name).window.size_s * 1000 + lateness <= time.time() * 1000
+            def final_by(name: str, ws: int) -> bool:  # the closing events or the clock past the end and lateness
+                end = ws + pipeline.rollup(name).window.size_s * 1000 + lateness
+                return end <= max(horizon, time.time() * 1000)
 
-            return compare(settings, p.table, pipeline, truth, derived_due(pipeline, lateness), final_by)
+            return compare(settings, p.table, pipeline, truth, derived_due(pipeline, lateness, horizon), final_by)
 
         missing, extra, problems = poll(look, 60, every_s=3, done=lambda found: not any(found))
         if looks > 1:
             figures["looks"] = looks
         assert not missing and not extra, (missing[:5], extra[:5])
         assert not problems, problems[:10]
-        due = derived_due(pipeline, p.lateness_s * 1000)
+        due = derived_due(pipeline, lateness, horizon)
         busiest = sorted((k for k in truth if truth[k].quantile_values and due(k)), key=lambda k: -truth[k].count)
         sample = [k for r in pipeline.rollups for k in [k for k in busiest if k[0] == r.name][:5]]
         problems = [m for k in sample for m in check_percentiles(settings, p.table, k, truth[k], pipeline)]
@@ -385,21 +409,12 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
             e["ts"] for e in events
         )
         # One event per partition 5 minutes past the end: every partition's watermark passes the last hour's end
-        # plus the lateness (a quiet partition's watermark would follow the clock's pace from its last event)
-        from confluent_kafka import Producer
-
-        from tests.malformed import valid_event
-
-        closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-        for partition in range(4):
-            event = valid_event(10**7 + partition, event_id=f"close-{p.suffix}-{partition}", ts=end + 300_000)
-            closer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
-            events.append(event)
-        assert closer.flush(30) == 0
+        # plus the lateness
+        events += close_windows(stack, p, end + 300_000)
         p.start_dataflow()
         history = [r for r in pipeline.rollups if r.tier == "history"]
-        derived = {r.name for r in history if r.derived_from is not None}
-        assert {"type_1h", "geo_1d", "page_1d", "campaign_1h"} <= derived
+        derived = {r.name for r in history if pipeline.final_only(r)}  # published once, final: derived or live
+        assert {"type_1h", "geo_1d", "page_1d", "campaign_1h", "geo_5m", "page_15m"} <= derived
         truth = {k: t for k, t in ground_truth(events, pipeline).items() if k[0] in {r.name for r in history}}
         assert sum(t.count for k, t in truth.items() if k[0] == "geo_1h" and k[1] < end) == len(events) - 4
         assert {k[1] for k in truth if k[0] == "geo_1d"} == {midnight - day, midnight}
@@ -465,7 +480,8 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
         view = {
             n: sql for n, sql in q.overview(catalog, end - day, end, {}, now).items() if n in ("totals", "top country")
         }
-        assert [lv.name for lv in view["totals"].stitch.levels] == ["type_1h", "type_5m"]  # type: ignore[union-attr]
+        levels = view["totals"].stitch.levels  # type: ignore[union-attr]
+        assert [lv.name for lv in levels] == ["type_1h", "type_5m", "type_10s"]
         out = fetch(service, view, ttl_s=5)
         totals, top = out[view["totals"].text], out[view["top country"].text]
         assert isinstance(totals, Result) and isinstance(top, Result), (totals, top)

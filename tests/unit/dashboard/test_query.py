@@ -74,8 +74,8 @@ def test_hostile_values_stay_inside_one_literal(catalog: Catalog, dim: str, valu
         assert ";" not in LITERAL.sub("", built.text)  # no statement separator outside literals
         if built.stitch is not None:  # the statements reading its pieces too
             assert safe.stitch is not None
-            pieces = built.stitch.text(built.stitch.pieces)
-            assert skeleton(pieces) == skeleton(safe.stitch.text(safe.stitch.pieces)), pieces
+            pieces = " ".join(built.stitch.texts(built.stitch.pieces))
+            assert skeleton(pieces) == skeleton(" ".join(safe.stitch.texts(safe.stitch.pieces))), pieces
             assert escaped in pieces and ";" not in LITERAL.sub("", pieces)
 
 
@@ -155,7 +155,10 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     # its 5- and 15-minute ones (the cascade) where the buckets allow
     src = pick({"type", "country"}, now - day, now)
     assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_1h", "aggregates_history")
-    assert catalog.levels(src.rollup) == (Level("geo_1h", 3_600_000), Level("geo_5m", 300_000))
+    hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
+    # geo_5m is published final only, its open windows read from geo_10s in the recent tier
+    assert catalog.levels(src.rollup) == (Level("geo_1h", 3_600_000, *hist), Level("geo_5m", 300_000, *hist),
+                                          Level("geo_10s", 10_000, *recent))  # fmt: skip
     assert name({"page"}, now - day, now, 900_000) == "page_15m"  # 15-minute buckets: hours do not divide them
     assert name({"page"}, now - day, now) == "page_1h"
     # Totals, rates and series per type over a day: the type-only roll-ups (a few rows per window)
@@ -185,6 +188,21 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     hour = published - published % 3_600_000
     assert f'("rollup_name" = \'type_1h\' AND (("window_start" >= {now - day} AND "window_start" < {hour})))' in sql
     assert f'("rollup_name" = \'type_5m\' AND (("window_start" >= {hour} AND "window_start" < {now})))' in sql
+    # The stitched panel reads type_5m's final windows there, and its open ones from type_10s in the recent tier
+    stitch = query.totals(catalog, now - day, now, {}, now_ms=now).stitch
+    assert stitch is not None
+    history, live = stitch.texts(stitch.pieces)
+    five = published - published % 300_000
+    assert "FROM aggregates_history WHERE" in history and "type_10s" not in history
+    assert f'("rollup_name" = \'type_5m\' AND (("window_start" >= {hour} AND "window_start" < {five})))' in history
+    assert live.startswith("SELECT") and "FROM aggregates WHERE" in live
+    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {five} AND "window_start" < {now})))' in live
+    # A pipeline stopped two days ago: its last 5-minute windows are read from type_5m, not from type_10s,
+    # which the recent tier dropped after 3 hours
+    stopped = now - 2 * day
+    history, live = stitch.texts(stitch.pieces, {"type_1h": stopped - 3_600_000, "type_5m": stopped - 300_000})
+    kept = now - 3 * 3_600_000
+    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {kept - kept % 300_000} AND' in live
 
 
 @given(lo=st.integers(0, 200), span=st.integers(0, 400), upto=st.lists(st.integers(-10, 500), min_size=2, max_size=2))

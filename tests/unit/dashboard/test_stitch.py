@@ -237,22 +237,23 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
     sql = query.totals(catalog, T0, T0 + 900_000, {}, T0 + 900_000)
     assert sql.stitch is not None
     p = sql.stitch.pieces
-    text = sql.stitch.text([p[0], p[1], p[3]])
+    (text,) = sql.stitch.texts([p[0], p[1], p[3]])
     spans = re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', text)
     assert spans == [(str(p[0].lo), str(p[1].hi)), (str(p[3].lo), str(p[3].hi))]
     assert text.endswith("GROUP BY piece LIMIT 3")
     assert isinstance(p[0], Piece)
 
 
-def test_a_day_reads_the_hours_published_and_the_rest_from_five_minute_windows(catalog: query.Catalog) -> None:
+def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog: query.Catalog) -> None:
     """24 hours: type_1h, derived from type_5m, answers the hours the probe finds published (and past the
-    lateness), type_5m the rest, in one statement; the rows are the whole range's either way. With the probe
-    failing (or nothing published) every piece is read from type_5m."""
+    lateness), type_5m (final only) the 5-minute windows published after them, and type_10s in the recent tier
+    the rest: one statement per table; the rows are the whole range's either way. With the probe failing (or
+    nothing published) the finer roll-ups are read, type_10s as far back as the recent tier keeps it."""
     hour = 3_600_000
     end = T0 + 30 * hour + 723_000  # 12 minutes past: the first hour is read in part, from type_5m
     start = end - 24 * hour
     rows = events(11, start - hour, end, gap_ms=40_000)
-    first = start - start % 300_000  # whole windows of the finest roll-up of the chain
+    first = start - start % 300_000  # whole windows of the finest roll-up that keeps the start
     kept = expected(rows, first, end, {})
 
     def read(published: dict[str, int]) -> tuple[dict[str, list[tuple[int, int]]], tuple[Any, ...]]:
@@ -260,29 +261,44 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_five_minute_windows(c
         pinot.published = published
         panels = {"totals": query.totals(catalog, start, end, {}, end)}
         stitch = panels["totals"].stitch
-        assert stitch is not None and [lv.name for lv in stitch.levels] == ["type_1h", "type_5m"]
+        assert stitch is not None and [lv.name for lv in stitch.levels] == ["type_1h", "type_5m", "type_10s"]
         out = fetch(QueryService(pinot), panels, ttl_s=5)
-        (text,) = pinot.statements
         spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for name, ranges in re.findall(
-            r"\"rollup_name\" = '(\w+)' AND \(((?:\(\"window_start\"[^)]*\)(?: OR )?)+)\)", text
-        ):
-            spans[name] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
+        for text in pinot.statements:
+            for name, ranges in re.findall(
+                r"\"rollup_name\" = '(\w+)' AND \(((?:\(\"window_start\"[^)]*\)(?: OR )?)+)\)", text
+            ):
+                table = "aggregates_history" if name != "type_10s" else "aggregates"
+                assert f"FROM {table} WHERE" in text, (name, text)
+                spans[name] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
+        assert len(pinot.statements) == len({n == "type_10s" for n in spans})  # one per table read
         return spans, _rows(out, panels["totals"])[0]
 
+    def lo(spans: list[tuple[int, int]]) -> int:
+        return min(a for a, _ in spans)
+
+    def hi(spans: list[tuple[int, int]]) -> int:
+        return max(b for _, b in spans)
+
     newest = end - end % hour - 6 * hour  # the probe: type_1h's newest window starts 6 hours before the end
-    spans, (count, users, _) = read({"type_1h": newest})
+    five = end - end % 300_000 - 600_000  # ... and type_5m's 10 minutes before
+    spans, (count, users, _) = read({"type_1h": newest, "type_5m": five})
     assert count == len(kept) and users == len({r[3] for r in kept})
     assert spans["type_1h"] and all(a % hour == 0 and b % hour == 0 and b <= newest for a, b in spans["type_1h"])
-    assert max(b for _, b in spans["type_1h"]) == newest  # every hour published is read from type_1h
-    assert min(a for a, _ in spans["type_5m"]) == first and max(b for _, b in spans["type_5m"]) == end
+    assert hi(spans["type_1h"]) == newest  # every hour published is read from type_1h
+    assert lo(spans["type_5m"]) == first and hi(spans["type_5m"]) == five
+    assert lo(spans["type_10s"]) == five and hi(spans["type_10s"]) == end  # the open tail
     late_only = end - catalog.lateness_ms - FINAL_SLACK_MS  # a probe ahead of the time rule: the time rule wins
-    spans, (count, _, _) = read({"type_1h": end})
-    assert count == len(kept) and max(b for _, b in spans["type_1h"]) == late_only - late_only % hour
-    spans, (count, _, _) = read({})  # nothing published yet
-    assert count == len(kept) and set(spans) == {"type_5m"}
-    # A pipeline stopped (or backfilled) hours ago: its newest hour is older than the probe's first look, and
-    # the second look over the range finds it
+    spans, (count, _, _) = read({"type_1h": end, "type_5m": end})
+    assert count == len(kept) and hi(spans["type_1h"]) == late_only - late_only % hour
+    assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == late_only - late_only % 300_000
+    spans, (count, _, _) = read({})  # nothing published yet: type_10s where the recent tier keeps it
+    recent = end - 3 * hour
+    assert count == len(kept) and set(spans) == {"type_5m", "type_10s"}
+    assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
+    # A pipeline stopped (or backfilled) hours ago: its newest windows are older than the probe's first look, and
+    # the second look over the range finds them; what the recent tier no longer keeps is read from type_5m
     old = end - end % hour - 10 * hour
-    spans, (count, _, _) = read({"type_1h": old})
-    assert count == len(kept) and max(b for _, b in spans["type_1h"]) == old
+    spans, (count, _, _) = read({"type_1h": old, "type_5m": old + 1_800_000})
+    assert count == len(kept) and hi(spans["type_1h"]) == old
+    assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000

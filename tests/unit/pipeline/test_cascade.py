@@ -34,21 +34,22 @@ CFG = PipelineSettings.model_validate(
         ],
     }
 )
-NAMES = [r.name for r in CFG.rollups]
 TWINS = {"mid": "direct_mid", "coarse": "direct_coarse"}
 
 
-def run(inp: Input, partitions: int, ticks: list[int], shards: int, snapshot_at: int | None) -> list[dict[str, Any]]:
+def run(inp: Input, partitions: int, ticks: list[int], shards: int, snapshot_at: int | None,
+        cfg: PipelineSettings = CFG) -> list[dict[str, Any]]:  # fmt: skip
     """Every row published, per partition (shards 0) or merged; a snapshot and restore after batch snapshot_at."""
     parts = list(range(partitions))
-    wins = {p: PartitionWindows(CFG, p, partials=shards > 0) for p in parts}
-    merge = [MergeShard(CFG, parts) for _ in range(shards)]
+    names = [r.name for r in cfg.rollups]
+    wins = {p: PartitionWindows(cfg, p, partials=shards > 0) for p in parts}
+    merge = [MergeShard(cfg, parts) for _ in range(shards)]
     rows = []
 
     def tick() -> None:
         for w in wins.values():
             if shards:
-                for shard, part in zip(merge, split(w.partials(), NAMES, shards), strict=True):
+                for shard, part in zip(merge, split(w.partials(), names, shards), strict=True):
                     shard.fold(part)
                 rows.extend(w.late_rows())
             else:
@@ -64,8 +65,8 @@ def run(inp: Input, partitions: int, ticks: list[int], shards: int, snapshot_at:
         if i == snapshot_at:
             state = pickle.loads(pickle.dumps(({p: w.snapshot() for p, w in wins.items()},
                                                [m.snapshot() for m in merge])))  # fmt: skip
-            wins = {p: PartitionWindows.restore(CFG, p, s, partials=shards > 0) for p, s in state[0].items()}
-            merge = [MergeShard.restore(CFG, s) for s in state[1]]
+            wins = {p: PartitionWindows.restore(cfg, p, s, partials=shards > 0) for p, s in state[0].items()}
+            merge = [MergeShard.restore(cfg, s) for s in state[1]]
         tick()
     for w in wins.values():
         w.advance_idle(BASE + 10**7)
