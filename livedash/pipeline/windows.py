@@ -157,7 +157,8 @@ class RollupWindows:
         # this roll-up's final ones. An event late for this roll-up's window is late for each derived from it
         # (directly or not): (index, window size) of those.
         self.derived = rollup.derived_from is not None
-        # Final only (live_from): no running rows, and with the merge its gains leave at the close only
+        # Final only (live_from): no running rows. With the merge its gains still leave at its tier's slots: phase
+        # one keeps a slot's items and values as they are (Gains), which over a whole window would be every event's
         self.final_only = rollup.live_from is not None
         self.late_too: list[tuple[int, int]] = []
 
@@ -489,8 +490,6 @@ class PartitionWindows:
         out, self.pending_partials = self.pending_partials, []
         now = self.now_ms
         for r, rw in enumerate(self.rollups):
-            if rw.final_only:  # the merge publishes it final only: its panes are drained when they close
-                continue
             if rw.publish_every_ms > self.tick_ms and not flush and now is not None:
                 if now < rw.next_partials_ms:
                     continue

@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from livedash.pipeline.merge import MergeShard
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
 from tests.dataflow_runs import BASE, settings
@@ -56,17 +57,21 @@ def test_a_final_only_rollup_publishes_once_final_what_the_running_one_counts(
     assert sum(v[0] for k, v in got.items() if k[0] == "mid") == len(inp)
 
 
-def test_with_the_merge_a_final_only_rollups_gains_leave_at_the_close() -> None:
+def test_with_the_merge_a_final_only_rollups_gains_leave_at_its_slots_and_its_row_once_final() -> None:
+    """Phase one drains it as any roll-up (a slot's items and values, not a whole window's), and the shard holds
+    what it merged until the window is final."""
     wins = PartitionWindows(CFG, 0, partials=True)
+    shard = MergeShard(CFG, [0])
     names = [r.name for r in CFG.rollups]
     wins.add_batch([parse(BASE + s * 1000, "click", "DE", f"u{s}", 1.0) for s in (1, 2, 12)], [0, 1, 2])
-    sent = [names[p.rollup] for p in wins.partials().partials]
-    assert "twin_mid" in sent and "fine" in sent and "mid" not in sent
+    tick = wins.partials()
+    assert {"fine", "mid", "twin_mid"} <= {names[p.rollup] for p in tick.partials}
+    shard.fold(tick)
+    assert {v["rollup_name"] for v in values(shard.publish())} == {"fine", "twin_mid"}
     wins.add_batch([parse(BASE + 36_000, "click", "DE", "u36", 1.0)], [3])  # mid [0, 30 s) closes (lateness 5 s)
-    out = wins.partials()
-    mid = [(p.pane_start - BASE, tuple(p.dims), p.state[0]) for p in out.partials if names[p.rollup] == "mid"]
-    assert mid == [(0, ("click", "DE"), 3)]  # the pane's three events, once
-    assert out.closed_upto[names.index("mid")] == BASE + 30_000
+    shard.fold(wins.partials())
+    mid = [v for v in values(shard.publish()) if v["rollup_name"] == "mid"]
+    assert [(v["window_start"] - BASE, v["event_count"], v["is_final"]) for v in mid] == [(0, 3, 1)]
 
 
 def test_without_the_merge_a_final_only_window_shows_once_final() -> None:
