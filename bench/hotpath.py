@@ -23,8 +23,10 @@ import pickle
 import pstats
 import resource
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import yaml
@@ -65,9 +67,10 @@ Segment = tuple[int, float, int, int]  # events so far, CPU s so far, last snaps
 
 
 def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_events: int = 0,
-          segments: list[Segment] | None = None, live: bool = False) -> tuple[int, int]:  # fmt: skip
-    """Events and output rows: every partition's logic fed its batches, publishing once per round. The end
-    offsets are the input's ends, as for a pre-filled topic: provisional rows wait until the lag is small.
+          segments: list[Segment] | None = None, live: bool = False) -> tuple[int, Counter[str]]:  # fmt: skip
+    """Events and output rows by topic role (aggregates, history, valid, late, ...): every partition's logic fed
+    its batches, publishing once per round. The end offsets are the input's ends, as for a pre-filled topic:
+    provisional rows wait until the lag is small.
     live: each batch ends its topic (no lag), so open windows publish every round, as at a live rate.
     With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
     each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes,
@@ -78,11 +81,11 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
     known = {p: 0 for p in ends} if live else ends  # the end offsets the partitions see
     logics: dict[int, PartitionLogic] = {}
     shards: dict[str, MergeShard] = {}
-    rows = events = snap_bytes = 0
+    events = snap_bytes = 0
+    rows: Counter[str] = Counter()
 
-    def count(out: list[object]) -> int:
+    def count(out: list[Any]) -> None:
         """Rows out; with the merge, the ticks are folded into their shards, which publish."""
-        n = 0
         for o in out:
             if isinstance(o, ShardTick):
                 shard = shards.get(o.shard)
@@ -90,8 +93,7 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
                     shard = shards[o.shard] = MergeShard(settings, sorted(ends))
                 shard.fold(unpack(o.payload))
             else:
-                n += 1
-        return n
+                rows[o.role] += 1
 
     next_snapshot = snapshot_events
     me = psutil.Process()
@@ -105,11 +107,11 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             if live:
                 known[b.partition] = b.offsets[-1] + 1
             out, _ = logic.on_batch([b])
-            rows += count(out)
+            count(out)
             events += len(b)
         for shard in shards.values():
             shard.now_ms = int(now[0].timestamp() * 1000)
-            rows += len(shard.publish())
+            count(shard.publish())
         if snapshot_events and events >= next_snapshot:
             next_snapshot += snapshot_events
             snap_bytes = sum(len(pickle.dumps(logic.snapshot())) for logic in logics.values())
@@ -117,8 +119,9 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             segments.append((events, time.process_time() - t0, snap_bytes, me.memory_info().rss))
     for logic in logics.values():
         out, _ = logic.on_eof()
-        rows += count(out)
-    rows += sum(len(shard.publish(flush=True)) for shard in shards.values())
+        count(out)
+    for shard in shards.values():
+        count(shard.publish(flush=True))
     return events, rows
 
 
@@ -185,7 +188,8 @@ def main() -> None:
             n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live)
             cpu = time.process_time() - t0
             rates[name].append(n / cpu)
-            print(f"run {run + 1} {name}: {n:,} events, {rows:,} rows out, {cpu:.2f} CPU s: "
+            roles = ", ".join(f"{role} {k:,}" for role, k in sorted(rows.items()))
+            print(f"run {run + 1} {name}: {n:,} events, {rows.total():,} rows out ({roles}), {cpu:.2f} CPU s: "
                   f"{rates[name][-1]:,.0f} events per CPU s")  # fmt: skip
             if args.segments:
                 report_segments(segments)
