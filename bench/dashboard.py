@@ -67,6 +67,20 @@ def refresh(client: PinotClient, sqls: list[tuple[str, query.Sql]]) -> tuple[flo
     return total, per
 
 
+def patient(client: PinotClient, sql: str, tries: int = 10) -> Any:
+    """The first value of a statement's first row, asked again (every 30 s) while Pinot fails: a load of hours
+    keeps Pinot busy ingesting, and its broker once dropped a connection 45 minutes into one."""
+    for attempt in range(tries):
+        try:
+            return client.query(sql).rows[0][0]
+        except PinotError as exc:
+            if attempt == tries - 1:
+                raise
+            print(f"  Pinot failed ({exc}); asking again in 30 s", flush=True)
+            time.sleep(30)
+    raise AssertionError("unreachable")
+
+
 def load(settings: config.Settings, client: PinotClient, events: int, hours: float, end_ms: int) -> tuple[int, int]:
     start_ms = end_ms - int(hours * 3_600_000)
     # The daily rhythm and the bursts make the mean rate lower than the nominal one: without this, 50 million
@@ -96,7 +110,7 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     print(f"sent {summary.sent:,} events ({summary.malformed:,} malformed) in {summary.seconds:.0f}s, "
           f"event times {hours:g} h back")  # fmt: skip
     while True:
-        got = float(client.query(sql).rows[0][0] or 0) - before
+        got = float(patient(client, sql) or 0) - before
         print(f"  aggregated {got:,.0f} / {valid:,} after {time.monotonic() - t0:.0f}s", flush=True)
         if got >= valid:
             break
@@ -109,7 +123,7 @@ def load(settings: config.Settings, client: PinotClient, events: int, hours: flo
     raw_sql = f"SELECT COUNT(*) FROM events_raw WHERE ts >= {start_ms}"
     last = -1
     while True:
-        rows = int(client.query(raw_sql).rows[0][0])
+        rows = int(patient(client, raw_sql))
         print(f"  events_raw holds {rows:,} rows after {time.monotonic() - t0:.0f}s", flush=True)
         if rows == last and rows > 0:
             break
