@@ -6,6 +6,7 @@ the default ports is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -51,10 +52,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_env() -> dict[str, str]:
+    """A distinct free port for every service: all sockets are held open until each has one, so no two
+    services (nor a port a test binds later on purpose) can be handed the same number."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in PORT_KEYS]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {f"LIVEDASH_{key}": str(sock.getsockname()[1]) for key, sock in zip(PORT_KEYS, socks, strict=True)}
+
+
 def isolated_env(name: str) -> tuple[Path, dict[str, str]]:
     """A throwaway state dir and free ports for every service."""
     state = ROOT / ".livedash-test" / f"{name}-{uuid.uuid4().hex[:6]}"
-    env = {f"LIVEDASH_{key}": str(free_port()) for key in PORT_KEYS}
+    env = port_env()
     env["LIVEDASH_STATE_DIR"] = str(state)
     return state, env
 

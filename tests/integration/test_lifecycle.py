@@ -170,7 +170,7 @@ def test_quick_start_from_a_clone_under_tmp_with_port_overrides(stack: Settings)
 
     import requests
 
-    from tests.conftest import PORT_KEYS, free_port
+    from tests.conftest import port_env
 
     clone = Path(tempfile.mkdtemp(prefix="livedash-quickstart-", dir="/tmp")) / "livedash"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -179,7 +179,7 @@ def test_quick_start_from_a_clone_under_tmp_with_port_overrides(stack: Settings)
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, clone / name)
     (clone / ".venv").symlink_to(ROOT / ".venv")  # the environment bin/bootstrap would build: same pyproject
-    ports = {f"LIVEDASH_{key}": str(free_port()) for key in PORT_KEYS}
+    ports = port_env()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEDASH_")} | ports
     state = clone / ".livedash"
 

@@ -11,11 +11,10 @@ from tests.conftest import ROOT, isolated_env, run_cli
 
 def test_port_already_taken_fails_fast_with_one_line() -> None:
     state, env = isolated_env("port-taken")
+    taken = int(env["LIVEDASH_KAFKA__PORT"])  # distinct from every other service's port
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
+        blocker.bind(("127.0.0.1", taken))
         blocker.listen()
-        taken = blocker.getsockname()[1]
-        env["LIVEDASH_KAFKA__PORT"] = str(taken)
         result = run_cli("up", env=env, timeout=60)
     assert result.returncode == 1
     # One line, besides the warning a clone under /tmp gets about its state directory there
