@@ -24,6 +24,7 @@ import pstats
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,42 +44,68 @@ HERE = Path(__file__).parent
 START_MS = 1_795_960_800_000  # fixed: the generator's daily rhythm, and so the work, depends on the time of day
 
 
-def batches(events: int, partitions: int, batch: int, event_rate: float,
-            late: float = 0.0) -> list[list[RecordBatch]]:  # fmt: skip
-    """Rounds of one batch per partition, in order: events go to partitions round robin. late: the fraction
-    of events minutes behind (the generator's late_fraction)."""
+def stream(events: int, partitions: int, batch: int, event_rate: float,
+           late: float = 0.0) -> Iterator[list[RecordBatch]]:  # fmt: skip
+    """Rounds of one batch per partition, in order, generated as they are asked for: events go to partitions
+    round robin. late: the fraction of events minutes behind (the generator's late_fraction)."""
     opts = GeneratorOptions(seed=6, nominal_rate=event_rate, late_fraction=late, malformed_fraction=0.0)
-    start_ms = START_MS
     per: list[list[bytes]] = [[] for _ in range(partitions)]
+    sent = [0] * partitions  # offsets so far
     i = 0
-    for chunk in generate(events, start_ms, opts):
+
+    def cut(final: bool) -> Iterator[list[RecordBatch]]:
+        while per[-1] and (final or all(len(v) >= batch for v in per)):
+            out = []
+            for p, vals in enumerate(per):
+                take, per[p] = vals[:batch], vals[batch:]
+                if take:
+                    out.append(RecordBatch(p, list(range(sent[p], sent[p] + len(take))),
+                                           [START_MS + 3_600_000] * len(take), [None] * len(take),
+                                           take))  # type: ignore[arg-type]  # fmt: skip
+                    sent[p] += len(take)
+            yield out
+        if final and any(per):  # the first partitions' tail
+            yield [RecordBatch(p, list(range(sent[p], sent[p] + len(v))), [START_MS + 3_600_000] * len(v),
+                               [None] * len(v), v) for p, v in enumerate(per) if v]  # type: ignore[arg-type]  # fmt: skip
+
+    for chunk in generate(events, START_MS, opts):
         for value in chunk.values:
             per[i % partitions].append(value)
             i += 1
-    rounds: list[list[RecordBatch]] = []
-    for start in range(0, max(len(v) for v in per), batch):
-        cut = [(p, vals[start : start + batch]) for p, vals in enumerate(per)]
-        rounds.append([RecordBatch(p, list(range(start, start + len(v))), [start_ms + 3_600_000] * len(v),
-                                   [None] * len(v), v) for p, v in cut if v])  # type: ignore[arg-type]  # fmt: skip
-    return rounds
+        yield from cut(False)
+    yield from cut(True)
+
+
+def batches(events: int, partitions: int, batch: int, event_rate: float,
+            late: float = 0.0) -> list[list[RecordBatch]]:  # fmt: skip
+    """stream(), all of it at once (the input's CPU is then not counted in the runs)."""
+    return list(stream(events, partitions, batch, event_rate, late))
 
 
 Segment = tuple[int, float, int, int]  # events so far, CPU s so far, last snapshot's bytes, resident bytes
 
 
-def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_events: int = 0,
-          segments: list[Segment] | None = None, live: bool = False) -> tuple[int, Counter[str]]:  # fmt: skip
+Observer = Callable[[int, dict[int, PartitionLogic], dict[str, MergeShard]], None]  # events so far, the state
+
+
+def drive(settings: PipelineSettings, rounds: Iterable[list[RecordBatch]], snapshot_events: int = 0,
+          segments: list[Segment] | None = None, live: bool = False, partitions: int = 4,
+          observe: Observer | None = None) -> tuple[int, Counter[str]]:  # fmt: skip
     """Events and output rows by topic role (aggregates, history, valid, late, ...): every partition's logic fed
     its batches, publishing once per round. The end offsets are the input's ends, as for a pre-filled topic:
     provisional rows wait until the lag is small.
     live: each batch ends its topic (no lag), so open windows publish every round, as at a live rate.
     With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
     each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes,
-    resident bytes) after each round."""
+    resident bytes) after each round, and observe (if given) sees the state after each round. Live, rounds may
+    be a stream (its end is not known ahead); otherwise it is read twice: its ends first."""
     # an hour after the first event; live: the clock moves with the event time, a few seconds ahead
     now = [datetime.fromtimestamp(START_MS / 1000 + (5 if live else 3600), UTC)]
-    ends = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
-    known = {p: 0 for p in ends} if live else ends  # the end offsets the partitions see
+    if live:
+        ends = known = dict.fromkeys(range(partitions), 0)  # the end offsets the partitions see
+    else:
+        assert isinstance(rounds, list), "a pre-filled input is read twice"
+        ends = known = {b.partition: b.offsets[-1] + 1 for r in rounds for b in r}
     logics: dict[int, PartitionLogic] = {}
     shards: dict[str, MergeShard] = {}
     events = snap_bytes = 0
@@ -117,6 +144,8 @@ def drive(settings: PipelineSettings, rounds: list[list[RecordBatch]], snapshot_
             snap_bytes = sum(len(pickle.dumps(logic.snapshot())) for logic in logics.values())
         if segments is not None:
             segments.append((events, time.process_time() - t0, snap_bytes, me.memory_info().rss))
+        if observe is not None:
+            observe(events, logics, shards)
     for logic in logics.values():
         out, _ = logic.on_eof()
         count(out)
@@ -176,7 +205,7 @@ def main() -> None:
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        drive(next(iter(variants.values())), rounds, args.snapshot_events, live=args.live)
+        drive(next(iter(variants.values())), rounds, args.snapshot_events, live=args.live, partitions=args.partitions)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
@@ -185,7 +214,7 @@ def main() -> None:
         for name, settings in variants.items():
             segments: list[Segment] = []
             t0 = time.process_time()
-            n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live)
+            n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live, args.partitions)
             cpu = time.process_time() - t0
             rates[name].append(n / cpu)
             roles = ", ".join(f"{role} {k:,}" for role, k in sorted(rows.items()))

@@ -1,0 +1,110 @@
+"""What the dataflow's state holds over time at a live rate: the pipeline's logic (bench.hotpath's drive, live,
+the input generated as it is consumed) for --minutes of event time at --event-rate, with the resident memory
+and the size of each part of the state every --every minutes of event time. Kafka, Bytewax and librdkafka are
+not in it: a resident memory that grows here grows in the pipeline's own state; one that grows only in the
+running dataflow (bench.dataflow, psutil on the process) grows outside it.
+
+.venv/bin/python -m bench.memory [--minutes 60] [--event-rate 2000] [--every 5] [--pipeline config/pipeline.yaml]
+
+Parts, each as the pickled bytes of its snapshot (what Bytewax stores at every epoch, and a fair proxy for the
+objects behind it) and its groups: per roll-up the partitions' panes (folded events and their caps' routes),
+the merge shards' panes, the cascade's open derived windows; the late corrections; the duplicate ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import yaml
+
+from bench.common import machine
+from bench.hotpath import drive, stream
+from livedash.dataflow.flow import tune_gc
+from livedash.dataflow.logic import PartitionLogic
+from livedash.pipeline.merge import MergeShard
+from livedash.pipeline.settings import PipelineSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parts(logics: dict[int, PartitionLogic], shards: dict[str, MergeShard]) -> tuple[Counter[str], Counter[str]]:
+    """Pickled bytes and groups (ids for dedup) of each part of the state."""
+    size: Counter[str] = Counter()
+    groups: Counter[str] = Counter()
+    for logic in logics.values():
+        state = logic.snapshot()
+        size["dedup ids"] += len(pickle.dumps(state["dedup"]))
+        groups["dedup ids"] += len(logic.dedup.seen)
+        windows = state["windows"]
+        names = [r.name for r in logic.settings.rollups]
+        for name, saved in zip(names, windows["rollups"], strict=True):
+            size[f"{name} partition panes"] += len(pickle.dumps(saved))
+            groups[f"{name} partition panes"] += sum(len(pane[0]) for pane in saved["panes"].values())
+        for d, level in windows["cascade"].items():
+            size[f"{names[d]} cascade"] += len(pickle.dumps(level))
+            groups[f"{names[d]} cascade"] += sum(len(g) for g in level.values())
+        size["late corrections"] += len(pickle.dumps(windows["late"]))
+        groups["late corrections"] += len(windows["late"][1])
+    for shard in shards.values():
+        state = shard.snapshot()
+        names = [r.name for r in shard.settings.rollups]
+        for name, saved in zip(names, state["rollups"], strict=True):
+            size[f"{name} shard panes"] += len(pickle.dumps(saved))
+            groups[f"{name} shard panes"] += sum(len(g) for seg in saved["panes"].values() for g in seg.values())
+        for d, level in state["cascade"].items():
+            size[f"{names[d]} cascade"] += len(pickle.dumps(level))
+            groups[f"{names[d]} cascade"] += sum(len(g) for g in level.values())
+    return size, groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=60.0, help="event time to run for")
+    parser.add_argument("--event-rate", type=float, default=2000.0, help="nominal events per second (generator's)")
+    parser.add_argument("--every", type=float, default=5.0, help="minutes of event time between reports")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--late", type=float, default=0.01, help="fraction of events minutes behind")
+    parser.add_argument("--pipeline", default=str(ROOT / "config" / "pipeline.yaml"))
+    args = parser.parse_args()
+    tune_gc()  # as the shipped dataflow process does
+    settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
+    # one round of batches per second of event time, as bench.hotpath --live: batch = rate / partitions
+    batch = max(1, round(args.event_rate / args.partitions))
+    events = int(args.minutes * 60 * args.event_rate)
+    me = psutil.Process()
+    t0 = time.process_time()
+    series: list[dict[str, object]] = []
+    due = [0]
+    step = int(args.every * 60 * args.event_rate)
+
+    def observe(n: int, logics: dict[int, PartitionLogic], shards: dict[str, MergeShard]) -> None:
+        if n < due[0]:
+            return
+        due[0] += step
+        cpu = time.process_time() - t0
+        size, groups = parts(logics, shards)
+        rss = me.memory_info().rss
+        series.append({"events": n, "rss_mb": round(rss / 1e6), "state_mb": round(size.total() / 1e6, 1)})
+        print(f"{n / args.event_rate / 60:6.1f} min, {n:>10,} events, {cpu:7.1f} CPU s: resident {rss / 1e6:,.0f} MB,"
+              f" state pickled {size.total() / 1e6:,.1f} MB")  # fmt: skip
+        for name, b in size.most_common(8):
+            print(f"    {name:<32} {b / 1e6:8.1f} MB  {groups[name]:>10,} groups")
+
+    n, rows = drive(settings, stream(events, args.partitions, batch, args.event_rate, args.late), live=True,
+                    partitions=args.partitions, observe=observe)  # fmt: skip
+    cpu = time.process_time() - t0
+    print(f"{n:,} events, {rows.total():,} rows out, {cpu:.1f} CPU s ({n / cpu:,.0f} events per CPU s, input "
+          f"generation included); machine: {machine()}")  # fmt: skip
+    first, last = series[1] if len(series) > 1 else series[0], series[-1]
+    print(json.dumps({"minutes": args.minutes, "event_rate": args.event_rate, "rss_mb_first": first["rss_mb"],
+                      "rss_mb_last": last["rss_mb"], "state_mb_last": last["state_mb"], "series": series}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
