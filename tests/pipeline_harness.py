@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+from confluent_kafka import Producer
+
 from livedash import apply, config
 from livedash.config import Settings
 from livedash.pinot.client import PinotClient
 from livedash.wait import poll
 from tests.conftest import ROOT, TEST_CONFIG
+from tests.malformed import valid_event
 from tests.pinot_query import attempt, query
 
 T = TypeVar("T")
@@ -241,3 +245,23 @@ def wait_stable(fn: Any, want: Any, timeout_s: float = 240, quiet_s: float = 3) 
         return value, False
 
     return poll(look, timeout_s, every_s=1.0, done=lambda seen: seen[1])[0]
+
+
+def closing_events(producer: Producer, topic: str, ts: int, tag: str, partitions: int = 4) -> list[dict[str, Any]]:
+    """One valid event at ts in each partition, produced (the caller flushes) and returned: every partition's
+    watermark passes the windows ending by then (a quiet partition's would follow the clock only after
+    idle_timeout_s, at the clock's pace)."""
+    out = []
+    for partition in range(partitions):
+        event = valid_event(10**7 + partition, event_id=f"close-{tag}-{partition}", ts=ts)
+        producer.produce(topic, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
+        out.append(event)
+    return out
+
+
+def close_windows(stack: Settings, topic: str, ts: int, tag: str) -> list[dict[str, Any]]:
+    """closing_events through a producer of its own, every delivery checked."""
+    closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
+    out = closing_events(closer, topic, ts, tag)
+    assert closer.flush(30) == 0
+    return out

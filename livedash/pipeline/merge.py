@@ -96,7 +96,7 @@ class _Rollup:
         # changed groups held back: of sliding windows not yet current, and of ended windows until the late cadence
         self.waiting: dict[int, set[tuple[str, ...]]] = {}
         self.final_upto: int | None = None  # every window ending at or before this was published final
-        self.final_only = rollup.live_from is not None  # no running rows (settings.final_only)
+        self.final_only = settings.final_only(rollup)  # no running rows
 
     def window_starts(self, pane_start: int) -> range:
         return range(pane_start - self.size_ms + self.pane_ms, pane_start + 1, self.pane_ms)

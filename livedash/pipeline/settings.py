@@ -238,41 +238,43 @@ class PipelineSettings(FrozenModel):
         return tuple(d for d in self.events.dimensions if d in used)
 
 
-def _check_derived(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
-    """A derived roll-up names a finer tumbling roll-up declared before it, with the same dimensions in the same
-    order (a merge shard holds a group's windows of both), in the same tier (one table: the dashboard reads a
-    coarse window not yet final from its finer roll-up, and verify reads the caps from its rows), whose window
-    divides its own."""
-    where = f"roll-up {rollup.name!r} is derived from {rollup.derived_from!r}"
-    source = next((r for r in before if r.name == rollup.derived_from), None)
-    if source is None:
+def _finer(rollup: Rollup, name: str, before: tuple[Rollup, ...], where: str) -> Rollup:
+    """The finer roll-up `name` that `rollup` is built or read from: declared before it, both tumbling, and its
+    window a divisor of rollup's (a coarse window is a union of finer ones)."""
+    finer = next((r for r in before if r.name == name), None)
+    if finer is None:
         raise ValueError(f"{where}, which is not a roll-up declared before it")
-    if rollup.window.every_s is not None or source.window.every_s is not None:
+    if rollup.window.every_s is not None or finer.window.every_s is not None:
         raise ValueError(f"{where}: both must be tumbling (no every_s)")
+    if rollup.window.size_s <= finer.window.size_s or rollup.window.size_s % finer.window.size_s:
+        raise ValueError(f"{where}: its window must be a multiple of {finer.window.size_s} s, larger than it")
+    return finer
+
+
+def _check_derived(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
+    """A derived roll-up is built from a finer one (_finer) with the same dimensions in the same order (a merge
+    shard holds a group's windows of both), in the same tier (one table: the dashboard reads a coarse window not
+    yet final from its finer roll-up, and verify reads the caps from its rows)."""
+    assert rollup.derived_from is not None
+    where = f"roll-up {rollup.name!r} is derived from {rollup.derived_from!r}"
+    source = _finer(rollup, rollup.derived_from, before, where)
     if source.dimensions != rollup.dimensions:
         raise ValueError(f"{where}: it must have the same dimensions in the same order, {list(source.dimensions)}")
     if source.tier != rollup.tier:
         raise ValueError(f"{where}: it must be in the same tier ({source.tier})")
-    if rollup.window.size_s <= source.window.size_s or rollup.window.size_s % source.window.size_s:
-        raise ValueError(f"{where}: its window must be a multiple of {source.window.size_s} s, larger than it")
 
 
 def _check_live_from(rollup: Rollup, before: tuple[Rollup, ...]) -> None:
-    """A final-only roll-up names a finer tumbling roll-up declared before it, folded from events and published
-    while open, with the same dimensions, whose window divides its own (its open windows are unions of the
-    finer one's windows, read by the dashboard)."""
+    """A final-only roll-up is read while open from a finer one (_finer), folded from events and published while
+    open, with the same dimensions (its open windows are unions of the finer one's windows, read by the
+    dashboard)."""
+    assert rollup.live_from is not None
     where = f"roll-up {rollup.name!r} is live from {rollup.live_from!r}"
-    live = next((r for r in before if r.name == rollup.live_from), None)
-    if live is None:
-        raise ValueError(f"{where}, which is not a roll-up declared before it")
     if rollup.derived_from is not None:
         raise ValueError(f"{where}: a derived roll-up is final only already (its chain's first roll-up may be live "
                          "from another)")  # fmt: skip
+    live = _finer(rollup, rollup.live_from, before, where)
     if live.derived_from is not None or live.live_from is not None:
         raise ValueError(f"{where}, which is published final only itself")
-    if rollup.window.every_s is not None or live.window.every_s is not None:
-        raise ValueError(f"{where}: both must be tumbling (no every_s)")
     if set(live.dimensions) != set(rollup.dimensions):
         raise ValueError(f"{where}: it must have the same dimensions, {sorted(live.dimensions)}")
-    if rollup.window.size_s <= live.window.size_s or rollup.window.size_s % live.window.size_s:
-        raise ValueError(f"{where}: its window must be a multiple of {live.window.size_s} s, larger than it")

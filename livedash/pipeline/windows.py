@@ -133,7 +133,8 @@ def window_row(
 class RollupWindows:
     """Panes and closing state of one roll-up in one partition."""
 
-    def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int, publish_every_ms: int = 0) -> None:
+    def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int, publish_every_ms: int = 0,
+                 final_only: bool = False) -> None:  # fmt: skip
         self.rollup = rollup
         self.publish_every_ms = publish_every_ms
         self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
@@ -157,9 +158,10 @@ class RollupWindows:
         # this roll-up's final ones. An event late for this roll-up's window is late for each derived from it
         # (directly or not): (index, window size) of those.
         self.derived = rollup.derived_from is not None
-        # Final only (live_from): no running rows. With the merge its gains still leave at its tier's slots: phase
-        # one keeps a slot's items and values as they are (Gains), which over a whole window would be every event's
-        self.final_only = rollup.live_from is not None
+        # Final only (PipelineSettings.final_only): no running rows. With the merge its gains still leave at its
+        # tier's slots: phase one keeps a slot's items and values as they are (Gains), which over a whole window
+        # would be every event's
+        self.final_only = final_only
         self.late_too: list[tuple[int, int]] = []
 
     def window_starts(self, pane_start: int) -> range:
@@ -264,6 +266,7 @@ class PartitionWindows:
                 tuple(settings.events.dimensions[d] for d in r.dimensions),
                 settings.retention_ms(r),
                 settings.publish_every_ms(r),
+                settings.final_only(r),
             )
             for r in settings.rollups
         ]

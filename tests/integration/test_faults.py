@@ -18,7 +18,7 @@ from livedash.pipeline.contract import Validator
 from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.malformed import NOW, malformed, odd_unicode_valid, valid_event
-from tests.pipeline_harness import Pipeline, query_all, wait_progressing, wait_stable
+from tests.pipeline_harness import Pipeline, close_windows, closing_events, query_all, wait_progressing, wait_stable
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -26,28 +26,21 @@ BURST = 200_000  # events produced while the dataflow is stopped (scenario 4)
 MALFORMED: list[tuple[str, bytes]] = []  # (category, message), collected by the hypothesis run below
 
 
-def close_every_window(producer: Producer, topic: str, stack: Settings, partitions: int = 4) -> int:
-    """One valid event per partition 30 minutes ahead (within max_future_s): every earlier window closes (verify
-    looks up to now+10m, short of these events' own windows)."""
-    for partition in range(partitions):
-        event = valid_event(10**7 + partition, ts=NOW + 1_800_000)
-        producer.produce(topic, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
-    return partitions
+CLOSED_AHEAD_MS = 1_800_000  # closing events this far ahead (within max_future_s) close every earlier window;
+# verify looks up to now+10m, short of their own windows
+
+
+def close_every_window(producer: Producer, topic: str) -> int:
+    return len(closing_events(producer, topic, NOW + CLOSED_AHEAD_MS, "ahead"))
 
 
 def close_all_windows(stack: Settings, topic: str) -> None:
-    """close_every_window through a producer of its own, every delivery checked."""
-    closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-    close_every_window(closer, topic, stack)
-    assert closer.flush(30) == 0
+    close_windows(stack, topic, NOW + CLOSED_AHEAD_MS, "ahead")
 
 
 def summary_line(stdout: str) -> str:
     return next((line for line in stdout.splitlines() if "groups compared" in line and line.startswith("verify")),
                 stdout[-300:])  # fmt: skip
-
-
-CLOSED_AHEAD_S = 1800  # close_every_window's events, ahead of the clock
 
 
 def all_final(stdout: str, settings: Settings) -> bool:
@@ -59,7 +52,7 @@ def all_final(stdout: str, settings: Settings) -> bool:
     sizes = {r.name: r.window.size_s for r in settings.pipeline.rollups}
     lines = re.findall(r"^(\w+): \d+ groups compared, \d+ equal, (\d+) windows open$", stdout, re.MULTILINE)
     assert lines and {name for name, _ in lines} <= set(sizes), stdout[-2000:]
-    return all(int(left) == 0 for name, left in lines if sizes[name] <= CLOSED_AHEAD_S)
+    return all(int(left) == 0 for name, left in lines if sizes[name] * 1000 <= CLOSED_AHEAD_MS)
 
 
 # Late corrections go out every windows.late_publish_every_s (10 s), so they can follow the final rows of their
@@ -168,7 +161,7 @@ def test_hypothesis_malformed_messages_are_dead_lettered_and_valid_ones_counted_
         for event in odd:
             producer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode())
             valid += 1
-        valid += close_every_window(producer, p.raw, stack)
+        valid += close_every_window(producer, p.raw)
         assert producer.flush(60) == 0
         dead = wait_stable(lambda: p.distinct_sources(p.dead_letter), len(MALFORMED), timeout_s=240)
         assert dead == len(MALFORMED)

@@ -21,7 +21,7 @@ from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.ground_truth import GroupKey, Truth, ground_truth
 from tests.pinot_query import records
-from tests.pipeline_harness import Pipeline, query_all, wait_stable
+from tests.pipeline_harness import Pipeline, close_windows, query_all, wait_stable
 
 pytestmark = pytest.mark.slow
 
@@ -188,23 +188,6 @@ def derived_due(pipeline: Any, lateness_ms: int, horizon_ms: int = 0) -> Any:
     return due
 
 
-def close_windows(stack: Settings, p: Pipeline, ts: int) -> list[dict[str, Any]]:
-    """One valid event at ts in each partition (sent, and returned): every partition's watermark passes the
-    windows ending by then (a quiet partition's would follow the clock's pace from its last event)."""
-    from confluent_kafka import Producer
-
-    from tests.malformed import valid_event
-
-    closer = Producer({"bootstrap.servers": stack.kafka.bootstrap})
-    out = []
-    for partition in range(4):
-        event = valid_event(10**7 + partition, event_id=f"close-{p.suffix}-{partition}", ts=ts)
-        closer.produce(p.raw, value=orjson.dumps(event), key=event["user_id"].encode(), partition=partition)
-        out.append(event)
-    assert closer.flush(30) == 0
-    return out
-
-
 def derived_windows(settings: Settings, table: str, pipeline: Any) -> set[tuple[str, int]]:
     """(roll-up, window start) of the final-only roll-ups' window rows in Pinot (not their late corrections,
     which a window not yet final may already have: events late for its finer windows)."""
@@ -285,7 +268,7 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
         lateness = p.lateness_s * 1000
         longest = max(r.window.size_s for r in pipeline.rollups if r.live_from is not None) * 1000
         horizon = max(e["ts"] for e in events) + longest + lateness + 10_000
-        events += close_windows(stack, p, horizon)
+        events += close_windows(stack, p.raw, horizon, p.suffix)
         truth = ground_truth(events, pipeline)
 
         t0 = time.monotonic()
@@ -410,7 +393,7 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
         )
         # One event per partition 5 minutes past the end: every partition's watermark passes the last hour's end
         # plus the lateness
-        events += close_windows(stack, p, end + 300_000)
+        events += close_windows(stack, p.raw, end + 300_000, p.suffix)
         p.start_dataflow()
         history = [r for r in pipeline.rollups if r.tier == "history"]
         derived = {r.name for r in history if pipeline.final_only(r)}  # published once, final: derived or live
