@@ -14,9 +14,12 @@ the merge shards' panes, the cascade's open derived windows; the late correction
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import pickle
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -71,7 +74,25 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--late", type=float, default=0.01, help="fraction of events minutes behind")
     parser.add_argument("--pipeline", default=str(ROOT / "config" / "pipeline.yaml"))
+    parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="at each report, also the resident memory after a full collection and malloc_trim(0) "
+        "(what the allocator held but the program had freed)",
+    )
+    parser.add_argument("--traced", type=int, default=0,
+                        help="trace Python's allocations (slow): at each report, the N lines whose live memory "
+                             "grew most since the last")  # fmt: skip
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="at each report, the live objects by type that the collector tracks (and their change)",
+    )
     args = parser.parse_args()
+    census: Counter[str] = Counter()
+    if args.traced:
+        tracemalloc.start(1)
+    last_trace: list[tracemalloc.Snapshot] = []
     tune_gc()  # as the shipped dataflow process does
     settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
     # one round of batches per second of event time, as bench.hotpath --live: batch = rate / partitions
@@ -95,6 +116,26 @@ def main() -> None:
               f" state pickled {size.total() / 1e6:,.1f} MB")  # fmt: skip
         for name, b in size.most_common(8):
             print(f"    {name:<32} {b / 1e6:8.1f} MB  {groups[name]:>10,} groups")
+        if args.census:
+            now = Counter(type(o).__name__ for o in gc.get_objects())
+            print(
+                "    live objects: "
+                + ", ".join(f"{name} {k:,} ({k - census[name]:+,})" for name, k in now.most_common(12))
+            )
+            census.clear()
+            census.update(now)
+        if args.trim:
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            print(f"    after gc.collect() and malloc_trim(0): resident {me.memory_info().rss / 1e6:,.0f} MB")
+        if args.traced:
+            snap = tracemalloc.take_snapshot()
+            traced = sum(stat.size for stat in snap.statistics("filename"))
+            print(f"    Python's own allocations: {traced / 1e6:,.0f} MB")
+            if last_trace:
+                for stat in snap.compare_to(last_trace[0], "lineno")[: args.traced]:
+                    print(f"      {stat.size_diff / 1e6:+8.1f} MB  {stat.count_diff:+10,} blocks  {stat.traceback[0]}")
+            last_trace[:] = [snap]
 
     n, rows = drive(settings, stream(events, args.partitions, batch, args.event_rate, args.late), live=True,
                     partitions=args.partitions, observe=observe)  # fmt: skip

@@ -40,7 +40,8 @@ from livedash.pipeline.settings import PipelineSettings
 # Cyclic GC generation thresholds: a Kafka batch allocates ~10,000 GC-tracked message objects, so at Python's
 # default (700) every batch ran ~14 young collections and, every few batches, a full one over all the windows'
 # state: 8% of a process's CPU (gc.callbacks over 3 million events). Batches free their objects by reference
-# count; only the windows' retired panes form cycles, which a pass per 50,000 net allocations still frees.
+# count; nothing of ours forms cycles (a retired pane did, and held GBs: RollupWindows.drop breaks it), since
+# full collections are rare at these thresholds.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 

@@ -210,6 +210,17 @@ class RollupWindows:
         ]
         return pane
 
+    def drop(self, pane_start: int) -> None:
+        """Forget a pane no open window needs, its counts ranking values for the panes to come. Its groups point
+        back at it (home): a cycle that only a full collection would free, which the dataflow's thresholds
+        (GC_THRESHOLDS) make rare; it held every retired pane, growing memory by GBs an hour. Broken here, the
+        pane goes by reference count at once."""
+        pane = self.panes.pop(pane_start)
+        if not pane.retired:
+            self._retire(pane)
+        for group in pane.groups.values():
+            group.home = None
+
     def _retire(self, pane: Pane) -> None:
         pane.retired = True
         for pop in self.popular:
@@ -517,9 +528,7 @@ class PartitionWindows:
             pane = rw.panes[ps]
             if ps + rw.size_ms <= new_closed:
                 self.pending_partials.extend(self._drain(r, old, ps, pane))
-                if not pane.retired:
-                    rw._retire(pane)
-                del rw.panes[ps]
+                rw.drop(ps)
             elif sliding:
                 self.pending_partials.extend(self._drain(r, old, ps, pane))
         rw.closed_upto = new_closed
@@ -545,9 +554,7 @@ class PartitionWindows:
             rows.extend(self.cascade.close(r, new_closed))
         rw.closed_upto = new_closed
         for ps in sorted(ps for ps in rw.panes if ps + rw.size_ms <= new_closed):
-            if not rw.panes[ps].retired:
-                rw._retire(rw.panes[ps])  # its counts still rank values for the panes to come
-            del rw.panes[ps]
+            rw.drop(ps)
         return rows
 
     def _provisional(self, rw: RollupWindows, flush: bool) -> Iterable[Row]:
