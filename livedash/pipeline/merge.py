@@ -148,7 +148,11 @@ class MergeShard:
                 # Every window of the pane was published final: phase one sends a pane's gains before it says
                 # the pane's windows are closed, so only a partition the shard did not wait for can do this.
                 raise ValueError(f"partial for pane {ps} of {mr.rollup.name} after its windows were final")
-            groups = mr.panes.setdefault(ps, {}).setdefault(NO_BOUND if after is None else after, {})
+            # A bound before the pane's first window ends excludes no window of the pane: such gains join the
+            # pane's unbounded segment. (A tumbling pane has one window, open while it gains, so always; kept
+            # apart, every closed_upto a pane met made a segment: 8 per pane, merged at every publish.)
+            bound = NO_BOUND if after is None or after < ps + mr.pane_ms else after
+            groups = mr.panes.setdefault(ps, {}).setdefault(bound, {})
             agg = groups.get(dims)
             if agg is None:
                 agg = groups[dims] = Agg(params)

@@ -16,11 +16,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from livedash.pipeline.contract import Event, Validator
-from livedash.pipeline.merge import MERGED, MergeShard, shard_of, split
+from livedash.pipeline.merge import MERGED, NO_BOUND, MergeShard, shard_of, split
 from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings
 from livedash.pipeline.windows import PartitionWindows
-from tests.dataflow_runs import BASE, event, settings
+from tests.dataflow_runs import BASE, LATENESS_S, event, settings
 
 # The flow's two roll-ups, and two derived ones (the cascade, a chain): the same counts merged or not
 CFG = PipelineSettings.model_validate(
@@ -354,3 +354,18 @@ def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_
     final = {v["pk"]: v for v in rows if v["is_final"]}  # one final row per window and group
     assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "coarse") == 14
     assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "fine") == 14
+
+
+def test_a_tumbling_pane_keeps_one_segment_however_often_closed_upto_moves() -> None:
+    """Gains sent under different closed_upto bounds, each before the pane's window ends, count for the same
+    (only) window: the shard keeps them in one group, not one per bound (8 per pane, merged at every publish)."""
+    m = Merged(partitions=1, shards=1)
+    tumble = m.merge[0].rollups[NAMES.index("tumble_10s")]
+    tumble_bounds: set[int] = set()
+    for sec in range(0, 100, 2):  # the watermark moves on, closed_upto with it; each pane also gains a while after
+        m.feed(stream([(0, sec, 0, 0, sec), (0, max(0, sec - LATENESS_S + 1), 0, 0, sec + 1)]))  # (never late)
+        tumble_bounds |= {bound for segments in tumble.panes.values() for bound in segments}
+    assert tumble_bounds == {NO_BOUND}
+    m.finish()
+    finals = [v for v in values(m.rows) if v["rollup_name"] == "tumble_10s" and v["is_final"]]
+    assert sum(v["event_count"] for v in finals if v["kind"] == "window") == 100
