@@ -3,8 +3,10 @@ duplicates, late events, the valid events, windows, publish cadence (docs/archit
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -38,6 +40,20 @@ class ShardTick(NamedTuple):
 
     shard: str
     payload: bytes
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a snapshot is built: it allocates hundreds of thousands of objects, none in
+    a cycle (reference counts free them once Bytewax has pickled them), and with the collector on they set off
+    collections over the whole state: two thirds of the snapshot's CPU (bench.memory, 1.8 s against 0.5 s)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str, Any]]):
@@ -240,9 +256,10 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
 
     def snapshot(self) -> dict[str, Any]:
         assert self.windows is not None and self.partition is not None
-        return {"partition": self.partition, "dead_letters": self.dead_letters, "windows": self.windows.snapshot(),
-                "input_watermark": self.input_watermark, "dedup": self.dedup.snapshot(),
-                "valid_published": self.valid_published}  # fmt: skip
+        with collector_paused():
+            return {"partition": self.partition, "dead_letters": self.dead_letters,
+                    "windows": self.windows.snapshot(), "input_watermark": self.input_watermark,
+                    "dedup": self.dedup.snapshot(), "valid_published": self.valid_published}  # fmt: skip
 
     def _publish(self, now: datetime, flush: bool = False) -> list[Item | ShardTick]:
         self.next_publish = now + self.every

@@ -13,7 +13,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from livedash.dataflow import metrics
-from livedash.dataflow.logic import Clock
+from livedash.dataflow.logic import Clock, collector_paused
 from livedash.kafka.messages import Out, OutBatch
 from livedash.pipeline.merge import MergeShard, unpack
 from livedash.pipeline.settings import PipelineSettings
@@ -52,7 +52,8 @@ class MergeLogic(StatefulBatchLogic[bytes, OutBatch, dict[str, Any]]):
         return self._publish(self.clock(), flush=True), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
-        return self.shard.snapshot()
+        with collector_paused():
+            return self.shard.snapshot()
 
     def _publish(self, now: datetime, flush: bool = False) -> list[OutBatch]:
         self.shard.now_ms = int(now.timestamp() * 1000)

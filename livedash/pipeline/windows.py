@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 
-from livedash.pipeline.aggregates import Agg, Gains, SketchParams
+from livedash.pipeline.aggregates import Agg, Gains, SketchParams, pack_state, unpack_state
 from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.contract import Event, dimension_values, event_time
 from livedash.pipeline.rows import ALL, MISSING, OTHER, SOURCES, Row, key_parts, late_block, primary_key, version
@@ -662,12 +662,14 @@ class PartitionWindows:
             "rollups": [
                 {
                     "closed_upto": rw.closed_upto,
-                    "panes": {
-                        ps: (
-                            {dims: agg.to_state() for dims, agg in pane.groups.items()},
-                            [set(a) for a in pane.admitted],  # copies: the snapshot is pickled later
-                            [(raw, hits) for raw, (_, hits) in pane.route.items()],
-                            pane.retired,
+                    "panes": {  # a pane per buffer (pack_state)
+                        ps: pack_state(
+                            (
+                                [(dims, agg.to_state()) for dims, agg in pane.groups.items()],
+                                [list(a) for a in pane.admitted],
+                                [(raw, hits) for raw, (_, hits) in pane.route.items()],
+                                pane.retired,
+                            )
                         )
                         for ps, pane in rw.panes.items()
                     },
@@ -693,10 +695,17 @@ class PartitionWindows:
         for rw, saved in zip(out.rollups, state["rollups"], strict=True):
             rw.closed_upto = saved["closed_upto"]
             rw.popular = [dict(pop) for pop in saved["popular"]]
-            for ps, (groups, admitted, route, retired) in saved["panes"].items():
+            for ps, packed in saved["panes"].items():
+                if isinstance(packed, bytes):
+                    groups, admitted, route, retired = unpack_state(packed)
+                    groups = [(tuple(dims), st) for dims, st in groups]
+                    route = [(tuple(raw), hits) for raw, hits in route]
+                else:  # older snapshots: a tuple, the groups a dict
+                    groups, admitted, route, retired = packed
+                    groups = list(groups.items())
                 pane = rw.panes[ps] = Pane(admitted=[set(a) for a in admitted], retired=retired)
                 load = Gains.from_state if partials else Agg.from_state
-                pane.groups = {dims: load(out.params, st) for dims, st in groups.items()}
+                pane.groups = {dims: load(out.params, st) for dims, st in groups}
                 for dims, agg in pane.groups.items():
                     agg.home = (pane, dims)
                 for raw, hits in route:  # the same routes and counts, in the same order, as before the snapshot

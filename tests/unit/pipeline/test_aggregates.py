@@ -109,6 +109,11 @@ def test_a_shard_group_fed_gains_counts_what_one_fed_the_events_counts(ticks: in
         assert gains.count == 0 and not gains.items and not gains.values
         empty = Gains.from_state(params, gains.to_state())  # a drained group's snapshot: still nothing gained
         assert isinstance(empty, Gains) and empty.count == 0 and empty.max_offset == gains.max_offset
+        n = len(params.metrics)  # the same in the full form older snapshots hold
+        older = Gains.from_state(
+            params, (0, [0.0] * n, [1e308] * n, [-1e308] * n, [0] * n, [], [], gains.max_offset, 0)
+        )
+        assert isinstance(older, Gains) and older.count == 0 and older.max_offset == gains.max_offset
     assert aggregates._UNSET == [] and aggregates._UNSET_ITEMS == {}  # the shared empty lists stayed empty
     got, want = merged.fields(), direct.fields()
     for column in want:
