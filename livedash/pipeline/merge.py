@@ -143,10 +143,7 @@ class MergeShard:
                 # Every window of the pane was published final: phase one sends a pane's gains before it says
                 # the pane's windows are closed, so only a partition the shard did not wait for can do this.
                 raise ValueError(f"partial for pane {ps} of {mr.rollup.name} after its windows were final")
-            # A bound before the pane's first window ends excludes no window of the pane: such gains join the
-            # pane's unbounded segment. (A tumbling pane has one window, open while it gains, so always; kept
-            # apart, every closed_upto a pane met made a segment: 8 per pane, merged at every publish.)
-            bound = NO_BOUND if after is None or after < ps + mr.pane_ms else after
+            bound = self._bound(mr, ps, after)
             groups = mr.panes.setdefault(ps, {}).setdefault(bound, {})
             agg = groups.get(dims)
             if agg is None:
@@ -158,6 +155,16 @@ class MergeShard:
             raise ValueError(f"partition {tick.partition} is not one of the shard's {sorted(self.closed)}")
         self.closed[tick.partition] = list(tick.closed_upto)
         self.watermarks[tick.partition] = tick.watermark
+
+    @staticmethod
+    def _bound(mr: _Rollup, ps: int, after: int | None) -> int:
+        """The segment of pane ps that gains sent under closed_upto `after` join. A bound that excludes no window
+        still to be built (one before the pane's first window ends, or one every excluded window of which is
+        final) is the pane's unbounded segment. (A tumbling pane's gains always are: kept apart, every
+        closed_upto a pane met made a segment, 8 per pane, merged at every publish.)"""
+        if after is None or after < ps + mr.pane_ms or (mr.final_upto is not None and after <= mr.final_upto):
+            return NO_BOUND
+        return after
 
     def publish(self, flush: bool = False) -> list[Row]:
         """Final rows of windows every partition has closed, then provisional rows of changed open windows
@@ -210,9 +217,28 @@ class MergeShard:
             del mr.panes[ps]
             mr.dirty.pop(ps, None)
             mr.sources.pop(ps, None)
+        if mr.size_ms > mr.pane_ms:  # sliding: segments whose bounds only excluded windows now final join as one
+            for segments in mr.panes.values():
+                self._join_segments(mr, segments)
         for ws in [ws for ws in mr.waiting if ws + mr.size_ms <= upto]:
             del mr.waiting[ws]  # its final row covers every change
         return rows
+
+    def _join_segments(self, mr: _Rollup, segments: dict[int, dict[tuple[str, ...], Agg]]) -> None:
+        """A sliding pane's segments folded into its unbounded one where their bounds now are (_bound): a window
+        merged 62 parts on average instead of 30 (bench.hotpath --live)."""
+        assert mr.final_upto is not None
+        done = [after for after in segments if after != NO_BOUND and after <= mr.final_upto]
+        if not done:
+            return
+        base = segments.setdefault(NO_BOUND, {})
+        for after in sorted(done):
+            for dims, agg in segments.pop(after).items():
+                into = base.get(dims)
+                if into is None:
+                    base[dims] = agg
+                else:
+                    into.absorb_agg(agg)
 
     def _is_final(self, mr: _Rollup, ws: int) -> bool:
         return mr.final_upto is not None and ws + mr.size_ms <= mr.final_upto
