@@ -23,7 +23,8 @@ from livedash.pipeline.settings import PipelineSettings
 # 6: the merge shards' state beside the partitions' (windows.merge_shards; the recovery directory names the
 #    shard count too, since a shard's state lives under its key)
 # 7: late corrections per block of the watermark (windows.late_block_s): the current block's groups
-# 8: the cascade's open derived windows (livedash.pipeline.cascade), in the merge shards or the partitions
+# 8: the cascade's open derived windows (livedash.pipeline.cascade), in the merge shards or the partitions; later
+#    each pane as one msgpack buffer (pack_state): the restoring code reads both forms, so v8 stayed
 STATE_FORMAT = 8
 
 
