@@ -226,7 +226,7 @@ class MergeShard:
 
     def _join_segments(self, mr: _Rollup, segments: dict[int, dict[tuple[str, ...], Agg]]) -> None:
         """A sliding pane's segments folded into its unbounded one where their bounds now are (_bound): a window
-        merged 62 parts on average instead of 30 (bench.hotpath --live)."""
+        merged 62 parts on average, now 26 (5 minutes of bench.hotpath --live)."""
         assert mr.final_upto is not None
         done = [after for after in segments if after != NO_BOUND and after <= mr.final_upto]
         if not done:
