@@ -108,6 +108,12 @@ def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
         malformed_fraction=args.malformed, users=args.users,
     )  # fmt: skip
     topic = args.topic or settings.pipeline.topics.raw
+    if args.rate > 0:  # --rate is the daily peak: at night a benchmark "at 2,000/s" ran at a third of it
+        from livedash.generator import rhythm
+
+        shape = rhythm(time.time())
+        print(f"generate: about {args.rate * shape:,.0f} events/s now (--rate {args.rate:,.0f}/s is the daily peak, "
+              f"x{shape:.2f} at this hour UTC)")  # fmt: skip
     _stop_on_sigterm()
     try:
         summary = run(settings.kafka.bootstrap, topic, args.count, args.duration, args.rate, opts,
