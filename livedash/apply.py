@@ -128,12 +128,31 @@ class IncompatibleSchema(LivedashError):
     pass
 
 
+_FIELD_KINDS = ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+
+
+def retired_columns(schema: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    """Columns Pinot's schema holds that ours no longer declares (a release stopped writing them: Pinot cannot
+    drop a column, and new rows leave it at its default)."""
+    declared = {f["name"] for kind in _FIELD_KINDS for f in schema.get(kind, [])}
+    return [f["name"] for kind in _FIELD_KINDS for f in have.get(kind, []) if f["name"] not in declared]
+
+
+def _without(have: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    return {k: [f for f in v if f.get("name") not in columns] if k in _FIELD_KINDS else v for k, v in have.items()}
+
+
 def apply_schema(settings: Settings, schema: dict[str, Any]) -> str:
     pinot = PinotClient.of(settings.pinot)
     name = schema["schemaName"]
     have = pinot.schema(name)
-    if have is not None and is_subset(schema, have):
+    if have is not None and is_subset(schema, _without(have, retired_columns(schema, have))):
         return "unchanged"
+    if have is not None:  # what Pinot holds and we no longer write stays: removing it is not backward-compatible
+        retired = retired_columns(schema, have)
+        kept = {k: [*schema.get(k, []), *(f for f in have[k] if f["name"] in retired)] for k in _FIELD_KINDS
+                if any(f["name"] in retired for f in have.get(k, []))}  # fmt: skip
+        schema = {**schema, **kept}
     try:
         pinot.post_schema(schema)
     except PinotError as exc:
@@ -167,9 +186,8 @@ def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str,
         return f"it read topic {topic_of(current)}, now {topic_of(table)}"
     have = pinot.schema(name)
     if have is not None and not is_subset(schema, have):
-        wanted = {f["name"]: f for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
-                  for f in schema.get(key, [])}  # fmt: skip
-        for key in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs"):
+        wanted = {f["name"]: f for key in _FIELD_KINDS for f in schema.get(key, [])}
+        for key in _FIELD_KINDS:
             for field in have.get(key, []):
                 want = wanted.get(field["name"])
                 if want is not None and not is_subset(want, field):

@@ -131,7 +131,7 @@ def with_invalid(recs: list[Record]) -> list[Record]:
     return recs
 
 
-SKETCHES = ("distinct_theta", "quantile_kll", "quantile_tdigest")
+SKETCHES = ("distinct_theta", "quantile_tdigest")
 
 
 def strip_sketches(row: dict[str, Any]) -> dict[str, Any]:

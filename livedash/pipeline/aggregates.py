@@ -26,7 +26,6 @@ from livedash.pipeline.rows import (
     DISTINCT,
     EVENT_COUNT,
     LAST_EVENT_TS,
-    QUANTILE_KLL,
     QUANTILE_TDIGEST,
     metric_columns,
 )
@@ -42,21 +41,28 @@ pack_state = msgspec.msgpack.Encoder().encode
 unpack_state = msgspec.msgpack.Decoder().decode
 
 
-_TDIGEST_HEADER = struct.Struct(">idddi")
+# t-digest 3.2's SMALL encoding (MergingDigest.asSmallBytes; fromBytes reads it, as Pinot 0.11 does for a BYTES
+# column): encoding 2, min, max (doubles), compression (float), the arrays' sizes and the centroids used (shorts),
+# then a float weight and a float mean per centroid: 8 bytes a centroid instead of VERBOSE's 16, half of the
+# column's bytes in every row Pinot keeps. Floats hold whole weights up to 2**24 each (a centroid of over 16 M
+# events) and values to 7 significant digits, far inside the digest's own rank error.
+_SMALL_HEADER = struct.Struct(">iddfhhh")
+_SMALL_SIZES = (2 * 100 + 10, 5 * 100)  # MergingDigest(100)'s arrays: fromBytes allocates these, >= centroids
+_VERBOSE_HEADER = struct.Struct(">idddi")  # what Pinot returns (PERCENTILERAWTDIGEST) and rows held until 12-07
 
 
 def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
-    """The KLL sketch as a t-digest in the VERBOSE encoding of t-digest 3.2 (what Pinot 0.11's
-    PERCENTILETDIGEST reads from a BYTES column, via MergingDigest.fromBytes): centroids at evenly spaced mid-
-    ranks with whole-number weights (Pinot truncates fractional weights when it merges rows). Pinot 0.11 has
-    no PERCENTILEKLL; this lets analysts merge percentiles in Pinot, within KLL's error plus a few % of rank."""
+    """The KLL sketch as a t-digest in the SMALL encoding of t-digest 3.2 (what Pinot 0.11's PERCENTILETDIGEST
+    reads from a BYTES column, via MergingDigest.fromBytes): centroids at evenly spaced mid-ranks with
+    whole-number weights (Pinot truncates fractional weights when it merges rows). Pinot 0.11 has no
+    PERCENTILEKLL; this lets analysts merge percentiles in Pinot, within KLL's error plus a few % of rank."""
     n = kll.n
     if n == 0:
-        return _TDIGEST_HEADER.pack(1, 0.0, 0.0, TDIGEST_COMPRESSION, 0)
+        return _SMALL_HEADER.pack(2, 0.0, 0.0, TDIGEST_COMPRESSION, *_SMALL_SIZES, 0)
     m = min(n, TDIGEST_CENTROIDS)
     # Whole-number weights spread evenly over the ranks (cut points i*n//m): giving the remainder to the first
     # centroids instead put up to 2/3 of the mass below the median for n just above m (a 10% rank error).
-    header = _TDIGEST_HEADER.pack(1, kll.get_min_value(), kll.get_max_value(), TDIGEST_COMPRESSION, m)
+    header = _SMALL_HEADER.pack(2, kll.get_min_value(), kll.get_max_value(), TDIGEST_COMPRESSION, *_SMALL_SIZES, m)
     if n <= 24 and not kll.is_estimation_mode():  # every item: the mid-rank quantiles; Python is quicker here
         flat: list[float] = []
         for item in sorted(item for item, _ in kll):
@@ -68,7 +74,7 @@ def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
         means = np.sort(np.fromiter((item for item, _ in kll), np.float64, n))  # every item: the mid-ranks
     else:
         means = np.asarray(kll.get_quantiles(((cuts[:-1] + cuts[1:]) / (2 * n)).tolist()), dtype=np.float64)
-    pairs = np.empty((m, 2), dtype=">f8")  # (weight, mean), big-endian
+    pairs = np.empty((m, 2), dtype=">f4")  # (weight, mean), big-endian floats
     pairs[:, 0] = np.diff(cuts)
     pairs[:, 1] = means
     return header + pairs.tobytes()
@@ -76,19 +82,24 @@ def tdigest_bytes(kll: ds.kll_doubles_sketch) -> bytes:
 
 @lru_cache(maxsize=TDIGEST_CENTROIDS + 1)
 def _centroids(m: int) -> struct.Struct:
-    return struct.Struct(f">{2 * m}d")  # (weight, mean) pairs, big-endian
+    return struct.Struct(f">{2 * m}f")  # (weight, mean) pairs, big-endian floats
 
 
 def tdigest_parts(data: bytes) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """min, max, weights and means of a t-digest in the VERBOSE encoding (tdigest_bytes's, and what Pinot's
-    PERCENTILERAWTDIGEST returns, hex-encoded); ValueError for anything else."""
-    if len(data) < _TDIGEST_HEADER.size:
-        raise ValueError(f"a t-digest of {len(data)} bytes is shorter than its header")
-    encoding, lo, hi, _compression, m = _TDIGEST_HEADER.unpack_from(data)
-    if encoding != 1 or m < 0 or len(data) < _TDIGEST_HEADER.size + 16 * m:
-        raise ValueError(f"not a VERBOSE t-digest (encoding {encoding}, {m} centroids, {len(data)} bytes)")
-    pairs = np.frombuffer(data, dtype=">f8", count=2 * m, offset=_TDIGEST_HEADER.size)
-    return lo, hi, pairs[0::2].astype(np.float64), pairs[1::2].astype(np.float64)
+    """min, max, weights and means of a t-digest in the SMALL (tdigest_bytes's) or VERBOSE encoding (what
+    Pinot's PERCENTILERAWTDIGEST returns, hex-encoded); ValueError for anything else."""
+    encoding = struct.unpack_from(">i", data)[0] if len(data) >= 4 else None
+    if encoding == 2 and len(data) >= _SMALL_HEADER.size:
+        _, lo, hi, _compression, _size, _buffer, m = _SMALL_HEADER.unpack_from(data)
+        if m >= 0 and len(data) >= _SMALL_HEADER.size + 8 * m:
+            pairs = np.frombuffer(data, dtype=">f4", count=2 * m, offset=_SMALL_HEADER.size)
+            return lo, hi, pairs[0::2].astype(np.float64), pairs[1::2].astype(np.float64)
+    elif encoding == 1 and len(data) >= _VERBOSE_HEADER.size:
+        _, lo, hi, _compression, m = _VERBOSE_HEADER.unpack_from(data)
+        if m >= 0 and len(data) >= _VERBOSE_HEADER.size + 16 * m:
+            pairs = np.frombuffer(data, dtype=">f8", count=2 * m, offset=_VERBOSE_HEADER.size)
+            return lo, hi, pairs[0::2].astype(np.float64), pairs[1::2].astype(np.float64)
+    raise ValueError(f"not a t-digest in the SMALL or VERBOSE encoding (encoding {encoding}, {len(data)} bytes)")
 
 
 def tdigest_quantile(digests: list[bytes], q: float) -> float | None:
@@ -386,7 +397,6 @@ class Agg:
             row[c_min] = self.mmin[i]
             row[c_max] = self.mmax[i]
         row[DISTINCT] = self.theta_compact().serialize().hex()
-        row[QUANTILE_KLL] = self.kll.serialize().hex()
         row[QUANTILE_TDIGEST] = tdigest_bytes(self.kll).hex()
         row[LAST_EVENT_TS] = self.last_ts
         return row

@@ -24,8 +24,10 @@ SOURCES = "source_partitions"
 KEY_COLUMNS = ("pk", "rollup_name", "window_start", "window_end", "source_partition", SOURCES, "kind")
 EVENT_COUNT = "event_count"
 DISTINCT = "distinct_theta"  # Theta sketch of the distinct field, hex
-QUANTILE_KLL = "quantile_kll"  # KLL sketch of the quantile field, hex
-QUANTILE_TDIGEST = "quantile_tdigest"  # the same as a t-digest, hex: what Pinot 0.11 can merge
+# The quantile field's distribution as a t-digest (from the dataflow's KLL sketch), hex: what Pinot 0.11 can
+# merge. The KLL sketch itself is not written: no Pinot before 1.0 reads it (PERCENTILEKLL), and it was a fifth of
+# every row's bytes (docs/benchmarks.md, "What the rows hold"); rows until 2026-12-07 carry it as quantile_kll.
+QUANTILE_TDIGEST = "quantile_tdigest"
 LAST_EVENT_TS = "last_event_ts"
 # After the aggregates: 1 once the window is final (closed); the version Pinot's upsert compares.
 STATUS_COLUMNS = ("is_final", "version")
@@ -79,7 +81,6 @@ def columns(dimensions: Iterable[str], metrics: Iterable[str]) -> list[str]:
         EVENT_COUNT,
         *(c for m in metrics for c in metric_columns(m)),
         DISTINCT,
-        QUANTILE_KLL,
         QUANTILE_TDIGEST,
         LAST_EVENT_TS,
         *STATUS_COLUMNS,

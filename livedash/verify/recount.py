@@ -38,6 +38,7 @@ from typing import Any
 
 import datasketches as ds
 
+from livedash.pipeline.aggregates import TDIGEST_CENTROIDS, tdigest_quantile
 from livedash.pipeline.contract import Validator
 from livedash.pipeline.marker import MARKER_KEY, parse_marker
 from livedash.pipeline.rows import DBL_MAX, OTHER, key_parts, late_block, primary_key
@@ -394,19 +395,22 @@ def check_group(key: GroupKey, want: Tally, got: Found, metrics: Iterable[str], 
     return out
 
 
-def check_quantiles(key: GroupKey, want: Tally, kll_hex: Iterable[str], k: int) -> list[str]:
-    """p50 and p95 of the merged KLL sketches within twice KLL's normalised rank error (+ one item)."""
+def check_quantiles(key: GroupKey, want: Tally, tdigest_hex: Iterable[str], k: int) -> list[str]:
+    """p50 and p95 of the rows' t-digests pooled (as the dashboard pools them) within twice KLL's normalised rank
+    error (the digests are read from the dataflow's KLL sketches), two of a digest's 100 centroids (its own
+    resolution) and one item."""
     if not want.quantiles:
         return []
-    merged = ds.kll_doubles_sketch(k)
-    for hexed in kll_hex:
-        merged.merge(ds.kll_doubles_sketch.deserialize(bytes.fromhex(hexed)))
+    digests = [bytes.fromhex(hexed) for hexed in tdigest_hex]
     values = sorted(want.quantiles)
     n = len(values)
-    eps = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(k, False) + 1 / n
+    eps = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(k, False) + 2 / TDIGEST_CENTROIDS + 1 / n
     out = []
     for q in (0.5, 0.95):
-        est = merged.get_quantile(q)
+        est = tdigest_quantile(digests, q)
+        if est is None:
+            out.append(f"{key}: p{int(q * 100)}: no t-digest holds a value, {n} events carry one")
+            continue
         lo = sum(1 for v in values if v < est) / n
         hi = sum(1 for v in values if v <= est) / n
         if not lo - eps <= q <= hi + eps:

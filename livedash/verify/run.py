@@ -20,7 +20,7 @@ from livedash.config import Settings
 from livedash.errors import LivedashError
 from livedash.output import Say
 from livedash.pinot.client import PinotClient
-from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_KLL, SOURCES, metric_columns, version
+from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, QUANTILE_TDIGEST, SOURCES, metric_columns, version
 from livedash.pipeline.settings import Rollup
 from livedash.verify.recount import Found, GroupKey, Recount, Report, Tally, check_quantiles, compare_rollup
 
@@ -190,7 +190,7 @@ def quantile_rows(
     table = settings.pipeline.table_of(rollup)
     conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
                                                                                           strict=True))  # fmt: skip
-    sql = (f"SELECT \"{QUANTILE_KLL}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
+    sql = (f"SELECT \"{QUANTILE_TDIGEST}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
            f'"window_start" = {key[1]} AND {conds} AND {read_so_far(ends or {})} LIMIT 100000')  # fmt: skip
     return [row[0] for row in pinot.query(sql).rows]
 

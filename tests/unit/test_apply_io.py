@@ -146,10 +146,13 @@ class FakeController(requests.Session):
         super().__init__()
         self.routes = routes
         self.calls: list[tuple[str, str]] = []
+        self.bodies: list[Any] = []  # the JSON of each call that sent one
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         path = str(url).removeprefix(CONTROLLER)
         self.calls.append((str(method), path))
+        if kwargs.get("json") is not None:
+            self.bodies.append(kwargs["json"])
         return self.routes.get((str(method), path), response(200, {}))
 
 
@@ -169,6 +172,22 @@ def test_a_schema_is_created_updated_or_left_alone(monkeypatch: pytest.MonkeyPat
     assert apply.apply_schema(SETTINGS, schema) == "unchanged"
     controller(monkeypatch, {("GET", "/schemas/s"): response(200, {"schemaName": "s"})})
     assert apply.apply_schema(SETTINGS, schema) == "updated"
+
+
+def test_a_column_no_longer_written_stays_in_pinot_and_is_no_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release that stops writing a column (quantile_kll, 2026-12-07) upgrades a table in place: Pinot refuses
+    a schema without a column it holds as backward-incompatible, so the column stays and is not a change."""
+    schema = {"schemaName": "s", "dimensionFieldSpecs": [{"name": "a", "dataType": "STRING"}]}
+    held = {"schemaName": "s", "dimensionFieldSpecs": [{"name": "a", "dataType": "STRING"},
+                                                      {"name": "old", "dataType": "BYTES"}]}  # fmt: skip
+    assert apply.retired_columns(schema, held) == ["old"]
+    fake = controller(monkeypatch, {("GET", "/schemas/s"): response(200, held)})
+    assert apply.apply_schema(SETTINGS, schema) == "unchanged"
+    assert fake.calls == [("GET", "/schemas/s")]
+    grown = {**schema, "metricFieldSpecs": [{"name": "m", "dataType": "LONG"}]}  # a new column, and the old kept
+    fake = controller(monkeypatch, {("GET", "/schemas/s"): response(200, held)})
+    assert apply.apply_schema(SETTINGS, grown) == "updated"
+    assert fake.bodies == [{**grown, "dimensionFieldSpecs": held["dimensionFieldSpecs"]}]
 
 
 def test_a_refused_schema_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

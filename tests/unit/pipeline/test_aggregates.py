@@ -22,8 +22,11 @@ def test_tdigest_column_puts_the_median_mass_at_the_median(n: int) -> None:
     for v in values:
         kll.update(v)
     raw = tdigest_bytes(kll)
-    _, _, _, _, m = struct.unpack_from(">idddi", raw)
-    pairs = struct.unpack_from(f">{2 * m}d", raw, struct.calcsize(">idddi"))
+    # t-digest 3.2's SMALL encoding, as MergingDigest.fromBytes reads it (the layout checked here, not our reader)
+    encoding, lo, hi, compression, size, buffer, m = struct.unpack_from(">iddfhhh", raw)
+    assert (encoding, compression, size, buffer) == (2, 100.0, 210, 500) and m == min(n, 100)
+    assert (lo, hi) == (min(values), max(values)) and len(raw) == struct.calcsize(">iddfhhh") + 8 * m
+    pairs = struct.unpack_from(f">{2 * m}f", raw, struct.calcsize(">iddfhhh"))
     weights, means = pairs[0::2], pairs[1::2]
     assert sum(weights) == n and all(w == int(w) for w in weights)
     ordered = sorted(values)
@@ -62,8 +65,22 @@ def test_pooled_tdigests_give_the_quantiles_of_the_union(parts: int) -> None:
         rank = sum(v <= got for v in values) / len(values)
         assert abs(rank - q) <= 0.01, (q, rank)
     assert tdigest_quantile([empty], 0.95) is None and tdigest_quantile([], 0.95) is None
-    with pytest.raises(ValueError):
-        tdigest_quantile([b"\x00\x00\x00\x02" + bytes(40)], 0.5)  # the SMALL encoding: not what Pinot returns
+    # What Pinot returns (PERCENTILERAWTDIGEST) is VERBOSE: the same centroids in doubles read the same
+    verbose = [_as_verbose(d) for d in digests]
+    for q in (0.05, 0.5, 0.95):
+        assert tdigest_quantile(verbose, q) == pytest.approx(tdigest_quantile(digests, q), rel=1e-6)
+    for bad in (b"\x00\x00\x00\x03" + bytes(40), digests[0][:40], b"\x00\x00"):  # another encoding, cut short
+        with pytest.raises(ValueError):
+            tdigest_quantile([bad], 0.5)
+
+
+def _as_verbose(small: bytes) -> bytes:
+    """A SMALL t-digest re-encoded VERBOSE (encoding 1: doubles throughout), as Pinot serializes one."""
+    import struct
+
+    _, lo, hi, compression, _, _, m = struct.unpack_from(">iddfhhh", small)
+    pairs = struct.unpack_from(f">{2 * m}f", small, struct.calcsize(">iddfhhh"))
+    return struct.pack(">idddi", 1, lo, hi, compression, m) + struct.pack(f">{2 * m}d", *pairs)
 
 
 def _events(n: int, seed: int) -> list:  # type: ignore[type-arg]
@@ -154,12 +171,13 @@ def test_a_snapshot_from_before_gains_restores_and_merges_as_before() -> None:
 
 
 def _tdigest_reference(kll) -> bytes:  # type: ignore[no-untyped-def]
-    """tdigest_bytes as first written, one centroid at a time in Python: the faster one must give its bytes."""
+    """tdigest_bytes as first written, one centroid at a time in Python (in the SMALL encoding since 2026-12-07):
+    the faster one must give its bytes."""
     import struct
 
     n = kll.n
     if n == 0:
-        return struct.pack(">idddi", 1, 0.0, 0.0, 100.0, 0)
+        return struct.pack(">iddfhhh", 2, 0.0, 0.0, 100.0, 210, 500, 0)
     m = min(n, 100)
     cuts = [i * n // m for i in range(m + 1)]
     if n == m and not kll.is_estimation_mode():
@@ -169,8 +187,8 @@ def _tdigest_reference(kll) -> bytes:  # type: ignore[no-untyped-def]
     pairs: list[float] = []
     for i, mean in enumerate(means):
         pairs += (float(cuts[i + 1] - cuts[i]), mean)
-    header = struct.pack(">idddi", 1, kll.get_min_value(), kll.get_max_value(), 100.0, m)
-    return header + struct.pack(f">{2 * m}d", *pairs)
+    header = struct.pack(">iddfhhh", 2, kll.get_min_value(), kll.get_max_value(), 100.0, 210, 500, m)
+    return header + struct.pack(f">{2 * m}f", *pairs)
 
 
 @pytest.mark.parametrize("k", [200, 8])

@@ -297,3 +297,37 @@ def test_the_distinct_count_bound_widens_with_the_groups_checked_at_once() -> No
     from livedash.verify.recount import theta_z
 
     assert 3.2 < theta_z(1) < 3.4 and 4.3 < theta_z(100) < 4.5 and 5.2 < theta_z(10_000) < 5.4
+
+
+def test_quantiles_are_checked_on_the_t_digests_pinot_holds() -> None:
+    """verify reads the rows' t-digests (the column the dashboard reads) and pools them: a group split over
+    many rows passes, and digests of other values (a sink that wrote the wrong column) do not."""
+    import random
+
+    import datasketches as ds
+
+    from livedash.pipeline.aggregates import tdigest_bytes
+    from livedash.verify.recount import Tally, check_quantiles
+
+    rng = random.Random(7)
+    values = [rng.lognormvariate(4, 0.8) for _ in range(20_000)]
+    tally = Tally(quantiles=values)
+
+    def digests(vals: list[float], rows: int) -> list[str]:
+        out = []
+        for i in range(rows):
+            kll = ds.kll_doubles_sketch(200)
+            for v in vals[i::rows]:
+                kll.update(v)
+            out.append(tdigest_bytes(kll).hex())
+        return out
+
+    key: GroupKey = ("r", 0, ("x",))
+    for rows in (1, 5, 40):
+        assert check_quantiles(key, tally, digests(values, rows), 200) == []
+    wrong = check_quantiles(key, tally, digests([v * 0.3 for v in values], 5), 200)
+    assert len(wrong) == 2 and all("true rank" in w for w in wrong), wrong
+    assert check_quantiles(key, tally, [], 200) == [
+        f"{key}: p50: no t-digest holds a value, 20000 events carry one",
+        f"{key}: p95: no t-digest holds a value, 20000 events carry one",
+    ]
