@@ -6,12 +6,14 @@ second per round of batches. Prints events per second of CPU for the pipeline fi
 default), and with --profile the top of a cProfile by own time.
 
 .venv/bin/python -m bench.hotpath [--events 1000000] [--pipeline bench/peers/pipeline-task.yaml] [--profile]
-    [--snapshot-events 600000] [--segments] [--bare | --compare] [--merge-shards N]
+    [--snapshot-events 600000] [--segments] [--bare | --compare] [--merge-shards N] [--row-bytes]
 
 --bare: without dropping duplicates and without encoding the valid events; --compare: with both, neither, and
 each alone, alternating run by run (what the two cost, less the produce of each valid event, which needs Kafka:
 bench.dataflow --variants shipped,bare measures it all). --merge-shards N: the two-phase merge (windows.merge_shards),
 its shards in the same process (their work, not the crossing between workers: bench.exchange measures that).
+--row-bytes: the aggregate rows out and their bytes per roll-up, provisional and final (the JSON as sent, and the
+sketch columns as the bytes Pinot keeps): what the roll-up tables and topics grow by.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import pickle
 import pstats
 import resource
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import yaml
 
@@ -38,6 +41,7 @@ from livedash.dataflow.logic import PartitionLogic, ShardTick
 from livedash.generator import GeneratorOptions, generate
 from livedash.kafka.source import RecordBatch
 from livedash.pipeline.merge import MergeShard, unpack
+from livedash.pipeline.rows import DISTINCT, QUANTILE_TDIGEST
 from livedash.pipeline.settings import DedupSettings, PipelineSettings, TopicNames
 
 HERE = Path(__file__).parent
@@ -85,12 +89,42 @@ def batches(events: int, partitions: int, batch: int, event_rate: float,
 Segment = tuple[int, float, int, int]  # events so far, CPU s so far, last snapshot's bytes, resident bytes
 
 
+class RowSizes:
+    """Aggregate rows out and their bytes per (roll-up, provisional or final)."""
+
+    SKETCHES = (DISTINCT, QUANTILE_TDIGEST, "quantile_kll")  # and the KLL column of rows before 2026-12-07
+
+    def __init__(self) -> None:
+        self.by: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+
+    def add(self, value: bytes) -> None:
+        row = orjson.loads(value)
+        tally = self.by[(row["rollup_name"], "final" if row["is_final"] else "provisional")]
+        tally["rows"] += 1
+        tally["json"] += len(value)
+        for column in self.SKETCHES:
+            if row.get(column):
+                tally[column] += len(row[column]) // 2  # hex in the JSON, bytes in Pinot
+
+    def report(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for (name, state), tally in sorted(self.by.items()):
+            total.update(tally)
+            sketches = ", ".join(f"{c} {tally[c] / 1e6:,.1f}" for c in self.SKETCHES if tally[c])
+            print(f"  {name:<16} {state:<11} {tally['rows']:>9,} rows, JSON {tally['json'] / 1e6:>7,.1f} MB; "
+                  f"sketch bytes (MB): {sketches}")  # fmt: skip
+        print(f"  all: {total['rows']:,} rows, JSON {total['json'] / 1e6:,.1f} MB, sketch bytes "
+              f"{sum(total[c] for c in self.SKETCHES) / 1e6:,.1f} MB")  # fmt: skip
+        return {"rows": total["rows"], "json_bytes": total["json"],
+                "sketch_bytes": sum(total[c] for c in self.SKETCHES)}  # fmt: skip
+
+
 Observer = Callable[[int, dict[int, PartitionLogic], dict[str, MergeShard]], None]  # events so far, the state
 
 
 def drive(settings: PipelineSettings, rounds: Iterable[list[RecordBatch]], snapshot_events: int = 0,
           segments: list[Segment] | None = None, live: bool = False, partitions: int = 4,
-          observe: Observer | None = None) -> tuple[int, Counter[str]]:  # fmt: skip
+          observe: Observer | None = None, sizes: RowSizes | None = None) -> tuple[int, Counter[str]]:  # fmt: skip
     """Events and output rows by topic role (aggregates, history, valid, late, ...): every partition's logic fed
     its batches, publishing once per round. The end offsets are the input's ends, as for a pre-filled topic:
     provisional rows wait until the lag is small.
@@ -98,7 +132,8 @@ def drive(settings: PipelineSettings, rounds: Iterable[list[RecordBatch]], snaps
     With snapshot_events, every partition's state is snapshotted and pickled (as Bytewax does at each epoch)
     each time that many more events went in. Segments collects (events so far, CPU s so far, snapshot bytes,
     resident bytes) after each round, and observe (if given) sees the state after each round. Live, rounds may
-    be a stream (its end is not known ahead); otherwise it is read twice: its ends first."""
+    be a stream (its end is not known ahead); otherwise it is read twice: its ends first. sizes (if given)
+    tallies the aggregate rows' bytes."""
     # an hour after the first event; live: the clock moves with the event time, a few seconds ahead
     now = [datetime.fromtimestamp(START_MS / 1000 + (5 if live else 3600), UTC)]
     if live:
@@ -121,6 +156,8 @@ def drive(settings: PipelineSettings, rounds: Iterable[list[RecordBatch]], snaps
                 shard.fold(unpack(o.payload))
             else:
                 rows[o.role] += 1
+                if sizes is not None and o.role in ("aggregates", "history"):
+                    sizes.add(o.value)
 
     next_snapshot = snapshot_events
     me = psutil.Process()
@@ -189,6 +226,8 @@ def main() -> None:
                         help="no lag: open windows publish every round (with --batch events per partition a round, "
                              "--event-rate 4 * batch is a live stream: 1 s of event time per second)")  # fmt: skip
     parser.add_argument("--late", type=float, default=0.0, help="fraction of events minutes behind (generator's)")
+    parser.add_argument("--row-bytes", action="store_true",
+                        help="rows and bytes per roll-up, each run (parsing them counts in the CPU s)")  # fmt: skip
     args = parser.parse_args()
     tune_gc()  # as the shipped dataflow process does
     configured = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
@@ -213,8 +252,10 @@ def main() -> None:
     for run in range(args.runs):
         for name, settings in variants.items():
             segments: list[Segment] = []
+            sizes = RowSizes() if args.row_bytes else None
             t0 = time.process_time()
-            n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live, args.partitions)
+            n, rows = drive(settings, rounds, args.snapshot_events, segments, args.live, args.partitions,
+                            sizes=sizes)  # fmt: skip
             cpu = time.process_time() - t0
             rates[name].append(n / cpu)
             roles = ", ".join(f"{role} {k:,}" for role, k in sorted(rows.items()))
@@ -222,6 +263,8 @@ def main() -> None:
                   f"{rates[name][-1]:,.0f} events per CPU s")  # fmt: skip
             if args.segments:
                 report_segments(segments)
+            if sizes is not None:
+                print(f"  per event: {sizes.report()['json_bytes'] / n:,.0f} bytes of rows (JSON)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"machine: {machine()}; peak RSS {peak:,.0f} MB (the input batches included)")
     figures = {name: round(median(r)) for name, r in rates.items()}
