@@ -174,7 +174,10 @@ class MergeShard:
         for r, mr in enumerate(self.rollups):
             rows.extend(self._close(r, mr))
         known = [w for w in self.watermarks.values() if w is not None]
-        watermark = max(known) if known else None
+        # A window has ended once every partition's watermark is past it: until then the slower partitions' on
+        # time events still fill it, and they go out every tick as an open window's do (by the fastest
+        # partition's watermark they waited for the late cadence, up to 10 s, in the last bucket of a series).
+        watermark = min(known) if known else None
         now = self.now_ms
         for mr in self.rollups:
             if mr.final_only:  # its final rows only (_close): what changed stays in its panes

@@ -312,6 +312,36 @@ def test_ended_windows_publish_their_late_gains_at_the_late_cadence_and_open_one
     assert [(v["event_count"], v["is_final"]) for v in final] == [(25, True)]
 
 
+def test_a_window_a_slower_partition_still_fills_on_time_publishes_every_tick_until_every_partition_passed_it() -> None:
+    """A window has ended only once every partition's watermark is past it: partition 1, a few seconds behind
+    partition 0, still sends on-time events for [0, 10 s), and they go out at every tick. By the fastest
+    partition's watermark they waited for the late cadence (10 s): the last bucket of a live series was short
+    for up to 10 s. Once both partitions are past it, its (late) gains go at the late cadence again."""
+    cfg = settings(allowed_lateness_s=120, late_publish_every_s=10)
+    wins = {p: PartitionWindows(cfg, p, partials=True) for p in (0, 1)}
+    shard = MergeShard(cfg, [0, 1])
+    names = [r.name for r in cfg.rollups]
+    offsets = {0: 0, 1: 0}
+    published: list[int] = []  # ticks that published [0, 10 s) of tumble_10s
+
+    def send(p: int, secs: list[int]) -> None:
+        evs = [parse(BASE + s * 1000 + offsets[p], "click", "DE", f"u{p}-{offsets[p]}", 1.0) for s in secs]
+        wins[p].add_batch(evs, list(range(offsets[p], offsets[p] + len(evs))))
+        offsets[p] += len(evs)
+        (part,) = split(wins[p].partials(), names, 1)
+        shard.fold(part)
+
+    send(0, [1, 35])  # partition 0's watermark at 35 s: [0, 10 s) has ended there
+    for i in range(1, 16):
+        send(0, [35 + i])
+        send(1, [min(i, 9)] if i < 8 else [3, 10 + i])  # on time in [0, 10 s) until tick 7, then past it (late: 3 s)
+        shard.now_ms = BASE + 60_000 + i * 1000  # the wall clock: a tick a second
+        if any(v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE for v in values(shard.publish())):
+            published.append(i)
+    assert published[:7] == list(range(1, 8))  # partition 1 still fills it on time: every tick
+    assert published[7:] == [11]  # both past it: its late gains at the late cadence (10 s after tick 1)
+
+
 def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_it_after_them() -> None:
     """A history roll-up's gains are drained at the multiples of history_publish_every_s by the wall clock, not
     every tick (a coarse window's group was sent every second, half the partials), the shard publishes them two
