@@ -174,10 +174,11 @@ class MergeShard:
         for r, mr in enumerate(self.rollups):
             rows.extend(self._close(r, mr))
         known = [w for w in self.watermarks.values() if w is not None]
-        # A window has ended once every partition's watermark is past it: until then the slower partitions' on
-        # time events still fill it, and they go out every tick as an open window's do (by the fastest
-        # partition's watermark they waited for the late cadence, up to 10 s, in the last bucket of a series).
-        watermark = min(known) if known else None
+        # A window has ended once every partition's watermark is past it (the slowest's): until then the slower
+        # partitions' on-time events still fill it, and they go out every tick as an open window's do (by the
+        # fastest partition's watermark they waited for the late cadence, up to 10 s, in the last bucket of a
+        # series). A sliding window is current once it ends within a pane of the fastest partition's watermark.
+        watermarks = (min(known), max(known)) if known else None
         now = self.now_ms
         for mr in self.rollups:
             if mr.final_only:  # its final rows only (_close): what changed stays in its panes
@@ -189,7 +190,7 @@ class MergeShard:
                 mr.next_publish_ms = next_slot(now, mr.publish_every_ms, 2 * self.tick_ms)
             elif now is not None:
                 mr.next_publish_ms = now + mr.publish_every_ms - self.slack_ms
-            rows.extend(self._provisional(mr, watermark, flush))
+            rows.extend(self._provisional(mr, watermarks, flush))
         return rows
 
     def _closed_upto(self, r: int) -> int | None:
@@ -245,26 +246,27 @@ class MergeShard:
     def _is_final(self, mr: _Rollup, ws: int) -> bool:
         return mr.final_upto is not None and ws + mr.size_ms <= mr.final_upto
 
-    def _provisional(self, mr: _Rollup, watermark: int | None, flush: bool) -> Iterable[Row]:
+    def _provisional(self, mr: _Rollup, watermarks: tuple[int, int] | None, flush: bool) -> Iterable[Row]:
         """Running rows of changed windows: open ones (for a sliding roll-up, the current ones) at every call,
-        ended ones every ended_every_ms (flush, or no watermark yet: every change at once)."""
+        ended ones every ended_every_ms (flush, or no watermark yet: every change at once). watermarks: the
+        slowest and the fastest partition's."""
         for ps, groups in mr.dirty.items():
             for ws in mr.window_starts(ps):
                 if not self._is_final(mr, ws):
                     mr.waiting.setdefault(ws, set()).update(groups)
         mr.dirty = {}
         now = self.now_ms
-        ended_due = flush or watermark is None or now is None or now >= mr.next_ended_ms
+        ended_due = flush or watermarks is None or now is None or now >= mr.next_ended_ms
         if ended_due and now is not None:
             mr.next_ended_ms = now + mr.ended_every_ms - self.slack_ms
         sliding = mr.size_ms > mr.pane_ms
         due: dict[int, set[tuple[str, ...]]] = {}
         for ws in sorted(mr.waiting):
             end = ws + mr.size_ms
-            if watermark is None or flush:
+            if watermarks is None or flush:
                 ready = True
-            elif end > watermark:  # open; a sliding window only once current (it ends within a pane)
-                ready = not sliding or end <= watermark + mr.pane_ms
+            elif end > watermarks[0]:  # open; a sliding window only once current (it ends within a pane)
+                ready = not sliding or end <= watermarks[1] + mr.pane_ms
             else:
                 ready = ended_due
             if ready:

@@ -323,6 +323,7 @@ def test_a_window_a_slower_partition_still_fills_on_time_publishes_every_tick_un
     names = [r.name for r in cfg.rollups]
     offsets = {0: 0, 1: 0}
     published: list[int] = []  # ticks that published [0, 10 s) of tumble_10s
+    current: list[int] = []  # ticks that published the sliding window current by partition 0 (the fastest)
 
     def send(p: int, secs: list[int]) -> None:
         evs = [parse(BASE + s * 1000 + offsets[p], "click", "DE", f"u{p}-{offsets[p]}", 1.0) for s in secs]
@@ -336,10 +337,15 @@ def test_a_window_a_slower_partition_still_fills_on_time_publishes_every_tick_un
         send(0, [35 + i])
         send(1, [min(i, 9)] if i < 8 else [3, 10 + i])  # on time in [0, 10 s) until tick 7, then past it (late: 3 s)
         shard.now_ms = BASE + 60_000 + i * 1000  # the wall clock: a tick a second
-        if any(v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE for v in values(shard.publish())):
+        out = values(shard.publish())
+        if any(v["rollup_name"] == "tumble_10s" and v["window_start"] == BASE for v in out):
             published.append(i)
+        fastest = BASE + (35 + i) * 1000 + offsets[0] - 1  # partition 0's watermark (its newest event)
+        if any(v["rollup_name"] == "slide_30s" and 0 < v["window_end"] - fastest <= 10_000 for v in out):
+            current.append(i)
     assert published[:7] == list(range(1, 8))  # partition 1 still fills it on time: every tick
     assert published[7:] == [11]  # both past it: its late gains at the late cadence (10 s after tick 1)
+    assert current == list(range(1, 16))  # current by the fastest partition, however far behind partition 1 is
 
 
 def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_it_after_them() -> None:
