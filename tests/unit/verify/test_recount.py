@@ -327,6 +327,8 @@ def test_quantiles_are_checked_on_the_t_digests_pinot_holds() -> None:
         assert check_quantiles(key, tally, digests(values, rows), 200) == []
     wrong = check_quantiles(key, tally, digests([v * 0.3 for v in values], 5), 200)
     assert len(wrong) == 2 and all("true rank" in w for w in wrong), wrong
+    unreadable = check_quantiles(key, tally, [*digests(values, 2), "zz"], 200)
+    assert len(unreadable) == 1 and "quantile_tdigest is unreadable" in unreadable[0], unreadable
     assert check_quantiles(key, tally, [], 200) == [
         f"{key}: p50: no t-digest holds a value, 20000 events carry one",
         f"{key}: p95: no t-digest holds a value, 20000 events carry one",
