@@ -92,7 +92,7 @@ Segment = tuple[int, float, int, int]  # events so far, CPU s so far, last snaps
 class RowSizes:
     """Aggregate rows out and their bytes per (roll-up, provisional or final)."""
 
-    SKETCHES = (DISTINCT, QUANTILE_TDIGEST, "quantile_kll")  # and the KLL column of rows before 2026-12-07
+    SKETCHES = (DISTINCT, QUANTILE_TDIGEST)
 
     def __init__(self) -> None:
         self.by: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)

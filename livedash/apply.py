@@ -146,10 +146,10 @@ def apply_schema(settings: Settings, schema: dict[str, Any]) -> str:
     pinot = PinotClient.of(settings.pinot)
     name = schema["schemaName"]
     have = pinot.schema(name)
-    if have is not None and is_subset(schema, _without(have, retired_columns(schema, have))):
+    retired = [] if have is None else retired_columns(schema, have)
+    if have is not None and is_subset(schema, _without(have, retired)):
         return "unchanged"
-    if have is not None:  # what Pinot holds and we no longer write stays: removing it is not backward-compatible
-        retired = retired_columns(schema, have)
+    if have is not None and retired:  # they stay: a schema without a column Pinot holds is not backward-compatible
         kept = {k: [*schema.get(k, []), *(f for f in have[k] if f["name"] in retired)] for k in _FIELD_KINDS
                 if any(f["name"] in retired for f in have.get(k, []))}  # fmt: skip
         schema = {**schema, **kept}
