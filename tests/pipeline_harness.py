@@ -203,6 +203,13 @@ class Pipeline:
             pinot.drop(name)
 
 
+def corrections_due_s(settings: Settings) -> float:
+    """How long a window's late corrections can follow its final row into Pinot: the late cadence
+    (windows.late_publish_every_s: ended windows are re-published that often while they gain late events) plus
+    Pinot's ingestion."""
+    return settings.pipeline.windows.late_publish_every_s + 10
+
+
 def query_all(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
     """Every row (Pinot's own timeout 60 s); a PinotError when Pinot fails, reports an exception or answers
     partly."""

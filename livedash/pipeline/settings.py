@@ -70,7 +70,7 @@ class WindowSettings(FrozenModel):
     # watermarks), re-published every late_publish_every_s while the block gains some. One row per late event
     # and window made the 5-minute window sliding by 10 s 30 rows for every late event.
     late_block_s: float = Field(default=60, gt=0, le=86400)
-    late_publish_every_s: float = Field(default=10, gt=0, le=300)
+    late_publish_every_s: float = Field(default=30, gt=0, le=300)
 
 
 class DedupSettings(FrozenModel):

@@ -18,7 +18,15 @@ from livedash.pipeline.contract import Validator
 from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.malformed import NOW, malformed, odd_unicode_valid, valid_event
-from tests.pipeline_harness import Pipeline, close_windows, closing_events, query_all, wait_progressing, wait_stable
+from tests.pipeline_harness import (
+    Pipeline,
+    close_windows,
+    closing_events,
+    corrections_due_s,
+    query_all,
+    wait_progressing,
+    wait_stable,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -55,16 +63,11 @@ def all_final(stdout: str, settings: Settings) -> bool:
     return all(int(left) == 0 for name, left in lines if sizes[name] * 1000 <= CLOSED_AHEAD_MS)
 
 
-# Late corrections go out every windows.late_publish_every_s (10 s), so they can follow the final rows of their
-# windows by that long, plus Pinot's ingestion: verify looks again at differences for this long.
-CORRECTIONS_DUE_S = 20
-
-
 def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) -> Any:
     """`livedash verify` once every window it looks at is final in Pinot (none pending), differences looked at
-    again for CORRECTIONS_DUE_S. With repair_s, final but not exact keeps it waiting that much longer, for a
-    Pinot partition that stopped consuming and that the controller's validation task repairs (see
-    test_kafka_broker_restart_mid_run)."""
+    again for as long as late corrections can follow final rows (corrections_due_s). With repair_s, final but
+    not exact keeps it waiting that much longer, for a Pinot partition that stopped consuming and that the
+    controller's validation task repairs (see test_kafka_broker_restart_mid_run)."""
 
     def run() -> Any:
         return run_cli(
@@ -76,7 +79,7 @@ def verify_when_final(p: Pipeline, timeout_s: float = 180, repair_s: float = 0) 
             "--from-beginning",
             "--quiet",
             "--settle",
-            str(CORRECTIONS_DUE_S),
+            str(corrections_due_s(p.settings())),
             env=p.env(),
             timeout=300,
         )  # fmt: skip  (poll waits for final windows itself; late corrections may follow them)
