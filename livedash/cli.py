@@ -98,7 +98,7 @@ def _stop_on_sigterm() -> None:
 def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
     from pathlib import Path
 
-    from livedash.generator import GeneratorOptions, run
+    from livedash.generator import GeneratorOptions, rate_now, run
 
     if args.count is None and args.duration is None and args.rate <= 0:
         print("livedash: generate needs --count or --duration (or a --rate to run until Ctrl-C)", file=sys.stderr)
@@ -108,12 +108,8 @@ def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
         malformed_fraction=args.malformed, users=args.users,
     )  # fmt: skip
     topic = args.topic or settings.pipeline.topics.raw
-    if args.rate > 0:  # --rate is the daily peak: at night a benchmark "at 2,000/s" ran at a third of it
-        from livedash.generator import rhythm
-
-        shape = rhythm(time.time())
-        print(f"generate: about {args.rate * shape:,.0f} events/s now (--rate {args.rate:,.0f}/s is the daily peak, "
-              f"x{shape:.2f} at this hour UTC)")  # fmt: skip
+    if args.rate > 0:
+        print(f"generate: {rate_now(args.rate, time.time())}")
     _stop_on_sigterm()
     try:
         summary = run(settings.kafka.bootstrap, topic, args.count, args.duration, args.rate, opts,
@@ -129,7 +125,7 @@ def _cmd_generate(args: argparse.Namespace, settings: config.Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     """The quick start: the stack, its tables, and live events you can query in the Pinot console."""
     from livedash import apply, sample
-    from livedash.generator import GeneratorOptions, run
+    from livedash.generator import GeneratorOptions, rate_now, run
     from livedash.stack import manager
 
     _warn_about_state_dir(settings)
@@ -155,11 +151,7 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     print("          ORDER BY window_start DESC LIMIT 20")
     forever = args.count <= 0
     _stop_on_sigterm()
-    from livedash.generator import rhythm
-
-    shape = rhythm(time.time())  # the generator's daily traffic shape, 1.0 at its mid-afternoon UTC peak
-    print(f"demo: generating about {args.rate * shape:,.0f} events/s now (--rate {args.rate:,.0f}/s at the daily "
-          f"peak, x{shape:.2f} at this hour UTC)" + (" until Ctrl-C" if forever else ""))  # fmt: skip
+    print(f"demo: generating {rate_now(args.rate, time.time())}" + (" until Ctrl-C" if forever else ""))
     held_before = sample.count_in_pinot(settings)
     summary = run(settings.kafka.bootstrap, settings.pipeline.topics.raw, None if forever else args.count, None,
                   args.rate, GeneratorOptions(seed=int(time.time())), progress=True)  # fmt: skip

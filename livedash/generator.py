@@ -104,6 +104,14 @@ RHYTHM_MEAN = 0.625  # rhythm() averaged over a whole day
 BURST_FACTOR = 5.0
 
 
+def rate_now(peak: float, epoch_s: float) -> str:
+    """What --rate sends at epoch_s, said plainly: it is the daily peak, and at night a benchmark "at 2,000/s"
+    ran at a third of it."""
+    shape = rhythm(epoch_s)
+    return (f"about {peak * shape:,.0f} events/s now (--rate {peak:,.0f}/s is the daily peak, x{shape:.2f} at this "
+            "hour UTC)")  # fmt: skip
+
+
 def mean_rhythm(start_s: float, end_s: float) -> float:
     """rhythm() averaged over [start_s, end_s) (epoch seconds): RHYTHM_MEAN over whole days, a third of the
     peak rate for an hour at night (a backfill sized by the daily mean there ran two hours long)."""

@@ -28,9 +28,10 @@ Windows older than their tier keeps are skipped.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from statistics import NormalDist
@@ -395,15 +396,29 @@ def check_group(key: GroupKey, want: Tally, got: Found, metrics: Iterable[str], 
     return out
 
 
+def quantile_bound(k: int, n: int) -> float:
+    """The rank error a pooled p50 or p95 may have: twice KLL's normalised rank error (the rows' t-digests are
+    read from the dataflow's KLL sketches), two of a digest's 100 centroids (its own resolution) and one item of
+    the n."""
+    return 2 * ds.kll_doubles_sketch.get_normalized_rank_error(k, False) + 2 / TDIGEST_CENTROIDS + 1 / n
+
+
+def rank_miss(values: Sequence[float], q: float, estimate: float, bound: float) -> str | None:
+    """Why `estimate` is no q-quantile of the sorted values within `bound` of rank, or None if it is."""
+    lo = bisect.bisect_left(values, estimate) / len(values)
+    hi = bisect.bisect_right(values, estimate) / len(values)
+    if lo - bound <= q <= hi + bound:
+        return None
+    return f"p{int(q * 100)} {estimate} has true rank [{lo:.3f}, {hi:.3f}], bound {bound:.3f}"
+
+
 def check_quantiles(key: GroupKey, want: Tally, tdigest_hex: Iterable[str], k: int) -> list[str]:
-    """p50 and p95 of the rows' t-digests pooled (as the dashboard pools them) within twice KLL's normalised rank
-    error (the digests are read from the dataflow's KLL sketches), two of a digest's 100 centroids (its own
-    resolution) and one item."""
+    """p50 and p95 of the rows' t-digests pooled (as the dashboard pools them) within quantile_bound."""
     if not want.quantiles:
         return []
     values = sorted(want.quantiles)
     n = len(values)
-    eps = 2 * ds.kll_doubles_sketch.get_normalized_rank_error(k, False) + 2 / TDIGEST_CENTROIDS + 1 / n
+    eps = quantile_bound(k, n)
     try:
         digests = [bytes.fromhex(hexed) for hexed in tdigest_hex]
         estimates = [(q, tdigest_quantile(digests, q)) for q in (0.5, 0.95)]
@@ -413,11 +428,8 @@ def check_quantiles(key: GroupKey, want: Tally, tdigest_hex: Iterable[str], k: i
     for q, est in estimates:
         if est is None:
             out.append(f"{key}: p{int(q * 100)}: no t-digest holds a value, {n} events carry one")
-            continue
-        lo = sum(1 for v in values if v < est) / n
-        hi = sum(1 for v in values if v <= est) / n
-        if not lo - eps <= q <= hi + eps:
-            out.append(f"{key}: p{int(q * 100)} {est} has true rank [{lo:.3f}, {hi:.3f}], bound {eps:.3f}")
+        elif (miss := rank_miss(values, q, est, eps)) is not None:
+            out.append(f"{key}: {miss}")
     return out
 
 

@@ -10,19 +10,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import datasketches as ds
 import orjson
 import pytest
 
 from livedash import generator, prometheus
 from livedash.config import Settings
-from livedash.pipeline.aggregates import TDIGEST_CENTROIDS, tdigest_quantile
 from livedash.pipeline.rows import DBL_MAX
+from livedash.verify.recount import Tally, check_quantiles, distinct_bound, quantile_bound, rank_miss
 from livedash.wait import poll
 from tests.conftest import run_cli
 from tests.ground_truth import GroupKey, Truth, ground_truth
 from tests.pinot_query import records
-from tests.pipeline_harness import Pipeline, close_windows, query_all, wait_stable
+from tests.pipeline_harness import Pipeline, close_windows, corrections_due_s, query_all, wait_stable
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +64,7 @@ def check_group(key: GroupKey, truth: Truth, got: dict[str, Any], lg_k: int) -> 
         if not c and (lo != DBL_MAX or hi != -DBL_MAX):
             problems.append(f"{key}: {metric} min/max without values {lo}/{hi}")
     exact = len(truth.users)
-    k = 2**lg_k
-    bound = 0 if exact < k else 3 * exact / math.sqrt(k)  # exact below k entries; 3 sigma above
+    bound = distinct_bound(exact, lg_k)  # exact below 2 ** lg_k entries; 3 sigma above
     if abs(got["distinct"] - exact) > bound:
         problems.append(f"{key}: distinct users {got['distinct']} vs {exact} (bound {bound:.0f})")
     return problems
@@ -79,27 +77,19 @@ def check_percentiles(settings: Settings, table: str, key: GroupKey, truth: Trut
     where = " AND ".join(f"{d} = '{v}'" for d, v in zip(rollup.dimensions, key[2], strict=True))
     rows = query_all(settings, f"SELECT quantile_tdigest FROM {table} WHERE rollup_name = '{key[0]}' AND "
                                f"window_start = {key[1]} AND {where} LIMIT 100000")  # fmt: skip
-    digests = [bytes.fromhex(hexed) for (hexed,) in rows]
     values = sorted(truth.quantile_values)
-    eps = (2 * ds.kll_doubles_sketch.get_normalized_rank_error(pipeline.sketches.kll_k, False) + 2 / TDIGEST_CENTROIDS
-           + 1 / len(values))  # fmt: skip
-    problems = []
+    problems = check_quantiles(key, Tally(quantiles=values), (hexed for (hexed,) in rows), pipeline.sketches.kll_k)
     for q in (0.5, 0.95):
-        pooled = tdigest_quantile(digests, q)
         # Merged inside Pinot: the digests' error plus up to 5% of rank near the median once Pinot has
         # re-compressed (compression 100) the digests of many rows.
         sql = (f"SELECT PERCENTILETDIGEST(quantile_tdigest, {q * 100}) FROM {table} "
                f"WHERE rollup_name = '{key[0]}' AND window_start = {key[1]} AND {where}")  # fmt: skip
-        in_pinot = float(query_all(settings, sql)[0][0])
-        for name, value, bound in (("pooled t-digests", pooled, eps), ("tdigest in Pinot", in_pinot, eps + 0.05)):
-            if value is None:
-                problems.append(f"{key}: {name} p{int(q * 100)}: none")
-                continue
-            lo = sum(1 for v in values if v < value) / len(values)
-            hi = sum(1 for v in values if v <= value) / len(values)
-            if not (lo - bound <= q <= hi + bound):
-                problems.append(f"{key}: {name} p{int(q * 100)} {value} has true rank [{lo:.3f}, {hi:.3f}], "
-                                f"bound {bound:.3f}")  # fmt: skip
+        in_pinot = query_all(settings, sql)[0][0]
+        bound = quantile_bound(pipeline.sketches.kll_k, len(values)) + 0.05
+        if in_pinot is None:
+            problems.append(f"{key}: tdigest in Pinot p{int(q * 100)}: none")
+        elif (miss := rank_miss(values, q, float(in_pinot), bound)) is not None:
+            problems.append(f"{key}: tdigest in Pinot {miss}")
     return problems
 
 
@@ -151,7 +141,8 @@ def check_raw_agrees_with_rollups(settings: Settings, p: Pipeline, events: list[
              ("page_1m", {"referrer": "google"}), ("campaign_15m", {"campaign": "__none__"})]  # fmt: skip
 
     # Pinot 0.11 can hide upserted rows for a moment while it swaps a committed segment in (as in run_and_check's
-    # group comparison): look again for up to a minute; the last look must be exact.
+    # group comparison), and late corrections follow final rows: look again for a while; the last look must be
+    # exact.
     def look() -> tuple[dict[str, int], list[Any]]:
         seen, wrong = {}, []
         for rollup, filters in cases:
@@ -169,7 +160,7 @@ def check_raw_agrees_with_rollups(settings: Settings, p: Pipeline, events: list[
             seen[f"{rollup}{sorted(filters)}"] = want
         return seen, wrong
 
-    seen, wrong = poll(look, 60, every_s=3, done=lambda found: not found[1])
+    seen, wrong = poll(look, corrections_due_s(settings) + 40, every_s=3, done=lambda found: not found[1])
     assert not wrong, wrong
     assert all(v > 0 for v in seen.values()), seen
     return seen
@@ -288,8 +279,8 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
             assert p.topic_size(p.dead_letter) == summary.malformed
 
         # Compare every group. Pinot 0.11 can hide upserted rows for a moment while it swaps a committed segment
-        # in (these tests commit segments as they go), so look again for up to a minute; the last look must
-        # be exact.
+        # in (these tests commit segments as they go), and late corrections follow final rows, so look again for
+        # a while; the last look must be exact.
         looks = 0
 
         def look() -> tuple[list[GroupKey], list[GroupKey], list[str]]:
@@ -302,7 +293,8 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
 
             return compare(settings, p.table, pipeline, truth, derived_due(pipeline, lateness, horizon), final_by)
 
-        missing, extra, problems = poll(look, 60, every_s=3, done=lambda found: not any(found))
+        missing, extra, problems = poll(look, corrections_due_s(settings) + 40, every_s=3,
+                                        done=lambda found: not any(found))  # fmt: skip
         if looks > 1:
             figures["looks"] = looks
         assert not missing and not extra, (missing[:5], extra[:5])
@@ -343,9 +335,11 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
         p.drop()
 
 
-def run_verify(p: Pipeline, settle_s: float = 30) -> Any:
-    """settle_s: how long verify looks again at differences (0 where a difference is planted on purpose)."""
-    return run_cli("verify", "--from", "now-3h", "--from-beginning", "--quiet", "--settle", str(settle_s),
+def run_verify(p: Pipeline, settle_s: float | None = None) -> Any:
+    """settle_s: how long verify looks again at differences (0 where a difference is planted on purpose); by
+    default as long as late corrections can follow final rows, and a margin."""
+    settle = corrections_due_s(p.settings()) + 10 if settle_s is None else settle_s
+    return run_cli("verify", "--from", "now-3h", "--from-beginning", "--quiet", "--settle", str(settle),
                    env=p.env(), timeout=300)  # fmt: skip
 
 

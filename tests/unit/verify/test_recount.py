@@ -333,3 +333,16 @@ def test_quantiles_are_checked_on_the_t_digests_pinot_holds() -> None:
         f"{key}: p50: no t-digest holds a value, 20000 events carry one",
         f"{key}: p95: no t-digest holds a value, 20000 events carry one",
     ]
+
+
+def test_a_quantile_within_the_bound_of_its_true_rank_passes_and_one_beyond_it_is_named() -> None:
+    from livedash.verify.recount import quantile_bound, rank_miss
+
+    values = [float(v) for v in range(1000)]
+    bound = quantile_bound(200, len(values))
+    assert 0.02 < bound < 0.05  # KLL k=200 (twice ~1.3%), two of 100 centroids, one item
+    assert rank_miss(values, 0.5, 500.0, bound) is None
+    assert rank_miss(values, 0.95, 950.0 + 1000 * bound - 2, bound) is None
+    miss = rank_miss(values, 0.95, 950.0 + 1000 * bound + 2, bound)
+    assert miss is not None and miss.startswith("p95 ") and "bound" in miss
+    assert rank_miss(values, 0.5, 400.0, bound) is not None
