@@ -1,7 +1,7 @@
 """`livedash verify`'s recount without Kafka or Pinot: raw messages per second fed to Recount, one process.
 
 Generates the messages the kill -9 fault test sends (50,000 users, 1% late, 1% malformed; 4 partitions in
-turn), feeds them to verify's Recount for the shipped pipeline (its seven roll-ups, one sliding) and asks for
+turn), feeds them to verify's Recount for the shipped pipeline (or --pipeline's roll-ups) and asks for
 every roll-up's expected groups, as verify does before it compares. Prints messages per second of the feed
 and the seconds of the expected groups, medians over --runs.
 
