@@ -265,6 +265,7 @@ class Pinot(Service):
             "zookeeper": p.zookeeper,
             "host": p.host,
             "data_dir": self.dir,
+            "data_uri": self.dir.absolute().as_uri(),
             "controller_port": p.controller_port,
             "broker_port": p.broker_port,
             "server_netty_port": p.server_netty_port,

@@ -164,15 +164,16 @@ def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
 
 
 def test_quick_start_from_a_clone_under_tmp_with_port_overrides(stack: Settings) -> None:
-    """The README's first command as a new user runs it: from a clone under /tmp (its state dir there, with a
-    warning), every port moved by LIVEDASH_* variables; then `down` stops every server gracefully."""
+    """The README's first command as a new user runs it: from a clone under /tmp in a folder whose name has a space
+    (its state dir there, with a warning), every port moved by LIVEDASH_* variables; then `down` stops every
+    server gracefully."""
     import tempfile
 
     import requests
 
     from tests.conftest import port_env
 
-    clone = Path(tempfile.mkdtemp(prefix="livedash-quickstart-", dir="/tmp")) / "livedash"
+    clone = Path(tempfile.mkdtemp(prefix="livedash quick start-", dir="/tmp")) / "livedash"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         if (ROOT / name).is_file():

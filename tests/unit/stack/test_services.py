@@ -4,6 +4,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -53,10 +54,24 @@ def test_pinot_configs_bind_to_host_and_keep_data_in_state_dir(settings: config.
     assert controller["controller.host"] == "127.0.0.1"
     assert broker["pinot.broker.client.access.protocols.http.host"] == "127.0.0.1"
     assert server["pinot.server.adminapi.access.protocols.http.host"] == "127.0.0.1"
-    for value in (controller["controller.data.dir"], server["pinot.server.instance.dataDir"]):
-        assert value.startswith(str(settings.state_dir))
+    assert controller["controller.data.dir"] == (settings.state_dir / "pinot" / "controller").as_uri()
+    assert server["pinot.server.instance.dataDir"].startswith(str(settings.state_dir))
     assert all(opens in cmd for opens in services.JAVA17_OPENS)
     assert cmd[cmd.index("-zkAddress") + 1] == "127.0.0.1:12181"
+
+
+def test_the_controller_data_dir_is_a_uri_java_can_parse_from_a_folder_with_a_space() -> None:
+    """Pinot 0.11 reads controller.data.dir with java.net.URI: a raw space (a clone in "~/My Projects") made the
+    controller fail at start. The rendered value is a percent-encoded file: URI that decodes to the folder."""
+    state = ROOT / ".livedash-test" / f"my state {uuid.uuid4().hex[:8]}"
+    try:
+        settings = config.load(ROOT / "config" / "test.yaml", environ={"LIVEDASH_STATE_DIR": str(state)})
+        services.Pinot(settings).command(Path("/usr/bin/java"), "cp")
+        uri = props(state / "conf" / "pinot-controller.conf")["controller.data.dir"]
+        assert " " not in uri and uri.startswith("file:///")
+        assert Path(unquote(urlparse(uri).path)) == state / "pinot" / "controller"
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_zookeeper_binds_to_host(settings: config.Settings) -> None:
