@@ -39,6 +39,9 @@ class RollupInfo:
     retention_ms: int = 2**62  # how far back from now its table keeps rows
     derived_from: str | None = None  # built from this finer roll-up's final windows (the cascade): final only
     live_from: str | None = None  # final only too; until final, its windows are read from this finer roll-up
+    # Its open windows are in this table instead (PipelineSettings.open_in_recent: the recent tier's), kept so long
+    open_table: str | None = None
+    open_retention_ms: int = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,9 @@ class Catalog:
         rollups = sorted(
             (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
                         math.prod(caps[d] for d in r.dimensions) / r.window.size_s, settings.table_of(r),
-                        settings.retention_ms(r), r.derived_from, r.live_from)
+                        settings.retention_ms(r), r.derived_from, r.live_from,
+                        settings.topics.aggregates if settings.open_in_recent(r) else None,
+                        settings.retention_ms_of("recent"))
              for r in settings.rollups if r.window.every_s is None),
             key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
@@ -76,14 +81,20 @@ class Catalog:
 
     def levels(self, rollup: RollupInfo, table: str | None = None) -> tuple[Level, ...]:
         """The roll-up, then those it is derived from down to the one folded from events, then the one that is
-        live from (dashboard/stitch.py); table: those in that table only."""
+        live from, or the same roll-up in the table of its open windows (dashboard/stitch.py); table: those in
+        that table only."""
         by_name = {r.name: r for r in self.rollups}
         chain = [rollup]
         while chain[-1].derived_from is not None:
             chain.append(by_name[chain[-1].derived_from])
-        if chain[-1].live_from is not None:
-            chain.append(by_name[chain[-1].live_from])
-        return tuple(Level(r.name, r.size_ms, r.table, r.retention_ms) for r in chain if table in (None, r.table))
+        levels = [Level(r.name, r.size_ms, r.table, r.retention_ms) for r in chain]
+        root = chain[-1]
+        if root.live_from is not None:
+            live = by_name[root.live_from]
+            levels.append(Level(live.name, live.size_ms, live.table, live.retention_ms))
+        elif root.open_table is not None:
+            levels.append(Level(root.name, root.size_ms, root.open_table, root.open_retention_ms))
+        return tuple(lv for lv in levels if table in (None, lv.table))
 
 
 @dataclass(frozen=True, slots=True)

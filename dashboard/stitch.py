@@ -104,31 +104,33 @@ def published_by(now_ms: int, lateness_ms: int) -> int:
     return now_ms - lateness_ms - FINAL_SLACK_MS
 
 
-def by_level(levels: Sequence[Level], lo: int, hi: int, complete: Mapping[str, int]) -> list[tuple[str, int, int]]:
+def by_level(levels: Sequence[Level], lo: int, hi: int, complete: Mapping[str, int]) -> list[tuple[Level, int, int]]:
     """[lo, hi) cut between the levels: the coarsest takes the whole windows of its own that lie in it and are
     complete (complete[name]: every window of that level ending by then is in Pinot), the finer ones what is
     left before and after, recursively; the finest level, folded from events, takes whatever remains. lo is a
-    window boundary of the finest level."""
+    window boundary of the finest level. (The finest may be the same roll-up as the one before it, in another
+    table: a history roll-up's open windows in the recent tier.)"""
     if hi <= lo:
         return []
     head, rest = levels[0], levels[1:]
     if not rest:
-        return [(head.name, lo, hi)]
+        return [(head, lo, hi)]
     size = head.size_ms
     a = -(-lo // size) * size
     b = min(hi, complete.get(head.name, lo))
     b -= b % size
     if a >= b:
         return by_level(rest, lo, hi, complete)
-    return [*by_level(rest, lo, a, complete), (head.name, a, b), *by_level(rest, b, hi, complete)]
+    return [*by_level(rest, lo, a, complete), (head, a, b), *by_level(rest, b, hi, complete)]
 
 
-def spans_condition(spans: Iterable[tuple[str, int, int]]) -> str:
-    """The WHERE part of a chain's roll-ups over these (level, lo, hi): adjacent spans of a level as one range.
-    Names are configured roll-up names (lower-case identifiers, checked by the pipeline's settings)."""
+def spans_condition(spans: Iterable[tuple[Level, int, int]]) -> str:
+    """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
+    as one range. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
+    settings)."""
     merged: dict[str, list[list[int]]] = {}
-    for name, lo, hi in sorted(spans, key=lambda s: s[1]):
-        ranges = merged.setdefault(name, [])
+    for level, lo, hi in sorted(spans, key=lambda s: s[1]):
+        ranges = merged.setdefault(level.name, [])
         if ranges and ranges[-1][1] == lo:
             ranges[-1][1] = hi
         else:
@@ -214,8 +216,7 @@ class Stitch:
         limit = len(wanted) if self.shape == "one" else MAX_ROWS
         out = []
         for table in dict.fromkeys(lv.table for lv in self.levels):
-            names = {lv.name for lv in self.levels if lv.table == table}
-            mine = [span for span in spans if span[0] in names]
+            mine = [span for span in spans if span[0].table == table]
             if mine:
                 where = " AND ".join([*self.filters, spans_condition(mine)])
                 out.append(f"{self.head} {table} WHERE {where}{self.tail} LIMIT {limit}")

@@ -30,7 +30,7 @@ from livedash.pipeline.aggregates import Agg, SketchParams, pack_state, unpack_s
 from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings, Rollup
-from livedash.pipeline.windows import Partial, PartialsOut, next_slot, window_row
+from livedash.pipeline.windows import Partial, PartialsOut, also_recent, next_slot, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
 NO_BOUND = -(2**63)
@@ -65,13 +65,17 @@ def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsO
 
 class _Rollup:
     __slots__ = ("dirty", "ended_every_ms", "final_only", "final_upto", "next_ended_ms", "next_publish_ms",
-                 "pane_ms", "panes", "publish_every_ms", "retention_ms", "role", "rollup", "size_ms", "sources",
-                 "waiting")  # fmt: skip
+                 "open_in_recent", "pane_ms", "panes", "publish_every_ms", "recent_ms", "retention_ms", "role",
+                 "rollup", "running_role", "size_ms", "sources", "waiting")  # fmt: skip
 
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
         self.rollup = rollup
         self.role = "history" if rollup.tier == "history" else "aggregates"
+        # PipelineSettings.open_in_recent: running rows to the recent tier, final rows to both (windows.also_recent)
+        self.open_in_recent = settings.open_in_recent(rollup)
+        self.running_role = "aggregates" if self.open_in_recent else self.role
+        self.recent_ms = settings.retention_ms_of("recent") if self.open_in_recent else settings.retention_ms(rollup)
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.retention_ms = settings.retention_ms(rollup)
@@ -213,7 +217,7 @@ class MergeShard:
                     self.cascade.take(r, ws, dims, agg, sources)
                 row = self._row(mr, ws, dims, agg, sources, final=True)
                 if row is not None:
-                    rows.append(row)
+                    rows.extend(also_recent(row, mr.open_in_recent and not self._expired(mr, ws, running=True)))
         if feeds:
             rows.extend(self.cascade.close(r, upto))
         mr.final_upto = upto
@@ -272,7 +276,7 @@ class MergeShard:
             if ready:
                 due[ws] = mr.waiting.pop(ws)
         for ws in sorted(due):
-            if self._expired(mr, ws):
+            if self._expired(mr, ws, running=True):
                 continue
             for dims, agg, sources in self._groups(mr, ws, due[ws]):
                 row = self._row(mr, ws, dims, agg, sources, final=False)
@@ -282,13 +286,15 @@ class MergeShard:
     def _row(self, mr: _Rollup, ws: int, dims: tuple[str, ...], agg: Agg, sources: list[int],
              final: bool) -> Row | None:  # fmt: skip
         """The window's row, or None where its tier no longer keeps the window."""
-        if self._expired(mr, ws):
+        if self._expired(mr, ws, running=not final):
             return None
-        return window_row(mr.rollup, mr.role, self.dimensions, ws, dims, agg, "window", final, MERGED, None,
-                          2 * agg.count + int(final), sources=sources)  # fmt: skip
+        return window_row(mr.rollup, mr.role if final else mr.running_role, self.dimensions, ws, dims, agg, "window",
+                          final, MERGED, None, 2 * agg.count + int(final), sources=sources)  # fmt: skip
 
-    def _expired(self, mr: _Rollup, ws: int) -> bool:
-        return self.now_ms is not None and ws + mr.size_ms < self.now_ms - mr.retention_ms
+    def _expired(self, mr: _Rollup, ws: int, running: bool = False) -> bool:
+        """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
+        kept = mr.recent_ms if running else mr.retention_ms
+        return self.now_ms is not None and ws + mr.size_ms < self.now_ms - kept
 
     def _groups(self, mr: _Rollup, ws: int,
                 only: set[tuple[str, ...]] | None) -> Iterable[tuple[tuple[str, ...], Agg, list[int]]]:  # fmt: skip

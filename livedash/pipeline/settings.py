@@ -195,6 +195,12 @@ class PipelineSettings(FrozenModel):
                     raise ValueError(f"roll-up {rollup.name!r} is live from {live.name!r}, whose tier keeps "
                                      f"{self.retention_ms(live) // 1000} s: it must keep at least twice the window "
                                      f"plus the allowed lateness ({2 * need} s)")  # fmt: skip
+            if self.open_in_recent(rollup):
+                need = rollup.window.size_s + self.windows.allowed_lateness_s
+                if self.retention_ms_of("recent") < 2 * need * 1000:
+                    raise ValueError(f"roll-up {rollup.name!r} keeps its open windows in the recent tier, which keeps "
+                                     f"{self.retention.recent_h} h: it must keep at least twice the window plus the "
+                                     f"allowed lateness ({2 * need} s)")  # fmt: skip
         s = self.sketches
         if s.distinct_field not in (*self.events.identifiers, *self.events.dimensions):
             raise ValueError(f"sketches.distinct_field {s.distinct_field!r} is not an identifier or dimension")
@@ -212,6 +218,14 @@ class PipelineSettings(FrozenModel):
         """Its windows are published once, final (derived, or live from a finer roll-up): no running rows."""
         return rollup.derived_from is not None or rollup.live_from is not None
 
+    def open_in_recent(self, rollup: Rollup) -> bool:
+        """A history roll-up read live from nothing finer (campaign_15m): the running rows of its open windows go
+        to the recent tier's topic only (kept retention.recent_h), its final rows and corrections to both tiers'.
+        Its own table then keeps one version of a window, as for a final-only roll-up, not one per
+        history_publish_every_s for retention.history_h; the dashboard reads what is not final there from the
+        recent table (docs/architecture.md, "A history roll-up's open windows")."""
+        return rollup.tier == "history" and not self.final_only(rollup)
+
     def table_of(self, rollup: Rollup) -> str:
         """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
         return self.topics.history if rollup.tier == "history" else self.topics.aggregates
@@ -222,8 +236,11 @@ class PipelineSettings(FrozenModel):
         return int(1000 * (w.history_publish_every_s if rollup.tier == "history" else w.publish_every_s))
 
     def retention_ms(self, rollup: Rollup) -> int:
-        hours = self.retention.history_h if rollup.tier == "history" else self.retention.recent_h
-        return int(hours * 3_600_000)
+        return self.retention_ms_of(rollup.tier)
+
+    def retention_ms_of(self, tier: str) -> int:
+        """How long a tier's table keeps rows."""
+        return int((self.retention.history_h if tier == "history" else self.retention.recent_h) * 3_600_000)
 
     def rollup(self, name: str) -> Rollup:
         for rollup in self.rollups:

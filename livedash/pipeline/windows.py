@@ -130,17 +130,30 @@ def window_row(
     return Row(pk, orjson.dumps(value), role)
 
 
+def also_recent(row: Row, copy: bool) -> tuple[Row, ...]:
+    """A final row or correction of a roll-up whose open windows are in the recent tier (open_in_recent), copy
+    where the recent tier still keeps its window: to its own tier and to the recent one, where it supersedes the
+    running rows (the recent table then holds the windows as a recent roll-up would, and the dashboard may read
+    any of them there)."""
+    return (row, row._replace(role="aggregates")) if copy else (row,)
+
+
 class RollupWindows:
     """Panes and closing state of one roll-up in one partition."""
 
     def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int, publish_every_ms: int = 0,
-                 final_only: bool = False) -> None:  # fmt: skip
+                 final_only: bool = False, open_in_recent: bool = False,
+                 recent_ms: int | None = None) -> None:  # fmt: skip
         self.rollup = rollup
         self.publish_every_ms = publish_every_ms
         self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
         self.next_partials_ms = -(2**63)  # ... and of its next partials, for a tier that publishes less often
         self.role = "history" if rollup.tier == "history" else "aggregates"
+        # PipelineSettings.open_in_recent: running rows to the recent tier, final rows and corrections to both
+        self.open_in_recent = open_in_recent
+        self.running_role = "aggregates" if open_in_recent else self.role
         self.retention_ms = retention_ms
+        self.recent_ms = retention_ms if recent_ms is None else recent_ms  # how long its running rows are kept
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.caps = caps
@@ -278,6 +291,8 @@ class PartitionWindows:
                 settings.retention_ms(r),
                 settings.publish_every_ms(r),
                 settings.final_only(r),
+                settings.open_in_recent(r),
+                settings.retention_ms_of("recent") if settings.open_in_recent(r) else None,
             )
             for r in settings.rollups
         ]
@@ -548,7 +563,9 @@ class PartitionWindows:
                 if feeds:  # whether or not the window's own row is still kept by its tier
                     self.cascade.take(r, ws, dims, agg, (self.partition,))
                 if not expired:
-                    rows.append(self._row(rw, ws, dims, agg, kind="window", final=True))
+                    rows.extend(
+                        also_recent(self._row(rw, ws, dims, agg, kind="window", final=True), self._copied(rw, ws))
+                    )
         if feeds:
             self.cascade.now_ms = self.now_ms
             rows.extend(self.cascade.close(r, new_closed))
@@ -578,11 +595,17 @@ class PartitionWindows:
         for ws in sorted(dirty):
             yield from self._rows(rw, ws, dirty[ws], final=False)
 
-    def _expired(self, rw: RollupWindows, ws: int) -> bool:
-        return self.now_ms is not None and ws + rw.size_ms < self.now_ms - rw.retention_ms
+    def _expired(self, rw: RollupWindows, ws: int, running: bool = False) -> bool:
+        """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
+        kept = rw.recent_ms if running else rw.retention_ms
+        return self.now_ms is not None and ws + rw.size_ms < self.now_ms - kept
+
+    def _copied(self, rw: RollupWindows, ws: int) -> bool:
+        """Whether a final row or correction of the window also goes to the recent tier (also_recent)."""
+        return rw.open_in_recent and not self._expired(rw, ws, running=True)
 
     def _rows(self, rw: RollupWindows, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
-        if self._expired(rw, ws):
+        if self._expired(rw, ws, running=not final):
             return
         for dims, agg in self._groups(rw, ws, only):
             yield self._row(rw, ws, dims, agg, kind="window", final=final)
@@ -629,9 +652,12 @@ class PartitionWindows:
             self.next_late_ms = now + self.late_every_ms - self.slack_ms
         dirty, self.late_dirty = self.late_dirty, set()
         groups = self.late_groups
-        rows = [self._row(self.rollups[r], ws, dims, groups[key], kind="late", final=True,
-                          late=(block, self.late_block_ms))
-                for key in sorted(dirty) for block, r, ws, dims in (key,)]  # fmt: skip
+        rows: list[Row] = []
+        for block, r, ws, dims in sorted(dirty):
+            rw = self.rollups[r]
+            row = self._row(rw, ws, dims, groups[block, r, ws, dims], kind="late", final=True,
+                            late=(block, self.late_block_ms))  # fmt: skip
+            rows.extend(also_recent(row, self._copied(rw, ws)))
         if any(key[0] < self.late_from for key in groups):
             self.late_groups = {key: agg for key, agg in groups.items() if key[0] >= self.late_from}
         return rows
@@ -646,8 +672,8 @@ class PartitionWindows:
         final: bool,
         late: tuple[int, int] | None = None,
     ) -> Row:
-        return window_row(rw.rollup, rw.role, self.dimensions, ws, dims, agg, kind, final, self.partition, late,
-                          version(agg.max_offset, final))  # fmt: skip
+        return window_row(rw.rollup, rw.role if final else rw.running_role, self.dimensions, ws, dims, agg, kind,
+                          final, self.partition, late, version(agg.max_offset, final))  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
     rows of its one statement over the whole range on real Pinot: sums and users equal, p95 within t-digest's
     error; then a refresh one step later reads a fraction of the range, with the same figures."""
     from dashboard import query as q
-    from dashboard.panels import fetch
+    from dashboard.panels import fetch, published
     from livedash.pinot.client import PinotClient, QueryService, Result
 
     catalog = q.Catalog.from_settings(live.pipeline)
@@ -214,10 +214,20 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
 
     service = QueryService(run)
     out = fetch(service, panels, ttl_s=5)
-    cold = {text for s in panels.values() if s.stitch for text in s.stitch.texts(s.stitch.pieces)}
-    assert sorted(read) == sorted(cold)
+    # the probes of how far the history table's final-only levels are published (a campaign's panel reads
+    # campaign_15m's final windows there), then each panel's statements as far as they said
+    probes = [t for t in read if t.startswith('SELECT "rollup_name", MAX("window_start") FROM aggregates_history ')]
+    complete = published(service, [s.stitch for s in panels.values() if s.stitch is not None])  # kept: no reads
+    cold = {text for s in panels.values() if s.stitch for text in s.stitch.texts(s.stitch.pieces, complete)}
+    assert sorted(t for t in read if t not in probes) == sorted(cold)
     for name, sql in panels.items():
-        got, whole = out[sql.text], client.query(sql.text)
+        assert sql.stitch is not None
+        first, last = sql.stitch.levels[0], sql.stitch.levels[-1]
+        text = sql.text
+        if last.table != first.table:  # one statement reads one table: a history roll-up's open windows are in
+            assert last.name == first.name, name  # the recent one, which holds all its windows of the last hours
+            text = text.replace(f" FROM {first.table} ", f" FROM {last.table} ")
+        got, whole = out[sql.text], client.query(text)
         assert isinstance(got, Result), (name, got)
         if name.startswith("totals"):
             (count, users, p95), (w_count, w_users, w_p95) = got.rows[0], whole.rows[0]
@@ -241,6 +251,39 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
     bounds = r'"window_start" >= (\d+) AND "window_start" < (\d+)'
     spans = [(int(a), int(b)) for t in read for a, b in re.findall(bounds, t)]
     assert spans and max(b - a for a, b in spans) < hours * 3_600_000 / 2  # the tail and an edge, not the range
+
+
+def test_a_history_rollups_open_windows_are_read_from_the_recent_table(live: Settings) -> None:
+    """campaign_15m is read live from nothing finer: its running rows go to the recent table only (its history
+    table keeps one version of a window, not one per 10 s for 30 days), and a campaign panel over hours, which
+    reads it, stitches its open windows from the recent table: every event of the campaign, counted once."""
+    from dashboard import query as q
+    from dashboard.panels import fetch
+    from livedash.pinot.client import PinotClient, QueryService, Result
+
+    assert live.pipeline.open_in_recent(live.pipeline.rollup("campaign_15m"))
+    versions = "SELECT COUNT(*) FROM {} WHERE rollup_name = 'campaign_15m' AND is_final = 0 OPTION(skipUpsert=true)"
+    assert int(scalar(live, versions.format("aggregates_history"))) == 0
+    assert int(scalar(live, versions.format("aggregates"))) > 0
+    since = int(time.time() * 1000) - 1_200_000
+    campaign, n = query(live, f"SELECT campaign, COUNT(*) FROM events_raw WHERE campaign <> '__none__' AND "
+                              f"ts >= {since} GROUP BY campaign ORDER BY COUNT(*) DESC LIMIT 1")[0]  # fmt: skip
+    catalog = q.Catalog.from_settings(live.pipeline)
+    client = PinotClient.of(live.pinot)
+    service = QueryService(client.query)
+
+    def stitched() -> tuple[float, int]:
+        now = int(time.time() * 1000)
+        sql = q.totals(catalog, now - 6 * 3_600_000, now, {"campaign": str(campaign)}, now)
+        assert sql.stitch is not None and sql.stitch.levels[0].name == "campaign_15m", sql.text
+        got = fetch(service, {"totals": sql}, ttl_s=0, fresh=True)[sql.text]
+        assert isinstance(got, Result), got
+        first = sql.stitch.pieces[0].lo
+        raw = scalar(live, f"SELECT COUNT(*) FROM events_raw WHERE campaign = '{campaign}' AND ts >= {first}")
+        return float(got.rows[0][0]), int(raw)
+
+    found = poll(lambda: attempt(stitched), 60, done=lambda c: isinstance(c, tuple) and c[0] == c[1])
+    assert isinstance(found, tuple) and found[0] == found[1] >= int(n) > 0, (campaign, found, n)
 
 
 def test_an_empty_range_shows_no_data_without_failing(app: Callable[..., AppTest]) -> None:

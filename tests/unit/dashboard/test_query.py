@@ -214,6 +214,37 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {kept - kept % 300_000} AND' in live
 
 
+def test_a_history_rollups_open_windows_are_read_from_the_recent_table(catalog: Catalog) -> None:
+    """campaign_15m is read live from nothing finer: its running rows are in the recent table and its history
+    table holds final windows only (PipelineSettings.open_in_recent). Its chain ends in the same roll-up in the
+    recent table, each window is read from one table, and none twice."""
+    day, now = 86_400_000, START + 86_400_000
+    hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
+    (c15,) = [r for r in catalog.rollups if r.name == "campaign_15m"]
+    assert catalog.levels(c15) == (Level("campaign_15m", 900_000, *hist), Level("campaign_15m", 900_000, *recent))
+    assert catalog.levels(c15, "aggregates_history") == (Level("campaign_15m", 900_000, *hist),)
+    (c1h,) = [r for r in catalog.rollups if r.name == "campaign_1h"]
+    assert catalog.levels(c1h)[-1] == Level("campaign_15m", 900_000, *recent)
+    for start, rollup in ((now - day, "campaign_1h"), (now - 6 * 3_600_000, "campaign_15m")):
+        stitch = query.totals(catalog, start, now, {"campaign": "spring"}, now_ms=now).stitch
+        assert stitch is not None and stitch.levels[0].name == rollup
+        history, live = stitch.texts(stitch.pieces)
+        published = now - catalog.lateness_ms - FINAL_SLACK_MS
+        final = published - published % 900_000
+        assert "FROM aggregates_history WHERE" in history and "FROM aggregates WHERE" in live
+        assert f'"window_start" < {final})' in history and f'"window_start" >= {final}' not in history
+        assert live.count("rollup_name") == 1 and "'campaign_15m'" in live
+        assert (
+            f'("rollup_name" = \'campaign_15m\' AND (("window_start" >= {final} AND "window_start" < {now})))' in live
+        )
+        # the probe found the history table's finals up to an hour earlier: the recent table reads from there
+        history, live = stitch.texts(
+            stitch.pieces, {"campaign_1h": final - 3_600_000, "campaign_15m": final - 3_600_000}
+        )
+        assert f'"window_start" >= {final - 3_600_000} AND "window_start" < {now})' in live
+        assert f'"window_start" >= {final - 3_600_000}' not in history
+
+
 @given(lo=st.integers(0, 200), span=st.integers(0, 400), upto=st.lists(st.integers(-10, 500), min_size=2, max_size=2))
 def test_levels_split_a_range_into_whole_published_windows(lo: int, span: int, upto: list[int]) -> None:
     """by_level: each piece of the range once, in order, every span of a derived level whole windows of it and
@@ -227,13 +258,12 @@ def test_levels_split_a_range_into_whole_published_windows(lo: int, span: int, u
         assert spans[0][1] == lo and spans[-1][2] == lo + span
     else:
         assert spans == []
-    size = {lv.name: lv.size_ms for lv in levels}
-    for name, a, b in spans:
-        if name != "minute":
-            assert a % size[name] == 0 and b % size[name] == 0 and b <= complete[name]
+    for level, a, b in spans:
+        if level.name != "minute":
+            assert a % level.size_ms == 0 and b % level.size_ms == 0 and b <= complete[level.name]
     # and it takes the coarsest level wherever a whole window of it fits
     if span and upto[0] >= lo + span and lo % 60 == 0 and span % 60 == 0:
-        assert spans == [("day", lo, lo + span)]
+        assert spans == [(levels[0], lo, lo + span)]
 
 
 def test_raw_fallback_says_why(catalog: Catalog) -> None:

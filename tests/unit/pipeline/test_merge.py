@@ -351,7 +351,8 @@ def test_a_window_a_slower_partition_still_fills_on_time_publishes_every_tick_un
 def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_it_after_them() -> None:
     """A history roll-up's gains are drained at the multiples of history_publish_every_s by the wall clock, not
     every tick (a coarse window's group was sent every second, half the partials), the shard publishes them two
-    ticks later, the recent tier stays every tick, and the final rows count every event."""
+    ticks later, the recent tier stays every tick, and the final rows count every event. Read live from nothing
+    finer (open_in_recent), its running rows go to the recent tier, its final rows to both."""
     cfg = PipelineSettings.model_validate(
         {
             **settings(history_publish_every_s=5, allowed_lateness_s=2).model_dump(exclude={"rollups"}),
@@ -368,6 +369,7 @@ def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_
     running: dict[str, list[int]] = defaultdict(list)  # roll-up -> ticks at which the shard published it
     wall = BASE + 100_003  # the wall clock, a tick a second, not on a slot
     rows: list[dict[str, Any]] = []
+    roles: set[tuple[str, str, int]] = set()
     for i in range(14):
         wins.now_ms = shard.now_ms = wall + i * 1000
         wins.add_batch([parse(BASE + i * 1000, "click", ["DE", "FR"][i % 2], f"u{i}", 1.0)], [i])
@@ -376,7 +378,11 @@ def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_
             sent[name].append(i)
         (part,) = split(whole, names, 1)
         shard.fold(part)
-        for v in values(shard.publish()):
+        published = shard.publish()
+        roles.update(
+            (r.role, v["rollup_name"], v["is_final"]) for r, v in zip(published, values(published), strict=True)
+        )
+        for v in values(published):
             rows.append(v)
             if not v["is_final"]:
                 running[v["rollup_name"]].append(i)
@@ -387,7 +393,15 @@ def test_the_history_tier_leaves_phase_one_at_its_slots_and_the_shard_publishes_
     wins.advance_idle(BASE + 10**7)
     (part,) = split(wins.partials(), names, 1)
     shard.fold(part)
-    rows.extend(values(shard.publish()))
+    published = shard.publish()
+    roles.update((r.role, v["rollup_name"], v["is_final"]) for r, v in zip(published, values(published), strict=True))
+    coarse_finals = [(r.role, r.key) for r in published if r.role == "history"]
+    assert coarse_finals and sorted(k for _, k in coarse_finals) == sorted(
+        r.key for r in published if r.role == "aggregates" and orjson.loads(r.value)["rollup_name"] == "coarse"
+    )  # the same final rows in both tiers
+    assert roles == {("aggregates", "fine", 0), ("aggregates", "fine", 1), ("aggregates", "coarse", 0),
+                     ("history", "coarse", 1), ("aggregates", "coarse", 1)}, roles  # fmt: skip
+    rows.extend(values(published))
     final = {v["pk"]: v for v in rows if v["is_final"]}  # one final row per window and group
     assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "coarse") == 14
     assert sum(v["event_count"] for v in final.values() if v["rollup_name"] == "fine") == 14

@@ -222,8 +222,10 @@ def test_sliding_windows_are_published_once_current_not_minutes_ahead() -> None:
 
 
 def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
-    """History roll-ups go to their own topic; a recent roll-up's windows older than its tier's retention are
-    not published (Pinot would only keep their upsert keys in memory until retention deleted them)."""
+    """History roll-ups' final rows go to their own topic; a recent roll-up's windows older than its tier's
+    retention are not published (Pinot would only keep their upsert keys in memory until retention deleted
+    them). A history roll-up read live from nothing finer (open_in_recent) publishes its open windows to the
+    recent tier only, and its final rows to both tiers while the recent one keeps the window."""
     cfg = PipelineSettings.model_validate(
         {
             **settings().model_dump(exclude={"rollups", "retention"}),
@@ -231,20 +233,30 @@ def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
             "rollups": [
                 {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
                 {"name": "coarse", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history"},
+                {"name": "late_too", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history",
+                 "live_from": "fine"},
             ],
         }
-    )
+    )  # fmt: skip
+    assert cfg.open_in_recent(cfg.rollup("coarse")) and not cfg.open_in_recent(cfg.rollup("late_too"))
     clock = InputClock()
     logic = PartitionLogic(cfg, clock, None)
     two_hours_ago = BASE - 7_200_000
-    out = logic.on_batch([batch_of(records([(BASE, event(two_hours_ago)), (BASE, event(BASE))]))])[0]
+    half_an_hour_ago = BASE - 1_800_000
+    events = [(BASE, event(two_hours_ago)), (BASE, event(half_an_hour_ago)), (BASE, event(BASE))]
+    out = logic.on_batch([batch_of(records(events))])[0]
     out += logic.on_eof()[0]
-    published = {(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"])
-                 for o in out if isinstance(o, Out)}  # fmt: skip
-    assert ("aggregates", "fine", BASE) in published
-    assert ("history", "coarse", BASE) in published
-    assert ("history", "coarse", two_hours_ago) in published  # within the history tier's 24 h
-    assert ("aggregates", "fine", two_hours_ago) not in published  # beyond the recent tier's hour
+    published = [(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"],
+                  orjson.loads(o.value)["is_final"]) for o in out if isinstance(o, Out)]  # fmt: skip
+    assert len(published) == len(set(published))
+    assert ("aggregates", "fine", BASE, 0) in published
+    assert ("aggregates", "fine", two_hours_ago, 1) not in published  # beyond the recent tier's hour
+    # open: its running row in the recent tier only; final: in its own tier, and in the recent one within its hour
+    coarse = {(role, ws, final) for role, name, ws, final in published if name == "coarse"}
+    assert coarse == {("aggregates", BASE, 0), ("history", half_an_hour_ago, 1), ("aggregates", half_an_hour_ago, 1),
+                      ("history", two_hours_ago, 1)}, coarse  # fmt: skip
+    late_too = {(role, ws, final) for role, name, ws, final in published if name == "late_too"}
+    assert late_too == {("history", half_an_hour_ago, 1), ("history", two_hours_ago, 1)}, late_too
 
 
 def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
