@@ -8,6 +8,8 @@ import sys
 import time
 from types import FrameType
 
+from confluent_kafka import KafkaError, KafkaException
+
 from livedash import config
 from livedash.errors import LivedashError
 from livedash.wait import poll
@@ -267,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     except LivedashError as exc:
         print(f"livedash: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, config.ConfigError) else 1
+    except KafkaException as exc:  # a fatal client error (librdkafka's): one line, not a traceback
+        error = exc.args[0] if exc.args else None
+        print(f"livedash: Kafka: {error.str() if isinstance(error, KafkaError) else exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("livedash: interrupted", file=sys.stderr)
         return 130
