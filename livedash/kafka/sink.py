@@ -21,10 +21,12 @@ class _TopicPartition(StatelessSinkPartition[Item]):
     def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
         self.topics = topics
         # murmur2 as the Java clients: every producer of a key agrees on its partition; delivery reports for
-        # failures only: no per-row callback
+        # failures only: no per-row callback. zstd, not lz4: rows carry sketches as hex, which lz4 (no entropy
+        # coding) leaves as they are (a 30 MB run of aggregate rows: lz4 29.8 MB, zstd -3 17.9 MB)
         tuning: dict[str, str | int | bool] = {"partitioner": "murmur2_random", "linger.ms": 5,
                                                "queue.buffering.max.messages": 500_000,
-                                               "delivery.report.only.error": True}  # fmt: skip
+                                               "delivery.report.only.error": True,
+                                               "compression.type": "zstd"}  # fmt: skip
         self.producer = CheckedProducer(bootstrap, **tuning)
 
     def write_batch(self, items: list[Item]) -> None:
