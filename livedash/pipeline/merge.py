@@ -30,7 +30,7 @@ from livedash.pipeline.aggregates import Agg, SketchParams, pack_state, unpack_s
 from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings, Rollup
-from livedash.pipeline.windows import Partial, PartialsOut, also_recent, next_slot, window_row
+from livedash.pipeline.windows import Partial, PartialsOut, also_recent, kept, next_slot, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
 NO_BOUND = -(2**63)
@@ -217,7 +217,7 @@ class MergeShard:
                     self.cascade.take(r, ws, dims, agg, sources)
                 row = self._row(mr, ws, dims, agg, sources, final=True)
                 if row is not None:
-                    rows.extend(also_recent(row, mr.open_in_recent and not self._expired(mr, ws, running=True)))
+                    rows.extend(also_recent(row, mr.open_in_recent and kept(self.now_ms, ws, mr.size_ms, mr.recent_ms)))
         if feeds:
             rows.extend(self.cascade.close(r, upto))
         mr.final_upto = upto
@@ -293,8 +293,7 @@ class MergeShard:
 
     def _expired(self, mr: _Rollup, ws: int, running: bool = False) -> bool:
         """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
-        kept = mr.recent_ms if running else mr.retention_ms
-        return self.now_ms is not None and ws + mr.size_ms < self.now_ms - kept
+        return not kept(self.now_ms, ws, mr.size_ms, mr.recent_ms if running else mr.retention_ms)
 
     def _groups(self, mr: _Rollup, ws: int,
                 only: set[tuple[str, ...]] | None) -> Iterable[tuple[tuple[str, ...], Agg, list[int]]]:  # fmt: skip

@@ -130,6 +130,11 @@ def window_row(
     return Row(pk, orjson.dumps(value), role)
 
 
+def kept(now_ms: int | None, ws: int, size_ms: int, keep_ms: int) -> bool:
+    """Whether a table that keeps keep_ms still keeps the window starting at ws (no clock: every window)."""
+    return now_ms is None or ws + size_ms >= now_ms - keep_ms
+
+
 def also_recent(row: Row, copy: bool) -> tuple[Row, ...]:
     """A final row or correction of a roll-up whose open windows are in the recent tier (open_in_recent), copy
     where the recent tier still keeps its window: to its own tier and to the recent one, where it supersedes the
@@ -597,12 +602,11 @@ class PartitionWindows:
 
     def _expired(self, rw: RollupWindows, ws: int, running: bool = False) -> bool:
         """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
-        kept = rw.recent_ms if running else rw.retention_ms
-        return self.now_ms is not None and ws + rw.size_ms < self.now_ms - kept
+        return not kept(self.now_ms, ws, rw.size_ms, rw.recent_ms if running else rw.retention_ms)
 
     def _copied(self, rw: RollupWindows, ws: int) -> bool:
         """Whether a final row or correction of the window also goes to the recent tier (also_recent)."""
-        return rw.open_in_recent and not self._expired(rw, ws, running=True)
+        return rw.open_in_recent and kept(self.now_ms, ws, rw.size_ms, rw.recent_ms)
 
     def _rows(self, rw: RollupWindows, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
         if self._expired(rw, ws, running=not final):
