@@ -149,7 +149,8 @@ def stored(client: PinotClient, settings: config.Settings, start: int, end: int 
     """Per aggregates table over the range: the rows queries see (each key's newest version) and the rows its
     segments hold (every version published, skipUpsert), which every scan filter still touches."""
     out = {}
-    for table in sorted({settings.pipeline.table_of(r) for r in settings.pipeline.rollups}):
+    pipeline = settings.pipeline
+    for table in sorted({pipeline.topics.live, *(pipeline.table_of(r) for r in pipeline.rollups)}):
         sql = f"SELECT COUNT(*) FROM {table} WHERE window_start >= {start} AND window_start < {end}"
         valid = int(client.query(sql).rows[0][0])
         physical = int(client.query(sql + " OPTION(skipUpsert=true)").rows[0][0])

@@ -97,9 +97,10 @@ class RowSizes:
     def __init__(self) -> None:
         self.by: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
 
-    def add(self, value: bytes) -> None:
+    def add(self, value: bytes, role: str) -> None:
         row = orjson.loads(value)
-        tally = self.by[(row["rollup_name"], "final" if row["is_final"] else "provisional")]
+        kind = ("final, live copy" if role == "live" else "final") if row["is_final"] else "provisional"
+        tally = self.by[(row["rollup_name"], kind)]
         tally["rows"] += 1
         tally["json"] += len(value)
         for column in self.SKETCHES:
@@ -156,8 +157,8 @@ def drive(settings: PipelineSettings, rounds: Iterable[list[RecordBatch]], snaps
                 shard.fold(unpack(o.payload))
             else:
                 rows[o.role] += 1
-                if sizes is not None and o.role in ("aggregates", "history"):
-                    sizes.add(o.value)
+                if sizes is not None and o.role in ("aggregates", "history", "live"):
+                    sizes.add(o.value, o.role)
 
     next_snapshot = snapshot_events
     me = psutil.Process()

@@ -42,7 +42,7 @@ def main() -> None:
     lags = []
     while gen.is_alive():
         since = int(time.time() * 1000) - 120_000
-        sql = ("SELECT MAX(last_event_ts) FROM aggregates WHERE rollup_name = 'geo_10s' AND "
+        sql = (f"SELECT MAX(last_event_ts) FROM {settings.pipeline.topics.live} WHERE rollup_name = 'geo_10s' AND "
                f"window_start >= {since}")  # fmt: skip
         try:
             rows = pinot.query(sql).rows

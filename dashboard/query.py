@@ -39,7 +39,7 @@ class RollupInfo:
     retention_ms: int = 2**62  # how far back from now its table keeps rows
     derived_from: str | None = None  # built from this finer roll-up's final windows (the cascade): final only
     live_from: str | None = None  # final only too; until final, its windows are read from this finer roll-up
-    # Its open windows are in this table instead (PipelineSettings.open_in_recent: the recent tier's), kept so long
+    # Its open windows are in this table (PipelineSettings.has_running_rows: the live one), kept so long
     open_table: str | None = None
     open_retention_ms: int = 2**62
 
@@ -54,7 +54,7 @@ class Catalog:
     types: tuple[str, ...]
     rollups: tuple[RollupInfo, ...]  # tumbling only, smallest window first
     quantile_field: str
-    aggregates_table: str = "aggregates"
+    live_table: str = "aggregates_live"  # every roll-up's open windows
     distinct_field: str = "user_id"
     theta_lg_k: int = 12  # the roll-ups' Theta sketch size: 2 ** lg_k nominal entries
     raw_table: str = "events_raw"
@@ -67,33 +67,33 @@ class Catalog:
             (RollupInfo(r.name, frozenset(r.dimensions), r.window.size_s * 1000,
                         math.prod(caps[d] for d in r.dimensions) / r.window.size_s, settings.table_of(r),
                         settings.retention_ms(r), r.derived_from, r.live_from,
-                        settings.topics.aggregates if settings.open_in_recent(r) else None,
-                        settings.retention_ms_of("recent"))
+                        settings.topics.live if settings.copies_to_live(r) else None,
+                        settings.retention_ms_of("live"))
              for r in settings.rollups if r.window.every_s is None),
             key=lambda r: (r.size_ms, r.max_rows_per_s),
         )  # fmt: skip
         dims = tuple(settings.events.dimensions)
         dims = ("type", *(d for d in dims if d != "type"))
         return cls(dims, settings.all_dimensions, tuple(settings.events.metrics), tuple(settings.events.types),
-                   tuple(rollups), settings.sketches.quantile_field, aggregates_table=settings.topics.aggregates,
+                   tuple(rollups), settings.sketches.quantile_field, live_table=settings.topics.live,
                    distinct_field=settings.sketches.distinct_field, theta_lg_k=settings.sketches.theta_lg_k,
                    lateness_ms=int(settings.windows.allowed_lateness_s * 1000))  # fmt: skip
 
     def levels(self, rollup: RollupInfo, table: str | None = None) -> tuple[Level, ...]:
         """The roll-up, then those it is derived from down to the one folded from events, then the one that is
-        live from, or the same roll-up in the table of its open windows (dashboard/stitch.py); table: those in
-        that table only."""
+        live from, then the last of these again in the table of its open windows (dashboard/stitch.py); table:
+        those in that table only."""
         by_name = {r.name: r for r in self.rollups}
         chain = [rollup]
         while chain[-1].derived_from is not None:
             chain.append(by_name[chain[-1].derived_from])
         levels = [Level(r.name, r.size_ms, r.table, r.retention_ms) for r in chain]
-        root = chain[-1]
-        if root.live_from is not None:
-            live = by_name[root.live_from]
-            levels.append(Level(live.name, live.size_ms, live.table, live.retention_ms))
-        elif root.open_table is not None:
-            levels.append(Level(root.name, root.size_ms, root.open_table, root.open_retention_ms))
+        finest = chain[-1]
+        if finest.live_from is not None:
+            finest = by_name[finest.live_from]
+            levels.append(Level(finest.name, finest.size_ms, finest.table, finest.retention_ms))
+        if finest.open_table is not None:
+            levels.append(Level(finest.name, finest.size_ms, finest.open_table, finest.open_retention_ms))
         return tuple(lv for lv in levels if table in (None, lv.table))
 
 
@@ -456,8 +456,8 @@ def raw_events(
 
 
 def freshest(catalog: Catalog) -> str:
-    """The newest event time folded into any roll-up row (freshness of the aggregates: the recent tier)."""
-    return f'SELECT MAX("{LAST_EVENT_TS}") FROM {catalog.aggregates_table}'
+    """The newest event time folded into any roll-up row (freshness of the aggregates: the live table)."""
+    return f'SELECT MAX("{LAST_EVENT_TS}") FROM {catalog.live_table}'
 
 
 def _limit(n: int, cap: int = 1000) -> int:

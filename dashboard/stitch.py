@@ -52,6 +52,11 @@ SETTLED_S = 30  # a window ended this long ago is past the partitions' watermark
 SETTLED_TTL_S = 30.0
 FINAL_TTL_S = 600.0
 FINAL_SLACK_MS = 60_000  # beyond the allowed lateness: the final rows' publication and ingestion
+# A roll-up's windows are read from the live table (the running rows of open windows, the final rows copied)
+# while it keeps them, up to this long before its retention ends: Pinot deletes a segment only once all of its
+# windows are older than that, but the dashboard's clock and the controller's may differ. So a short view reads
+# one table per panel, and the tier's table answers only what is older.
+LIVE_SLACK_MS = 60_000
 PIECES = 24  # about this many pieces to a range: few statements' rows, and little re-read per refresh
 MAX_ROWS = 100_000  # Pinot's numGroupsLimit: a statement's rows are cut there (the result says so)
 
@@ -200,8 +205,11 @@ class Stitch:
 
     @property
     def derived(self) -> tuple[Level, ...]:
-        """The levels whose windows are published once final only (the probe asks how far)."""
-        return self.levels[:-1]
+        """The levels whose windows are published once final only, the probe asks how far: not a roll-up's tier
+        table before its live table, which answers for as long as it keeps the windows (the tier's table holds
+        them once final, and a window older than that is final unless the pipeline is an hour behind, when no
+        table holds it)."""
+        return tuple(lv for lv, finer in itertools.pairwise(self.levels) if lv.name != finer.name)
 
     def texts(self, wanted: Sequence[Piece], complete: Mapping[str, int] | None = None) -> tuple[str, ...]:
         """The statements reading these pieces, each from the coarsest level published there (complete: the
@@ -210,7 +218,10 @@ class Stitch:
         bounds = {lv.name: min(self.published, (complete or {}).get(lv.name, self.published)) for lv in self.derived}
         if complete is not None:
             bounds = {name: t if name in complete else -(2**62) for name, t in bounds.items()}
-        for coarse, fine in itertools.pairwise(self.levels):  # what the finer table dropped: the coarser one
+        for coarse, fine in itertools.pairwise(self.levels):
+            if coarse.name == fine.name:  # the same roll-up in the live table: read there while it keeps it
+                bounds[coarse.name] = min(self.published, self.now_ms - fine.kept_ms + LIVE_SLACK_MS)
+            # what the finer table dropped: the coarser one
             bounds[coarse.name] = max(bounds[coarse.name], self.now_ms - fine.kept_ms)
         spans = [span for p in wanted for span in by_level(self.levels, p.lo, p.hi, bounds)]
         limit = len(wanted) if self.shape == "one" else MAX_ROWS

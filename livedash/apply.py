@@ -39,7 +39,7 @@ def load_table(name: str, settings: Settings, tables_dir: Path = TABLES_DIR) -> 
         raise LivedashError(f"pinot.tables names {name!r}, but {folder} does not exist")
     retention = settings.pipeline.retention
     values = {"kafka_bootstrap": settings.kafka.bootstrap, "recent_retention_h": str(retention.recent_h),
-              "history_retention_h": str(retention.history_h),
+              "history_retention_h": str(retention.history_h), "live_retention_min": str(retention.live_min),
               "valid_topic": settings.pipeline.topics.valid or "(pipeline.topics.valid is off)"}  # fmt: skip
     schema = json.loads(Template((folder / "schema.json").read_text()).substitute(values))
     table = json.loads(Template((folder / "table.json").read_text()).substitute(values))

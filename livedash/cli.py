@@ -149,7 +149,7 @@ def _cmd_demo(args: argparse.Namespace, settings: config.Settings) -> int:
     print(f"demo: or the Pinot query console at {p.controller_url}/#/query and try")
     print("        SELECT type, COUNT(*) FROM events_raw GROUP BY type")
     print("        SELECT window_start, type, SUM(event_count), DISTINCTCOUNTTHETASKETCH(distinct_theta)")
-    print("          FROM aggregates WHERE rollup_name = 'geo_10s' GROUP BY window_start, type")
+    print("          FROM aggregates_live WHERE rollup_name = 'geo_10s' GROUP BY window_start, type")
     print("          ORDER BY window_start DESC LIMIT 20")
     forever = args.count <= 0
     _stop_on_sigterm()

@@ -191,12 +191,13 @@ class Settings(FrozenModel):
             if raw != valid:  # each raw partition's valid events go to the partition of the same number
                 raise ValueError(f"kafka topic {topics.valid!r} ({valid} partitions) needs as many partitions as "
                                  f"{topics.raw!r} ({raw})")  # fmt: skip
-        if topics.aggregates != topics.history:  # (tests and benchmarks may put both tiers in one topic)
+        if len({topics.aggregates, topics.history, topics.live}) == 3:  # (tests and benchmarks may share topics)
             retention = self.pipeline.retention
-            for topic, hours in ((topics.aggregates, retention.recent_h), (topics.history, retention.history_h)):
+            for topic, hours in ((topics.aggregates, retention.recent_h), (topics.history, retention.history_h),
+                                 (topics.live, retention.live_min / 60)):  # fmt: skip
                 declared = self.kafka.topic(topic).retention_hours
                 if declared is not None and declared != hours:
-                    raise ValueError(f"kafka topic {topic!r} keeps {declared:g} h but its tier keeps {hours} h "
+                    raise ValueError(f"kafka topic {topic!r} keeps {declared:g} h but its tier keeps {hours:g} h "
                                      "(pipeline retention): make them agree")  # fmt: skip
         return self
 

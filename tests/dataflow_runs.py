@@ -5,6 +5,7 @@ idle detection and 'too old' checks are deterministic."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from bytewax.testing import AbortExecution, TestingSink, TestingSource, cluster_
 
 from livedash.kafka.messages import Out, OutBatch, ValidEvents
 from livedash.kafka.source import RecordBatch
+from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings
 from tests.dataflow_scaffold import Record, batch_of, build_flow
 
@@ -89,9 +91,17 @@ def valid_events(out: list[Any]) -> dict[int, list[tuple[bytes | None, bytes]]]:
 
 
 def rows(out: list[Any]) -> list[dict[str, Any]]:
-    """The aggregate rows among out (a merge shard's come as OutBatches)."""
+    """The recent tier's rows among out, as one table would hold them: its final rows and corrections, and the
+    running rows the live table holds (not the final rows copied there). A merge shard's come as OutBatches."""
     flat = [x for o in out for x in (o.outs if isinstance(o, OutBatch) else [o])]
-    return [orjson.loads(o.value) for o in flat if o.role == "aggregates"]
+    return [row for role, row in tables(flat) if role in ("aggregates", "live")]
+
+
+def tables(rows: Iterable[Row | Out]) -> list[tuple[str, dict[str, Any]]]:
+    """(role, row) of the aggregate rows as their tiers' tables hold them together: every row but the copies of
+    final rows and corrections in the live table (the running rows are there only)."""
+    found = [(r.role, orjson.loads(r.value)) for r in rows if r.role in ("aggregates", "history", "live")]
+    return [(role, row) for role, row in found if role != "live" or not row["is_final"]]
 
 
 def finals(out: list[Out], rollup: str) -> dict[tuple[Any, ...], dict[str, Any]]:

@@ -99,6 +99,7 @@ class Pipeline:
                 "LIVEDASH_PIPELINE__TOPICS__RAW": self.raw,
                 "LIVEDASH_PIPELINE__TOPICS__AGGREGATES": self.table,
                 "LIVEDASH_PIPELINE__TOPICS__HISTORY": self.table,  # both tiers in one table: one place to compare
+                "LIVEDASH_PIPELINE__TOPICS__LIVE": self.table,  # and the open windows (no copies of final rows)
                 "LIVEDASH_PIPELINE__TOPICS__DEAD_LETTER": self.dead_letter,
                 "LIVEDASH_PIPELINE__TOPICS__LATE": self.late,
                 "LIVEDASH_PIPELINE__TOPICS__VALID": self.valid,

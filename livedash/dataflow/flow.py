@@ -86,6 +86,7 @@ def kafka_flow() -> Dataflow:
     roles = {
         "aggregates": topics.aggregates,
         "history": topics.history,
+        "live": topics.live,
         "dead_letter": topics.dead_letter,
         "late": topics.late,
         "marker": topics.raw,

@@ -30,7 +30,7 @@ from livedash.pipeline.aggregates import Agg, SketchParams, pack_state, unpack_s
 from livedash.pipeline.cascade import Cascade
 from livedash.pipeline.rows import Row
 from livedash.pipeline.settings import PipelineSettings, Rollup
-from livedash.pipeline.windows import Partial, PartialsOut, also_recent, kept, next_slot, window_row
+from livedash.pipeline.windows import Partial, PartialsOut, also_live, kept, next_slot, window_row
 
 MERGED = -1  # the source_partition of a merged row: every partition's events
 NO_BOUND = -(2**63)
@@ -64,18 +64,18 @@ def split(out: PartialsOut, names: Sequence[str], shards: int) -> list[PartialsO
 
 
 class _Rollup:
-    __slots__ = ("dirty", "ended_every_ms", "final_only", "final_upto", "next_ended_ms", "next_publish_ms",
-                 "open_in_recent", "pane_ms", "panes", "publish_every_ms", "recent_ms", "retention_ms", "role",
-                 "rollup", "running_role", "size_ms", "sources", "waiting")  # fmt: skip
+    __slots__ = ("copies_to_live", "dirty", "ended_every_ms", "final_only", "final_upto", "live_ms", "next_ended_ms",
+                 "next_publish_ms", "pane_ms", "panes", "publish_every_ms", "retention_ms", "role", "rollup", "size_ms",
+                 "sources", "waiting")  # fmt: skip
 
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
         self.rollup = rollup
         self.role = "history" if rollup.tier == "history" else "aggregates"
-        # PipelineSettings.open_in_recent: running rows to the recent tier, final rows to both (windows.also_recent)
-        self.open_in_recent = settings.open_in_recent(rollup)
-        self.running_role = "aggregates" if self.open_in_recent else self.role
-        self.recent_ms = settings.retention_ms_of("recent") if self.open_in_recent else settings.retention_ms(rollup)
+        # PipelineSettings.has_running_rows: running rows to the live table, final rows to the tier's and (while it
+        # keeps the window) the live one's (windows.also_live)
+        self.copies_to_live = settings.copies_to_live(rollup)
+        self.live_ms = settings.retention_ms_of("live")
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.retention_ms = settings.retention_ms(rollup)
@@ -217,7 +217,7 @@ class MergeShard:
                     self.cascade.take(r, ws, dims, agg, sources)
                 row = self._row(mr, ws, dims, agg, sources, final=True)
                 if row is not None:
-                    rows.extend(also_recent(row, mr.open_in_recent and kept(self.now_ms, ws, mr.size_ms, mr.recent_ms)))
+                    rows.extend(also_live(row, mr.copies_to_live and kept(self.now_ms, ws, mr.size_ms, mr.live_ms)))
         if feeds:
             rows.extend(self.cascade.close(r, upto))
         mr.final_upto = upto
@@ -288,12 +288,12 @@ class MergeShard:
         """The window's row, or None where its tier no longer keeps the window."""
         if self._expired(mr, ws, running=not final):
             return None
-        return window_row(mr.rollup, mr.role if final else mr.running_role, self.dimensions, ws, dims, agg, "window",
+        return window_row(mr.rollup, mr.role if final else "live", self.dimensions, ws, dims, agg, "window",
                           final, MERGED, None, 2 * agg.count + int(final), sources=sources)  # fmt: skip
 
     def _expired(self, mr: _Rollup, ws: int, running: bool = False) -> bool:
         """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
-        return not kept(self.now_ms, ws, mr.size_ms, mr.recent_ms if running else mr.retention_ms)
+        return not kept(self.now_ms, ws, mr.size_ms, mr.live_ms if running else mr.retention_ms)
 
     def _groups(self, mr: _Rollup, ws: int,
                 only: set[tuple[str, ...]] | None) -> Iterable[tuple[tuple[str, ...], Agg, list[int]]]:  # fmt: skip

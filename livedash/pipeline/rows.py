@@ -36,7 +36,7 @@ STATUS_COLUMNS = ("is_final", "version")
 class Row(NamedTuple):
     key: bytes  # Kafka message key = Pinot primary key
     value: bytes  # the row as JSON (see pinot/tables/aggregates/schema.json)
-    role: str = "aggregates"  # the sink's name for its tier's topic: aggregates (recent) or history
+    role: str = "aggregates"  # the sink's name for its topic: aggregates (recent tier), history, or live
 
 
 def primary_key(parts: list[Any]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -142,6 +143,9 @@ class TopicNames(FrozenModel):
     raw: str = "events_raw"
     aggregates: str = "aggregates"  # the recent tier's rows (and the Pinot table reading them)
     history: str = "aggregates_history"  # the history tier's rows (and the Pinot table reading them)
+    # The running rows of every roll-up's open windows, and a copy of their final rows and corrections while it
+    # keeps the window (retention.live_min): what the live views read until a window is final in its tier.
+    live: str = "aggregates_live"
     dead_letter: str = "events_dead_letter"
     late: str = "events_late"
     # Every event the roll-ups count, once, normalized (absent dimensions "__none__"), in the partition of its
@@ -156,6 +160,9 @@ class RetentionSettings(FrozenModel):
 
     recent_h: int = Field(default=6, gt=0)
     history_h: int = Field(default=720, gt=0)
+    # The live table: open windows' running rows, every version of which its consuming segments hold until they
+    # commit; minutes, so that what a live query scans stays small.
+    live_min: int = Field(default=60, gt=0)
 
 
 class PipelineSettings(FrozenModel):
@@ -195,12 +202,12 @@ class PipelineSettings(FrozenModel):
                     raise ValueError(f"roll-up {rollup.name!r} is live from {live.name!r}, whose tier keeps "
                                      f"{self.retention_ms(live) // 1000} s: it must keep at least twice the window "
                                      f"plus the allowed lateness ({2 * need} s)")  # fmt: skip
-            if self.open_in_recent(rollup):
+            if self.has_running_rows(rollup):
                 need = rollup.window.size_s + self.windows.allowed_lateness_s
-                if self.retention_ms_of("recent") < 2 * need * 1000:
-                    raise ValueError(f"roll-up {rollup.name!r} keeps its open windows in the recent tier, which keeps "
-                                     f"{self.retention.recent_h} h: it must keep at least twice the window plus the "
-                                     f"allowed lateness ({2 * need} s)")  # fmt: skip
+                if self.retention_ms_of("live") < 2 * need * 1000:
+                    raise ValueError(f"roll-up {rollup.name!r} keeps its open windows in the live table, which keeps "
+                                     f"{self.retention.live_min} min: it must keep at least twice the window plus "
+                                     f"the allowed lateness ({math.ceil(2 * need / 60)} min)")  # fmt: skip
         s = self.sketches
         if s.distinct_field not in (*self.events.identifiers, *self.events.dimensions):
             raise ValueError(f"sketches.distinct_field {s.distinct_field!r} is not an identifier or dimension")
@@ -218,13 +225,17 @@ class PipelineSettings(FrozenModel):
         """Its windows are published once, final (derived, or live from a finer roll-up): no running rows."""
         return rollup.derived_from is not None or rollup.live_from is not None
 
-    def open_in_recent(self, rollup: Rollup) -> bool:
-        """A history roll-up read live from nothing finer (campaign_15m): the running rows of its open windows go
-        to the recent tier's topic only (kept retention.recent_h), its final rows and corrections to both tiers'.
-        Its own table then keeps one version of a window, as for a final-only roll-up, not one per
-        history_publish_every_s for retention.history_h; the dashboard reads what is not final there from the
-        recent table (docs/architecture.md, "A history roll-up's open windows")."""
-        return rollup.tier == "history" and not self.final_only(rollup)
+    def has_running_rows(self, rollup: Rollup) -> bool:
+        """Its open windows are published while open (not final only): their running rows go to the live topic
+        only (kept retention.live_min), its final rows and corrections to its tier's and, while the live table
+        keeps the window, to the live one too (copies_to_live), where they supersede the running rows. Its tier's
+        table then keeps one version of a window, and the live table the roll-up's last minutes whole
+        (docs/architecture.md, "The live table")."""
+        return not self.final_only(rollup)
+
+    def copies_to_live(self, rollup: Rollup) -> bool:
+        """Its final rows and corrections also go to the live topic (not when tests put both in one topic)."""
+        return self.has_running_rows(rollup) and self.topics.live != self.table_of(rollup)
 
     def table_of(self, rollup: Rollup) -> str:
         """The topic, and the Pinot table reading it, that hold this roll-up's rows."""
@@ -240,6 +251,8 @@ class PipelineSettings(FrozenModel):
 
     def retention_ms_of(self, tier: str) -> int:
         """How long a tier's table keeps rows."""
+        if tier == "live":
+            return self.retention.live_min * 60_000
         return int((self.retention.history_h if tier == "history" else self.retention.recent_h) * 3_600_000)
 
     def rollup(self, name: str) -> Rollup:

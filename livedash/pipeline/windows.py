@@ -135,30 +135,30 @@ def kept(now_ms: int | None, ws: int, size_ms: int, keep_ms: int) -> bool:
     return now_ms is None or ws + size_ms >= now_ms - keep_ms
 
 
-def also_recent(row: Row, copy: bool) -> tuple[Row, ...]:
-    """A final row or correction of a roll-up whose open windows are in the recent tier (open_in_recent), copy
-    where the recent tier still keeps its window: to its own tier and to the recent one, where it supersedes the
-    running rows (the recent table then holds the windows as a recent roll-up would, and the dashboard may read
-    any of them there)."""
-    return (row, row._replace(role="aggregates")) if copy else (row,)
+def also_live(row: Row, copy: bool) -> tuple[Row, ...]:
+    """A final row or correction of a roll-up with running rows (PipelineSettings.has_running_rows), copy where
+    the live table still keeps its window: to its own tier and to the live table, where it supersedes the
+    running rows (the live table then holds the roll-up's last minutes whole, and the dashboard may read any
+    window it keeps there)."""
+    return (row, row._replace(role="live")) if copy else (row,)
 
 
 class RollupWindows:
     """Panes and closing state of one roll-up in one partition."""
 
     def __init__(self, rollup: Rollup, caps: tuple[int, ...], retention_ms: int, publish_every_ms: int = 0,
-                 final_only: bool = False, open_in_recent: bool = False,
-                 recent_ms: int | None = None) -> None:  # fmt: skip
+                 final_only: bool = False, copies_to_live: bool = False,
+                 live_ms: int | None = None) -> None:  # fmt: skip
         self.rollup = rollup
         self.publish_every_ms = publish_every_ms
         self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
         self.next_partials_ms = -(2**63)  # ... and of its next partials, for a tier that publishes less often
         self.role = "history" if rollup.tier == "history" else "aggregates"
-        # PipelineSettings.open_in_recent: running rows to the recent tier, final rows and corrections to both
-        self.open_in_recent = open_in_recent
-        self.running_role = "aggregates" if open_in_recent else self.role
+        # PipelineSettings.has_running_rows: running rows to the live table, final rows and corrections to the
+        # tier's and (copies_to_live) to the live one while it keeps the window
+        self.copies_to_live = copies_to_live
         self.retention_ms = retention_ms
-        self.recent_ms = retention_ms if recent_ms is None else recent_ms  # how long its running rows are kept
+        self.live_ms = retention_ms if live_ms is None else live_ms  # how long its running rows are kept
         self.size_ms = rollup.window.size_s * 1000
         self.pane_ms = rollup.window.pane_s * 1000
         self.caps = caps
@@ -296,8 +296,8 @@ class PartitionWindows:
                 settings.retention_ms(r),
                 settings.publish_every_ms(r),
                 settings.final_only(r),
-                settings.open_in_recent(r),
-                settings.retention_ms_of("recent") if settings.open_in_recent(r) else None,
+                settings.copies_to_live(r),
+                settings.retention_ms_of("live"),
             )
             for r in settings.rollups
         ]
@@ -569,7 +569,7 @@ class PartitionWindows:
                     self.cascade.take(r, ws, dims, agg, (self.partition,))
                 if not expired:
                     rows.extend(
-                        also_recent(self._row(rw, ws, dims, agg, kind="window", final=True), self._copied(rw, ws))
+                        also_live(self._row(rw, ws, dims, agg, kind="window", final=True), self._copied(rw, ws))
                     )
         if feeds:
             self.cascade.now_ms = self.now_ms
@@ -602,11 +602,11 @@ class PartitionWindows:
 
     def _expired(self, rw: RollupWindows, ws: int, running: bool = False) -> bool:
         """Whether the table of the window's rows (running: of its running rows) no longer keeps it."""
-        return not kept(self.now_ms, ws, rw.size_ms, rw.recent_ms if running else rw.retention_ms)
+        return not kept(self.now_ms, ws, rw.size_ms, rw.live_ms if running else rw.retention_ms)
 
     def _copied(self, rw: RollupWindows, ws: int) -> bool:
-        """Whether a final row or correction of the window also goes to the recent tier (also_recent)."""
-        return rw.open_in_recent and kept(self.now_ms, ws, rw.size_ms, rw.recent_ms)
+        """Whether a final row or correction of the window also goes to the live table (also_live)."""
+        return rw.copies_to_live and kept(self.now_ms, ws, rw.size_ms, rw.live_ms)
 
     def _rows(self, rw: RollupWindows, ws: int, only: set[tuple[str, ...]] | None, final: bool) -> Iterable[Row]:
         if self._expired(rw, ws, running=not final):
@@ -661,7 +661,7 @@ class PartitionWindows:
             rw = self.rollups[r]
             row = self._row(rw, ws, dims, groups[block, r, ws, dims], kind="late", final=True,
                             late=(block, self.late_block_ms))  # fmt: skip
-            rows.extend(also_recent(row, self._copied(rw, ws)))
+            rows.extend(also_live(row, self._copied(rw, ws)))
         if any(key[0] < self.late_from for key in groups):
             self.late_groups = {key: agg for key, agg in groups.items() if key[0] >= self.late_from}
         return rows
@@ -676,7 +676,7 @@ class PartitionWindows:
         final: bool,
         late: tuple[int, int] | None = None,
     ) -> Row:
-        return window_row(rw.rollup, rw.role if final else rw.running_role, self.dimensions, ws, dims, agg, kind,
+        return window_row(rw.rollup, rw.role if final else "live", self.dimensions, ws, dims, agg, kind,
                           final, self.partition, late, version(agg.max_offset, final))  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------------------------

@@ -116,15 +116,16 @@ def overrun_where(ends: dict[int, int]) -> str | None:
 
 
 def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, end: int,
-          ends: dict[int, int] | None = None, groups: bool = True) -> tuple[
+          ends: dict[int, int] | None = None, groups: bool = True, table: str | None = None) -> tuple[
     list[tuple[int, int, tuple[str, ...]]], dict[GroupKey, Found], set[str]
 ]:  # fmt: skip
     """(window rows' start, partition and values for the caps, groups summed over partitions and kinds, the
     keys of corrections left out as holding offsets past the recount's end: overrun_where).
     Asks for up to an hour of windows at once, and halves the span whenever Pinot would truncate. ends: the
     recount's end offsets (corrections of later events left out). groups=False: the window rows only. A derived
-    roll-up's own window rows are not asked for: its caps are those of the roll-up it is built from."""
-    table = settings.pipeline.table_of(rollup)
+    roll-up's own window rows are not asked for: its caps are those of the roll-up it is built from. table: another
+    than the roll-up's tier's (the live one)."""
+    table = table or settings.pipeline.table_of(rollup)
     read = read_so_far(ends or {})
     overran = overrun_where(ends or {})
     overrun: set[str] = set()
@@ -185,9 +186,14 @@ def fetch(settings: Settings, pinot: PinotClient, rollup: Rollup, start: int, en
 
 
 def quantile_rows(
-    settings: Settings, pinot: PinotClient, rollup: Rollup, key: GroupKey, ends: dict[int, int] | None = None
+    settings: Settings,
+    pinot: PinotClient,
+    rollup: Rollup,
+    key: GroupKey,
+    ends: dict[int, int] | None = None,
+    table: str | None = None,
 ) -> list[str]:
-    table = settings.pipeline.table_of(rollup)
+    table = table or settings.pipeline.table_of(rollup)
     conds = " AND ".join(f"\"{d}\" = '{v.replace(chr(39), chr(39) * 2)}'" for d, v in zip(rollup.dimensions, key[2],
                                                                                           strict=True))  # fmt: skip
     sql = (f"SELECT \"{QUANTILE_TDIGEST}\" FROM {table} WHERE \"rollup_name\" = '{rollup.name}' AND "
@@ -232,6 +238,16 @@ def verify(
         while True:
             part = Report()
             window_rows, found, overrun = fetch(settings, pinot, rollup, start, end_ms, recount.ends)
+            live: set[GroupKey] = set()  # groups of windows not final yet: in the live table only
+            live_from = max(start, now - pipeline.retention_ms_of("live") + size)
+            if pipeline.copies_to_live(rollup) and live_from < end_ms:
+                live_from -= live_from % (rollup.window.pane_s * 1000)
+                rows_l, found_l, overrun_l = fetch(settings, pinot, rollup, live_from, end_ms, recount.ends,
+                                                   table=pipeline.topics.live)  # fmt: skip
+                window_rows += rows_l
+                overrun |= overrun_l
+                live = found_l.keys() - found.keys()
+                found = {**found_l, **found}
             if rollup.derived_from is not None:  # caps: the finer windows' rows its windows were built from
                 window_rows = fetch(settings, pinot, pipeline.root_of(rollup), start, end_ms + size, recount.ends,
                                     groups=False)[0]  # fmt: skip
@@ -241,7 +257,8 @@ def verify(
                 key=lambda kt: -kt[1].count,
             )[:quantile_groups]
             for key, tally in busiest:
-                rows = quantile_rows(settings, pinot, rollup, key, recount.ends)
+                rows = quantile_rows(settings, pinot, rollup, key, recount.ends,
+                                     pipeline.topics.live if key in live else None)  # fmt: skip
                 problems = check_quantiles(key, tally, rows, pipeline.sketches.kll_k)
                 if problems:
                     part.different += 1

@@ -41,7 +41,8 @@ def live(stack: Settings) -> Settings:
     rollup = totals(catalog, now - 900_000, now, {}).source.rollup
     assert rollup is not None  # 15 minutes read a roll-up, not raw events
     first = (now - 1_200_000) // rollup.size_ms * rollup.size_ms  # whole windows, from before the demo
-    rolled = (f"SELECT SUM(event_count) FROM {rollup.table} WHERE rollup_name = '{rollup.name}' "
+    finest = catalog.levels(rollup)[-1]  # the live table: open windows' running rows, and final rows copied
+    rolled = (f"SELECT SUM(event_count) FROM {finest.table} WHERE rollup_name = '{finest.name}' "
               f"AND window_start >= {first}")  # fmt: skip
     raw = f"SELECT COUNT(*) FROM {catalog.raw_table} WHERE ts >= {first}"
 
@@ -214,9 +215,9 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
 
     service = QueryService(run)
     out = fetch(service, panels, ttl_s=5)
-    # the probes of how far the history table's final-only levels are published (a campaign's panel reads
-    # campaign_15m's final windows there), then each panel's statements as far as they said
-    probes = [t for t in read if t.startswith('SELECT "rollup_name", MAX("window_start") FROM aggregates_history ')]
+    # the probes of how far each table's levels are published final (a campaign's panel reads campaign_15m's
+    # final windows in the history table), then each panel's statements as far as they said
+    probes = [t for t in read if t.startswith('SELECT "rollup_name", MAX("window_start") FROM ')]
     complete = published(service, [s.stitch for s in panels.values() if s.stitch is not None])  # kept: no reads
     cold = {text for s in panels.values() if s.stitch for text in s.stitch.texts(s.stitch.pieces, complete)}
     assert sorted(t for t in read if t not in probes) == sorted(cold)
@@ -224,8 +225,8 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
         assert sql.stitch is not None
         first, last = sql.stitch.levels[0], sql.stitch.levels[-1]
         text = sql.text
-        if last.table != first.table:  # one statement reads one table: a history roll-up's open windows are in
-            assert last.name == first.name, name  # the recent one, which holds all its windows of the last hours
+        if last.table != first.table:  # one statement reads one table: a roll-up's open windows are in the live
+            assert last.name == first.name, name  # one, which holds all its windows of the last hour
             text = text.replace(f" FROM {first.table} ", f" FROM {last.table} ")
         got, whole = out[sql.text], client.query(text)
         assert isinstance(got, Result), (name, got)
@@ -253,18 +254,21 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
     assert spans and max(b - a for a, b in spans) < hours * 3_600_000 / 2  # the tail and an edge, not the range
 
 
-def test_a_history_rollups_open_windows_are_read_from_the_recent_table(live: Settings) -> None:
-    """campaign_15m is read live from nothing finer: its running rows go to the recent table only (its history
-    table keeps one version of a window, not one per 10 s for 30 days), and a campaign panel over hours, which
-    reads it, stitches its open windows from the recent table: every event of the campaign, counted once."""
+def test_open_windows_are_in_the_live_table_only_and_read_from_there(live: Settings) -> None:
+    """Running rows go to the live table only: the recent and history tables hold final windows, one version
+    each (not one per second or 10 s for hours or 30 days). A campaign panel over hours, which reads
+    campaign_15m, stitches its final windows from the history table and the rest from the live table: every
+    event of the campaign, counted once."""
     from dashboard import query as q
     from dashboard.panels import fetch
     from livedash.pinot.client import PinotClient, QueryService, Result
 
-    assert live.pipeline.open_in_recent(live.pipeline.rollup("campaign_15m"))
-    versions = "SELECT COUNT(*) FROM {} WHERE rollup_name = 'campaign_15m' AND is_final = 0 OPTION(skipUpsert=true)"
+    assert live.pipeline.copies_to_live(live.pipeline.rollup("campaign_15m"))
+    versions = "SELECT COUNT(*) FROM {} WHERE is_final = 0 OPTION(skipUpsert=true)"
     assert int(scalar(live, versions.format("aggregates_history"))) == 0
-    assert int(scalar(live, versions.format("aggregates"))) > 0
+    assert int(scalar(live, versions.format("aggregates"))) == 0
+    running = "SELECT COUNT(*) FROM aggregates_live WHERE rollup_name = '{}' AND is_final = 0 OPTION(skipUpsert=true)"
+    assert all(int(scalar(live, running.format(name))) > 0 for name in ("campaign_15m", "geo_10s", "page_1m"))
     since = int(time.time() * 1000) - 1_200_000
     campaign, n = query(live, f"SELECT campaign, COUNT(*) FROM events_raw WHERE campaign <> '__none__' AND "
                               f"ts >= {since} GROUP BY campaign ORDER BY COUNT(*) DESC LIMIT 1")[0]  # fmt: skip

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -145,7 +146,11 @@ def demo_figures(stdout: str) -> tuple[int, int, int]:
 
 
 def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
-    rollup_sql = "SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s'"
+    # the live table: open windows' running rows and final rows copied, for its last hour (so from a recent start)
+    since = int(time.time() * 1000) - 600_000
+    rollup_sql = (
+        f"SELECT SUM(event_count) FROM aggregates_live WHERE rollup_name = 'geo_10s' AND window_start >= {since}"
+    )
     raw_before = scalar(stack, "SELECT COUNT(*) FROM events_raw")
     rolled_before = scalar(stack, rollup_sql) or 0
     result = run_cli("demo", "--count", "3000", "--rate", "1000", timeout=300)
@@ -201,7 +206,7 @@ def test_quick_start_from_a_clone_under_tmp_with_port_overrides(stack: Settings)
         # (this process imports the main checkout, whose default state dir is not the clone's: name it)
         moved = config.load(clone / "config" / "livedash.yaml", environ={**ports, "LIVEDASH_STATE_DIR": str(state)})
         assert scalar(moved, "SELECT COUNT(*) FROM events_raw") == valid
-        geo = "SELECT SUM(event_count) FROM aggregates WHERE rollup_name = 'geo_10s'"
+        geo = "SELECT SUM(event_count) FROM aggregates_live WHERE rollup_name = 'geo_10s'"  # a new stack
         assert wait_for(lambda: scalar(moved, geo), valid) == valid
         down = cli("down")
         assert down.returncode == 0, down.stderr

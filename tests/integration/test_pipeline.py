@@ -395,9 +395,9 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
         events += close_windows(stack, p.raw, end + 300_000, p.suffix)
         p.start_dataflow()
         history = [r for r in pipeline.rollups if r.tier == "history"]
-        # published once, final: derived, live from a finer roll-up, or open in the recent tier only (whose
-        # 3 hours a backfill two days old is not in: campaign_15m)
-        derived = {r.name for r in history if pipeline.final_only(r) or pipeline.open_in_recent(r)}
+        # published once, final: derived, live from a finer roll-up, or with running rows in the live table only
+        # (whose hour a backfill two days old is not in: campaign_15m)
+        derived = {r.name for r in history if pipeline.final_only(r) or pipeline.has_running_rows(r)}
         assert {"type_1h", "geo_1d", "page_1d", "campaign_1h", "geo_5m", "page_15m", "campaign_15m"} <= derived
         truth = {k: t for k, t in ground_truth(events, pipeline).items() if k[0] in {r.name for r in history}}
         assert sum(t.count for k, t in truth.items() if k[0] == "geo_1h" and k[1] < end) == len(events) - 4

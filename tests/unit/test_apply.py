@@ -65,8 +65,9 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
     # the one description of the row format says the same, in the order a row holds its columns
     assert list(row) == rows.columns(settings.pipeline.events.dimensions, settings.pipeline.events.metrics)
     kept, topics = settings.pipeline.retention, settings.pipeline.topics
-    for name, topic, hours in (("aggregates", topics.aggregates, kept.recent_h),
-                               ("aggregates_history", topics.history, kept.history_h)):  # fmt: skip
+    for name, topic, unit, hours in (("aggregates", topics.aggregates, "HOURS", kept.recent_h),
+                                     ("aggregates_history", topics.history, "HOURS", kept.history_h),
+                                     ("aggregates_live", topics.live, "MINUTES", kept.live_min)):  # fmt: skip
         tier_schema, table = apply.load_table(name, settings)
         assert {k: v for k, v in tier_schema.items() if k != "schemaName"} == {
             k: v for k, v in schema.items() if k != "schemaName"
@@ -77,6 +78,6 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
         assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
         assert apply.topic_of(table) == topic
         assert (table["segmentsConfig"]["retentionTimeUnit"], table["segmentsConfig"]["retentionTimeValue"]) == (
-            "HOURS",
+            unit,
             str(hours),
         )

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dashboard import query
 from dashboard.query import Catalog, QueryError
-from dashboard.stitch import FINAL_SLACK_MS, Level, by_level
+from dashboard.stitch import FINAL_SLACK_MS, LIVE_SLACK_MS, Level, by_level
 from livedash import config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -165,9 +165,12 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     src = pick({"type", "country"}, now - day, now)
     assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_1h", "aggregates_history")
     hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
-    # geo_5m is published final only, its open windows read from geo_10s in the recent tier
-    assert catalog.levels(src.rollup) == (Level("geo_1h", 3_600_000, *hist), Level("geo_5m", 300_000, *hist),
-                                          Level("geo_10s", 10_000, *recent))  # fmt: skip
+    live = ("aggregates_live", 3_600_000)
+    # geo_5m is published final only, its open windows read from geo_10s: the live table's
+    assert catalog.levels(src.rollup) == (
+        Level("geo_1h", 3_600_000, *hist), Level("geo_5m", 300_000, *hist), Level("geo_10s", 10_000, *recent),
+        Level("geo_10s", 10_000, *live),
+    )  # fmt: skip
     assert name({"page"}, now - day, now, 900_000) == "page_15m"  # 15-minute buckets: hours do not divide them
     assert name({"page"}, now - day, now) == "page_1h"
     # Totals, rates and series per type over a day: the type-only roll-ups (a few rows per window)
@@ -197,52 +200,74 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     hour = published - published % 3_600_000
     assert f'("rollup_name" = \'type_1h\' AND (("window_start" >= {now - day} AND "window_start" < {hour})))' in sql
     assert f'("rollup_name" = \'type_5m\' AND (("window_start" >= {hour} AND "window_start" < {now})))' in sql
-    # The stitched panel reads type_5m's final windows there, and its open ones from type_10s in the recent tier
+    # The stitched panel reads type_5m's final windows there, and the rest from type_10s in the live table, which
+    # holds the windows of its last hour whole (the recent tier's table is not asked)
     stitch = query.totals(catalog, now - day, now, {}, now_ms=now).stitch
     assert stitch is not None
-    history, live = stitch.texts(stitch.pieces)
+    history, tail = stitch.texts(stitch.pieces)
     five = published - published % 300_000
     assert "FROM aggregates_history WHERE" in history and "type_10s" not in history
     assert f'("rollup_name" = \'type_5m\' AND (("window_start" >= {hour} AND "window_start" < {five})))' in history
-    assert live.startswith("SELECT") and "FROM aggregates WHERE" in live
-    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {five} AND "window_start" < {now})))' in live
+    assert tail.startswith("SELECT") and "FROM aggregates_live WHERE" in tail
+    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {five} AND "window_start" < {now})))' in tail
     # A pipeline stopped two days ago: its last 5-minute windows are read from type_5m, not from type_10s,
-    # which the recent tier dropped after 3 hours
+    # which the recent tier dropped after 3 hours; what the live table no longer keeps from the recent tier's
     stopped = now - 2 * day
-    history, live = stitch.texts(stitch.pieces, {"type_1h": stopped - 3_600_000, "type_5m": stopped - 300_000})
-    kept = now - 3 * 3_600_000
-    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {kept - kept % 300_000} AND' in live
+    complete = {"type_1h": stopped - 3_600_000, "type_5m": stopped - 300_000}
+    history, recent, tail = stitch.texts(stitch.pieces, complete)
+    kept, live_kept = now - 3 * 3_600_000, now - 3_600_000 + LIVE_SLACK_MS
+    assert "FROM aggregates WHERE" in recent and "FROM aggregates_live WHERE" in tail
+    assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {kept - kept % 300_000} AND' in recent
+    assert f'"window_start" < {live_kept})' in recent and f'"window_start" >= {live_kept} AND' in tail
 
 
-def test_a_history_rollups_open_windows_are_read_from_the_recent_table(catalog: Catalog) -> None:
-    """campaign_15m is read live from nothing finer: its running rows are in the recent table and its history
-    table holds final windows only (PipelineSettings.open_in_recent). Its chain ends in the same roll-up in the
-    recent table, each window is read from one table, and none twice."""
+def test_open_windows_are_read_from_the_live_table(catalog: Catalog) -> None:
+    """Every roll-up published while open has its running rows in the live table only, which also holds a copy of
+    its final rows for its last hour (PipelineSettings.has_running_rows); the tier's tables hold final windows
+    only. A chain ends in its finest roll-up in the live table, which answers the windows it keeps, the tier's
+    table what is older or not final; each window is read from one table, and none twice."""
     day, now = 86_400_000, START + 86_400_000
     hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
+    live = ("aggregates_live", 3_600_000)
     (c15,) = [r for r in catalog.rollups if r.name == "campaign_15m"]
-    assert catalog.levels(c15) == (Level("campaign_15m", 900_000, *hist), Level("campaign_15m", 900_000, *recent))
+    assert catalog.levels(c15) == (Level("campaign_15m", 900_000, *hist), Level("campaign_15m", 900_000, *live))
     assert catalog.levels(c15, "aggregates_history") == (Level("campaign_15m", 900_000, *hist),)
     (c1h,) = [r for r in catalog.rollups if r.name == "campaign_1h"]
-    assert catalog.levels(c1h)[-1] == Level("campaign_15m", 900_000, *recent)
+    assert catalog.levels(c1h)[-1] == Level("campaign_15m", 900_000, *live)
+    (t10,) = [r for r in catalog.rollups if r.name == "type_10s"]
+    assert catalog.levels(t10) == (Level("type_10s", 10_000, *recent), Level("type_10s", 10_000, *live))
+    edge = now - 3_600_000 + LIVE_SLACK_MS  # what the live table keeps, a minute inside its retention
+    edge15 = edge - edge % 900_000
     for start, rollup in ((now - day, "campaign_1h"), (now - 6 * 3_600_000, "campaign_15m")):
         stitch = query.totals(catalog, start, now, {"campaign": "spring"}, now_ms=now).stitch
         assert stitch is not None and stitch.levels[0].name == rollup
-        history, live = stitch.texts(stitch.pieces)
-        published = now - catalog.lateness_ms - FINAL_SLACK_MS
-        final = published - published % 900_000
-        assert "FROM aggregates_history WHERE" in history and "FROM aggregates WHERE" in live
-        assert f'"window_start" < {final})' in history and f'"window_start" >= {final}' not in history
-        assert live.count("rollup_name") == 1 and "'campaign_15m'" in live
+        history, tail = stitch.texts(stitch.pieces)
+        assert "FROM aggregates_history WHERE" in history and "FROM aggregates_live WHERE" in tail
+        assert f'"window_start" < {edge15})' in history and f'"window_start" >= {edge15}' not in history
+        assert tail.count("rollup_name") == 1 and "'campaign_15m'" in tail
         assert (
-            f'("rollup_name" = \'campaign_15m\' AND (("window_start" >= {final} AND "window_start" < {now})))' in live
+            f'("rollup_name" = \'campaign_15m\' AND (("window_start" >= {edge15} AND "window_start" < {now})))' in tail
         )
-        # the probe found the history table's finals up to an hour earlier: the recent table reads from there
-        history, live = stitch.texts(
-            stitch.pieces, {"campaign_1h": final - 3_600_000, "campaign_15m": final - 3_600_000}
-        )
-        assert f'"window_start" >= {final - 3_600_000} AND "window_start" < {now})' in live
-        assert f'"window_start" >= {final - 3_600_000}' not in history
+        # the probe found the history table's finals only up to two hours ago: the history table still answers
+        # what the live table no longer keeps, the live table the rest
+        history, tail = stitch.texts(stitch.pieces, {"campaign_1h": now - 7_200_000, "campaign_15m": now - 7_200_000})
+        kept = now - 3_600_000 - (now - 3_600_000) % 900_000
+        assert f'"window_start" < {kept})' in history and f'"window_start" >= {kept}' not in history
+        assert f'"window_start" >= {kept} AND "window_start" < {now})' in tail
+    # A short view of a recent roll-up: one statement, the live table's; two hours: the recent tier's table for
+    # what the live table no longer keeps (up to a minute before its retention ends)
+    published = now - catalog.lateness_ms - FINAL_SLACK_MS
+    stitch = query.totals(catalog, now - 900_000, now, {}, now_ms=now).stitch
+    assert stitch is not None and [(lv.name, lv.table) for lv in stitch.levels[-2:]] == [
+        ("type_10s", "aggregates"), ("type_10s", "aggregates_live")]  # fmt: skip
+    (tail,) = stitch.texts(stitch.pieces, {"type_10s": published})
+    assert "FROM aggregates_live WHERE" in tail
+    stitch = query.totals(catalog, now - 2 * 3_600_000, now, {}, now_ms=now).stitch
+    assert stitch is not None
+    older, tail = stitch.texts(stitch.pieces, {"type_10s": published})
+    edge -= edge % 10_000
+    assert "FROM aggregates WHERE" in older and f'"window_start" < {edge})' in older
+    assert "FROM aggregates_live WHERE" in tail and f'"window_start" >= {edge} AND "window_start" < {now})' in tail
 
 
 @given(lo=st.integers(0, 200), span=st.integers(0, 400), upto=st.lists(st.integers(-10, 500), min_size=2, max_size=2))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from dashboard import query
 from dashboard.panels import fetch
-from dashboard.stitch import FINAL_SLACK_MS, SETTLED_S, Piece, piece_size, pieces, ttl_of
+from dashboard.stitch import FINAL_SLACK_MS, LIVE_SLACK_MS, SETTLED_S, Piece, piece_size, pieces, ttl_of
 from livedash import config
 from livedash.pinot.client import PinotError, QueryService, Result
 from livedash.pipeline.aggregates import tdigest_bytes
@@ -246,9 +246,10 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
 
 def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog: query.Catalog) -> None:
     """24 hours: type_1h, derived from type_5m, answers the hours the probe finds published (and past the
-    lateness), type_5m (final only) the 5-minute windows published after them, and type_10s in the recent tier
+    lateness), type_5m (final only) the 5-minute windows published after them, and type_10s in the live table
     the rest: one statement per table; the rows are the whole range's either way. With the probe failing (or
-    nothing published) the finer roll-ups are read, type_10s as far back as the recent tier keeps it."""
+    nothing published) the finer roll-ups are read, type_10s as far back as the recent tier keeps it (from the
+    recent tier's table what the live one no longer keeps)."""
     hour = 3_600_000
     end = T0 + 30 * hour + 723_000  # 12 minutes past: the first hour is read in part, from type_5m
     start = end - 24 * hour
@@ -261,17 +262,24 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
         pinot.published = published
         panels = {"totals": query.totals(catalog, start, end, {}, end)}
         stitch = panels["totals"].stitch
-        assert stitch is not None and [lv.name for lv in stitch.levels] == ["type_1h", "type_5m", "type_10s"]
+        assert stitch is not None and [lv.name for lv in stitch.levels] == [
+            "type_1h",
+            "type_5m",
+            "type_10s",
+            "type_10s",
+        ]
         out = fetch(QueryService(pinot), panels, ttl_s=5)
         spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for text in pinot.statements:
             for name, ranges in re.findall(
                 r"\"rollup_name\" = '(\w+)' AND \(((?:\(\"window_start\"[^)]*\)(?: OR )?)+)\)", text
             ):
-                table = "aggregates_history" if name != "type_10s" else "aggregates"
-                assert f"FROM {table} WHERE" in text, (name, text)
-                spans[name] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
-        assert len(pinot.statements) == len({n == "type_10s" for n in spans})  # one per table read
+                table = re.search(r"FROM (\w+) WHERE", text).group(1)  # type: ignore[union-attr]
+                assert table in (("aggregates", "aggregates_live") if name == "type_10s" else ("aggregates_history",))
+                key = f"{name}@live" if table == "aggregates_live" else name
+                spans[key] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
+        tables = [re.search(r"FROM (\w+) WHERE", t).group(1) for t in pinot.statements]  # type: ignore[union-attr]
+        assert len(tables) == len(set(tables))  # one per table read
         return spans, _rows(out, panels["totals"])[0]
 
     def lo(spans: list[tuple[int, int]]) -> int:
@@ -287,18 +295,22 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     assert spans["type_1h"] and all(a % hour == 0 and b % hour == 0 and b <= newest for a, b in spans["type_1h"])
     assert hi(spans["type_1h"]) == newest  # every hour published is read from type_1h
     assert lo(spans["type_5m"]) == first and hi(spans["type_5m"]) == five
-    assert lo(spans["type_10s"]) == five and hi(spans["type_10s"]) == end  # the open tail
+    assert "type_10s" not in spans and lo(spans["type_10s@live"]) == five and hi(spans["type_10s@live"]) == end
     late_only = end - catalog.lateness_ms - FINAL_SLACK_MS  # a probe ahead of the time rule: the time rule wins
     spans, (count, _, _) = read({"type_1h": end, "type_5m": end})
     assert count == len(kept) and hi(spans["type_1h"]) == late_only - late_only % hour
-    assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == late_only - late_only % 300_000
+    assert hi(spans["type_5m"]) == lo(spans["type_10s@live"]) == late_only - late_only % 300_000
     spans, (count, _, _) = read({})  # nothing published yet: type_10s where the recent tier keeps it
     recent = end - 3 * hour
-    assert count == len(kept) and set(spans) == {"type_5m", "type_10s"}
+    live = end - hour + LIVE_SLACK_MS  # the live table keeps an hour
+    assert count == len(kept) and set(spans) == {"type_5m", "type_10s", "type_10s@live"}
     assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
+    assert hi(spans["type_10s@live"]) == end
+    assert hi(spans["type_10s"]) == lo(spans["type_10s@live"]) == live - live % 10_000
     # A pipeline stopped (or backfilled) hours ago: its newest windows are older than the probe's first look, and
     # the second look over the range finds them; what the recent tier no longer keeps is read from type_5m
     old = end - end % hour - 10 * hour
     spans, (count, _, _) = read({"type_1h": old, "type_5m": old + 1_800_000})
     assert count == len(kept) and hi(spans["type_1h"]) == old
     assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
+    assert hi(spans["type_10s@live"]) == end

@@ -22,7 +22,7 @@ def counted(out: list[Any]) -> int:
     """Events in the provisional rows of the 10 s roll-up (the newest version of each group)."""
     newest: dict[str, dict[str, Any]] = {}
     for o in out:
-        if isinstance(o, Out) and o.role == "aggregates":
+        if isinstance(o, Out) and o.role == "live":
             row = orjson.loads(o.value)
             if (
                 row["rollup_name"] == "tumble_10s"
@@ -97,4 +97,4 @@ def test_no_valid_events_when_the_topic_is_switched_off() -> None:
     cfg = settings()
     cfg = cfg.model_copy(update={"topics": cfg.topics.model_copy(update={"valid": None})})
     out = PartitionLogic(cfg, InputClock(), None).on_batch([batch_of(records([(BASE, event(BASE))]))])[0]
-    assert not valid(out) and any(isinstance(o, Out) and o.role == "aggregates" for o in out)
+    assert not valid(out) and any(isinstance(o, Out) and o.role == "live" for o in out)

@@ -121,7 +121,7 @@ def test_a_partition_without_input_lets_the_merged_windows_become_final() -> Non
     clock.now += timedelta(seconds=2)
     for t in [o for o in quiet.on_notify()[0] if isinstance(o, ShardTick)]:
         shard.fold(unpack(t.payload))
-    finals = [orjson.loads(r.value) for r in shard.publish()]
+    finals = [orjson.loads(r.value) for r in shard.publish() if r.role != "live"]  # not the live table's copies
     closed = {r["window_start"] for r in finals if r["is_final"] and r["rollup_name"] == "tumble_10s"}
     assert BASE in closed  # partition 0's watermark passed BASE + 10 s + lateness long ago
     assert sum(r["event_count"] for r in finals if r["is_final"] and r["window_start"] == BASE

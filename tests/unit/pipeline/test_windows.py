@@ -9,6 +9,7 @@ from collections import defaultdict
 import datasketches as ds
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from livedash.dataflow.logic import PartitionLogic
 from livedash.kafka.messages import Out
@@ -222,14 +223,14 @@ def test_sliding_windows_are_published_once_current_not_minutes_ahead() -> None:
 
 
 def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
-    """History roll-ups' final rows go to their own topic; a recent roll-up's windows older than its tier's
-    retention are not published (Pinot would only keep their upsert keys in memory until retention deleted
-    them). A history roll-up read live from nothing finer (open_in_recent) publishes its open windows to the
-    recent tier only, and its final rows to both tiers while the recent one keeps the window."""
+    """Running rows of open windows go to the live table only; final rows go to their tier's table, and to the
+    live one too while it keeps the window (where they supersede the running rows); a window older than a table
+    keeps is not published to it (Pinot would only keep its upsert keys in memory until retention deleted
+    them). A final-only roll-up has no running rows and nothing in the live table."""
     cfg = PipelineSettings.model_validate(
         {
             **settings().model_dump(exclude={"rollups", "retention"}),
-            "retention": {"recent_h": 1, "history_h": 24},
+            "retention": {"recent_h": 1, "history_h": 24, "live_min": 40},
             "rollups": [
                 {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}},
                 {"name": "coarse", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history"},
@@ -238,25 +239,43 @@ def test_tiers_route_rows_and_expired_windows_are_not_published() -> None:
             ],
         }
     )  # fmt: skip
-    assert cfg.open_in_recent(cfg.rollup("coarse")) and not cfg.open_in_recent(cfg.rollup("late_too"))
+    assert cfg.copies_to_live(cfg.rollup("coarse")) and not cfg.has_running_rows(cfg.rollup("late_too"))
     clock = InputClock()
     logic = PartitionLogic(cfg, clock, None)
-    two_hours_ago = BASE - 7_200_000
-    half_an_hour_ago = BASE - 1_800_000
-    events = [(BASE, event(two_hours_ago)), (BASE, event(half_an_hour_ago)), (BASE, event(BASE))]
+    hours_2, min_50, min_20 = BASE - 7_200_000, BASE - 3_000_000, BASE - 1_200_000
+    events = [(BASE, event(t)) for t in (hours_2, min_50, min_20, BASE)]
     out = logic.on_batch([batch_of(records(events))])[0]
     out += logic.on_eof()[0]
     published = [(o.role, orjson.loads(o.value)["rollup_name"], orjson.loads(o.value)["window_start"],
                   orjson.loads(o.value)["is_final"]) for o in out if isinstance(o, Out)]  # fmt: skip
     assert len(published) == len(set(published))
-    assert ("aggregates", "fine", BASE, 0) in published
-    assert ("aggregates", "fine", two_hours_ago, 1) not in published  # beyond the recent tier's hour
-    # open: its running row in the recent tier only; final: in its own tier, and in the recent one within its hour
+    fine = {(role, ws, final) for role, name, ws, final in published if name == "fine"}
+    # beyond the recent tier's hour: nowhere; beyond the live table's 40 minutes: the tier's table only
+    assert fine == {("live", BASE, 0), ("aggregates", min_50, 1), ("aggregates", min_20, 1), ("live", min_20, 1)}
     coarse = {(role, ws, final) for role, name, ws, final in published if name == "coarse"}
-    assert coarse == {("aggregates", BASE, 0), ("history", half_an_hour_ago, 1), ("aggregates", half_an_hour_ago, 1),
-                      ("history", two_hours_ago, 1)}, coarse  # fmt: skip
+    assert coarse == {
+        ("live", BASE, 0),
+        ("history", hours_2, 1),
+        ("history", min_50 - min_50 % 300_000, 1),
+        ("history", min_20, 1),
+        ("live", min_20, 1),
+    }, coarse
     late_too = {(role, ws, final) for role, name, ws, final in published if name == "late_too"}
-    assert late_too == {("history", half_an_hour_ago, 1), ("history", two_hours_ago, 1)}, late_too
+    assert late_too == {("history", hours_2, 1), ("history", min_50 - min_50 % 300_000, 1), ("history", min_20, 1)}
+
+
+def test_the_live_table_must_keep_an_open_window_until_it_is_final_and_a_while_longer() -> None:
+    """A roll-up published while open needs the live table to keep twice its window plus the allowed lateness:
+    the dashboard reads its windows there until final in its tier."""
+    base = settings().model_dump(exclude={"rollups", "retention"})
+    coarse = {"name": "coarse", "dimensions": ["type"], "window": {"size_s": 300}, "tier": "history"}
+    with pytest.raises(ValidationError, match="keeps its open windows in the live table, which keeps 10 min"):
+        PipelineSettings.model_validate({**base, "retention": {"live_min": 10}, "rollups": [coarse]})
+    PipelineSettings.model_validate({**base, "retention": {"live_min": 11}, "rollups": [coarse]})  # 2 x 305 s
+    # final only: no running rows, so no need
+    fine = {"name": "fine", "dimensions": ["type"], "window": {"size_s": 10}}
+    PipelineSettings.model_validate({**base, "retention": {"live_min": 1}, "rollups": [fine, {**coarse,
+                                     "live_from": "fine"}]})  # fmt: skip
 
 
 def test_the_history_tier_republishes_its_open_windows_less_often() -> None:
