@@ -17,7 +17,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from dashboard.stitch import Level, Measure, Shape, Stitch, by_level, piece_size, pieces, published_by, spans_condition
+from dashboard.stitch import (
+    LIVE_SLACK_MS,
+    Level,
+    Measure,
+    Shape,
+    Stitch,
+    by_level,
+    piece_size,
+    pieces,
+    published_by,
+    spans_condition,
+)
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, LAST_EVENT_TS, QUANTILE_TDIGEST
 from livedash.pipeline.settings import PipelineSettings
 
@@ -259,13 +270,13 @@ def where(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters:
     """Time range and filters. A roll-up's windows are taken whole: those starting in [start, end). A derived
     roll-up's windows are published final only, so the part of the range not published by now (default: the
     end) is read from the roll-ups it is derived from, the same rows as the stitched panel's in steady state.
-    One statement reads one table: where the chain ends in a roll-up live from one in another table (the
-    recent tier), its windows not final yet are not read here (the stitched panel reads them there)."""
+    One statement reads one table (one_table): where that is not the live table, the windows not final yet are
+    not read here (the stitched panel reads them there)."""
     if source.rollup is None:
         times = [f'"ts" >= {int(start_ms)}', f'"ts" < {int(end_ms)}']
         return " AND ".join(times + _filters(catalog, source, filters))
     now = int(now_ms if now_ms is not None else end_ms)
-    levels = catalog.levels(source.rollup, source.rollup.table)
+    levels = catalog.levels(source.rollup, one_table(catalog, source, start_ms, now))
     published = published_by(now, catalog.lateness_ms)
     spans = by_level(levels, _first(levels, start_ms, now), int(end_ms), {lv.name: published for lv in levels})
     return " AND ".join([spans_condition(spans), *_filters(catalog, source, filters)])
@@ -314,13 +325,21 @@ def _datetime_bucket(time_col: str, bucket_ms: int) -> str:
 
 def _key(kind: str, source: Source, filters: Mapping[str, str], *rest: object) -> str:
     """Sql.key: the builder, the table (a roll-up's name, or raw events), the filters and the other arguments
-    that shape the statement, never the time range."""
+    that shape the statement (one_table's choice among them), never the time range."""
     table = "raw" if source.rollup is None else source.rollup.name
     return repr((kind, table, tuple(sorted(filters.items())), *rest))
 
 
-def _table(catalog: Catalog, source: Source) -> str:
-    return catalog.raw_table if source.rollup is None else source.rollup.table
+def one_table(catalog: Catalog, source: Source, start_ms: int, now_ms: int) -> str:
+    """The table of one statement over a range (the panel's SQL, its console link): the roll-up's live table
+    where it keeps the whole range (a short view: every window, open ones too, as the stitched panel reads it),
+    else its tier's."""
+    rollup = source.rollup
+    if rollup is None:
+        return catalog.raw_table
+    if rollup.open_table is not None and start_ms >= now_ms - rollup.open_retention_ms + LIVE_SLACK_MS:
+        return rollup.open_table
+    return rollup.table
 
 
 def _events(source: Source) -> str:
@@ -352,8 +371,9 @@ def totals(catalog: Catalog, start_ms: int, end_ms: int, filters: Mapping[str, s
     source = choose_source(catalog, filters, None, start_ms, end_ms, now_ms)
     measures = ", ".join(_measures(catalog, source))
     cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
-    sql = f"SELECT {measures} FROM {_table(catalog, source)} WHERE {cond}"
-    key = _key("totals", source, filters)
+    table = one_table(catalog, source, start_ms, now_ms or end_ms)
+    sql = f"SELECT {measures} FROM {table} WHERE {cond}"
+    key = _key("totals", source, filters, table)
     if source.is_raw:
         return Sql(sql, source, key, _quantile(catalog, cond))
     sketches: list[tuple[Measure, str]] = [  # each piece's merged sketches, merged again by Stitch
@@ -390,9 +410,10 @@ def breakdown(
     source = choose_source(catalog, {dim, *filters}, None, start_ms, end_ms, now_ms)
     events = _events(source)
     cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
-    sql = (f"SELECT {col}, {events} FROM {_table(catalog, source)} WHERE {cond} GROUP BY {col} "
+    table = one_table(catalog, source, start_ms, now_ms or end_ms)
+    sql = (f"SELECT {col}, {events} FROM {table} WHERE {cond} GROUP BY {col} "
            f"ORDER BY {events} DESC LIMIT {_limit(limit)}")  # fmt: skip
-    key = _key("breakdown", source, filters, dim, _limit(limit))
+    key = _key("breakdown", source, filters, dim, _limit(limit), table)
     stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "top", (col,), [("sum", events)],
                      _limit(limit))  # fmt: skip
     return Sql(sql, source, key, stitch=stitch)
@@ -415,9 +436,10 @@ def timeseries(
     bucket = _datetime_bucket('"ts"' if source.is_raw else '"window_start"', bucket_ms)
     n = ((end_ms - start_ms) // bucket_ms + 2) * (len(catalog.types) + 2)
     cond = where(catalog, source, start_ms, end_ms, filters, now_ms)
-    sql = (f"SELECT {bucket} AS bucket, {col}, {_events(source)} FROM {_table(catalog, source)} "
+    table = one_table(catalog, source, start_ms, now_ms or end_ms)
+    sql = (f"SELECT {bucket} AS bucket, {col}, {_events(source)} FROM {table} "
            f"WHERE {cond} GROUP BY bucket, {col} ORDER BY bucket LIMIT {_limit(n, 100_000)}")  # fmt: skip
-    key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000))
+    key = _key("timeseries", source, filters, split, bucket_ms, _limit(n, 100_000), table)
     stitch = _stitch(catalog, source, start_ms, end_ms, filters, now_ms, key, "series", (col,),
                      [("sum", _events(source))], series_ms=bucket_ms)  # fmt: skip
     return Sql(sql, source, key, stitch=stitch)

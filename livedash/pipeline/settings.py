@@ -162,7 +162,7 @@ class RetentionSettings(FrozenModel):
     history_h: int = Field(default=720, gt=0)
     # The live table: open windows' running rows, every version of which its consuming segments hold until they
     # commit; minutes, so that what a live query scans stays small.
-    live_min: int = Field(default=60, gt=0)
+    live_min: int = Field(default=75, gt=0)
 
 
 class PipelineSettings(FrozenModel):

@@ -98,7 +98,7 @@ def test_tier_topics_keep_what_their_tables_keep() -> None:
     assert settings.kafka.topic("aggregates").retention_hours == settings.pipeline.retention.recent_h
     assert settings.kafka.topic("aggregates_history").retention_hours == settings.pipeline.retention.history_h
     assert settings.kafka.topic("aggregates_live").retention_hours == settings.pipeline.retention.live_min / 60
-    with pytest.raises(ConfigError, match=r"'aggregates_live' keeps 1 h but its tier keeps 0\.75 h"):
+    with pytest.raises(ConfigError, match=r"'aggregates_live' keeps 1\.25 h but its tier keeps 0\.75 h"):
         config.load(ROOT / "config" / "livedash.yaml", environ={"LIVEDASH_PIPELINE__RETENTION__LIVE_MIN": "45"})
     with pytest.raises(ConfigError, match="keeps 3 h but its tier keeps 5 h"):
         config.load(ROOT / "config" / "livedash.yaml", environ={"LIVEDASH_PIPELINE__RETENTION__RECENT_H": "5"})

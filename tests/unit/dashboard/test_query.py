@@ -20,6 +20,7 @@ from livedash import config
 
 ROOT = Path(__file__).resolve().parents[3]
 START, END = 1_800_000_000_000, 1_800_000_900_000
+LIVE_MS = 75 * 60_000  # retention.live_min
 LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 HOSTILE = [
@@ -165,7 +166,7 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     src = pick({"type", "country"}, now - day, now)
     assert src.rollup is not None and (src.rollup.name, src.rollup.table) == ("geo_1h", "aggregates_history")
     hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
-    live = ("aggregates_live", 3_600_000)
+    live = ("aggregates_live", LIVE_MS)
     # geo_5m is published final only, its open windows read from geo_10s: the live table's
     assert catalog.levels(src.rollup) == (
         Level("geo_1h", 3_600_000, *hist), Level("geo_5m", 300_000, *hist), Level("geo_10s", 10_000, *recent),
@@ -215,7 +216,7 @@ def test_long_ranges_read_the_history_tier(catalog: Catalog) -> None:
     stopped = now - 2 * day
     complete = {"type_1h": stopped - 3_600_000, "type_5m": stopped - 300_000}
     history, recent, tail = stitch.texts(stitch.pieces, complete)
-    kept, live_kept = now - 3 * 3_600_000, now - 3_600_000 + LIVE_SLACK_MS
+    kept, live_kept = now - 3 * 3_600_000, now - LIVE_MS + LIVE_SLACK_MS
     assert "FROM aggregates WHERE" in recent and "FROM aggregates_live WHERE" in tail
     assert f'("rollup_name" = \'type_10s\' AND (("window_start" >= {kept - kept % 300_000} AND' in recent
     assert f'"window_start" < {live_kept})' in recent and f'"window_start" >= {live_kept} AND' in tail
@@ -228,7 +229,7 @@ def test_open_windows_are_read_from_the_live_table(catalog: Catalog) -> None:
     table what is older or not final; each window is read from one table, and none twice."""
     day, now = 86_400_000, START + 86_400_000
     hist, recent = ("aggregates_history", 720 * 3_600_000), ("aggregates", 3 * 3_600_000)
-    live = ("aggregates_live", 3_600_000)
+    live = ("aggregates_live", LIVE_MS)
     (c15,) = [r for r in catalog.rollups if r.name == "campaign_15m"]
     assert catalog.levels(c15) == (Level("campaign_15m", 900_000, *hist), Level("campaign_15m", 900_000, *live))
     assert catalog.levels(c15, "aggregates_history") == (Level("campaign_15m", 900_000, *hist),)
@@ -236,27 +237,27 @@ def test_open_windows_are_read_from_the_live_table(catalog: Catalog) -> None:
     assert catalog.levels(c1h)[-1] == Level("campaign_15m", 900_000, *live)
     (t10,) = [r for r in catalog.rollups if r.name == "type_10s"]
     assert catalog.levels(t10) == (Level("type_10s", 10_000, *recent), Level("type_10s", 10_000, *live))
-    edge = now - 3_600_000 + LIVE_SLACK_MS  # what the live table keeps, a minute inside its retention
+    edge = now - LIVE_MS + LIVE_SLACK_MS  # what the live table keeps, a minute inside its retention
     edge15 = edge - edge % 900_000
+    published = now - catalog.lateness_ms - FINAL_SLACK_MS
     for start, rollup in ((now - day, "campaign_1h"), (now - 6 * 3_600_000, "campaign_15m")):
         stitch = query.totals(catalog, start, now, {"campaign": "spring"}, now_ms=now).stitch
         assert stitch is not None and stitch.levels[0].name == rollup
         history, tail = stitch.texts(stitch.pieces)
+        # the hours published are read from campaign_1h, the rest of what the live table keeps there
+        stop = max(edge15, published - published % 3_600_000) if rollup == "campaign_1h" else edge15
         assert "FROM aggregates_history WHERE" in history and "FROM aggregates_live WHERE" in tail
-        assert f'"window_start" < {edge15})' in history and f'"window_start" >= {edge15}' not in history
+        assert f'"window_start" < {stop})' in history and f'"window_start" >= {stop}' not in history
         assert tail.count("rollup_name") == 1 and "'campaign_15m'" in tail
-        assert (
-            f'("rollup_name" = \'campaign_15m\' AND (("window_start" >= {edge15} AND "window_start" < {now})))' in tail
-        )
+        assert f'("rollup_name" = \'campaign_15m\' AND (("window_start" >= {stop} AND "window_start" < {now})))' in tail
         # the probe found the history table's finals only up to two hours ago: the history table still answers
         # what the live table no longer keeps, the live table the rest
         history, tail = stitch.texts(stitch.pieces, {"campaign_1h": now - 7_200_000, "campaign_15m": now - 7_200_000})
-        kept = now - 3_600_000 - (now - 3_600_000) % 900_000
+        kept = now - LIVE_MS - (now - LIVE_MS) % 900_000
         assert f'"window_start" < {kept})' in history and f'"window_start" >= {kept}' not in history
         assert f'"window_start" >= {kept} AND "window_start" < {now})' in tail
     # A short view of a recent roll-up: one statement, the live table's; two hours: the recent tier's table for
     # what the live table no longer keeps (up to a minute before its retention ends)
-    published = now - catalog.lateness_ms - FINAL_SLACK_MS
     stitch = query.totals(catalog, now - 900_000, now, {}, now_ms=now).stitch
     assert stitch is not None and [(lv.name, lv.table) for lv in stitch.levels[-2:]] == [
         ("type_10s", "aggregates"), ("type_10s", "aggregates_live")]  # fmt: skip
@@ -268,6 +269,12 @@ def test_open_windows_are_read_from_the_live_table(catalog: Catalog) -> None:
     edge -= edge % 10_000
     assert "FROM aggregates WHERE" in older and f'"window_start" < {edge})' in older
     assert "FROM aggregates_live WHERE" in tail and f'"window_start" >= {edge} AND "window_start" < {now})' in tail
+    # The one statement of a panel (its console link) reads the live table where it keeps the whole range
+    for span, rollup, table in ((900_000, "geo_10s", "aggregates_live"), (3_600_000, "geo_10s", "aggregates_live"),
+                                (6 * 3_600_000, "geo_5m", "aggregates_history")):  # fmt: skip
+        sql = query.breakdown(catalog, "country", now - span, now, {}, now_ms=now)
+        assert sql.source.rollup is not None and sql.source.rollup.name == rollup
+        assert f" FROM {table} WHERE " in sql.text, (span, sql.text)
 
 
 @given(lo=st.integers(0, 200), span=st.integers(0, 400), upto=st.lists(st.integers(-10, 500), min_size=2, max_size=2))

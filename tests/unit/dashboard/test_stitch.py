@@ -302,7 +302,7 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     assert hi(spans["type_5m"]) == lo(spans["type_10s@live"]) == late_only - late_only % 300_000
     spans, (count, _, _) = read({})  # nothing published yet: type_10s where the recent tier keeps it
     recent = end - 3 * hour
-    live = end - hour + LIVE_SLACK_MS  # the live table keeps an hour
+    live = end - 75 * 60_000 + LIVE_SLACK_MS  # the live table keeps 75 minutes
     assert count == len(kept) and set(spans) == {"type_5m", "type_10s", "type_10s@live"}
     assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
     assert hi(spans["type_10s@live"]) == end
