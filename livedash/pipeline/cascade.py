@@ -33,7 +33,7 @@ class _Level:
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         self.index = index
         self.rollup = settings.rollups[index]
-        self.role = "history" if self.rollup.tier == "history" else "aggregates"
+        self.role = self.rollup.role
         self.size_ms = self.rollup.window.size_s * 1000
         self.retention_ms = settings.retention_ms(self.rollup)
         self.groups: dict[int, Groups] = {}  # window start -> groups folded so far

@@ -71,7 +71,7 @@ class _Rollup:
     def __init__(self, settings: PipelineSettings, index: int) -> None:
         rollup = settings.rollups[index]
         self.rollup = rollup
-        self.role = "history" if rollup.tier == "history" else "aggregates"
+        self.role = rollup.role
         # PipelineSettings.has_running_rows: running rows to the live table, final rows to the tier's and (while it
         # keeps the window) the live one's (windows.also_live)
         self.copies_to_live = settings.copies_to_live(rollup)

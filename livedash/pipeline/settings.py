@@ -129,6 +129,11 @@ class Rollup(FrozenModel):
     # one's. Late events still count through correction rows.
     live_from: str | None = None
 
+    @property
+    def role(self) -> str:
+        """The sink's name for the topic of its tier's final rows (rows.Row.role); running rows go to "live"."""
+        return "history" if self.tier == "history" else "aggregates"
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("name")

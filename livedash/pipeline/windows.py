@@ -153,7 +153,7 @@ class RollupWindows:
         self.publish_every_ms = publish_every_ms
         self.next_publish_ms = -(2**63)  # wall clock (PartitionWindows.now_ms) of its next provisional rows
         self.next_partials_ms = -(2**63)  # ... and of its next partials, for a tier that publishes less often
-        self.role = "history" if rollup.tier == "history" else "aggregates"
+        self.role = rollup.role
         # PipelineSettings.has_running_rows: running rows to the live table, final rows and corrections to the
         # tier's and (copies_to_live) to the live one while it keeps the window
         self.copies_to_live = copies_to_live
