@@ -165,8 +165,8 @@ class RetentionSettings(FrozenModel):
 
     recent_h: int = Field(default=6, gt=0)
     history_h: int = Field(default=720, gt=0)
-    # The live table: open windows' running rows, every version of which its consuming segments hold until they
-    # commit; minutes, so that what a live query scans stays small.
+    # The live table: open windows' running rows, every version of which Pinot 0.11 keeps until retention deletes
+    # its segment; minutes, at least twice the longest running window plus the allowed lateness (checked).
     live_min: int = Field(default=75, gt=0)
 
 

@@ -146,8 +146,10 @@ def demo_figures(stdout: str) -> tuple[int, int, int]:
 
 
 def test_quick_start_demo_command_runs_the_pipeline(stack: Settings) -> None:
-    # the live table: open windows' running rows and final rows copied, for its last hour (so from a recent start)
-    since = int(time.time() * 1000) - 600_000
+    # The live table: open windows' running rows and final rows copied, for its last 75 minutes (so from a recent
+    # start). Whole windows from before the oldest event the demo may send (late ones up to 10 minutes behind).
+    since = int(time.time() * 1000) - 900_000
+    since -= since % 60_000
     rollup_sql = (
         f"SELECT SUM(event_count) FROM aggregates_live WHERE rollup_name = 'geo_10s' AND window_start >= {since}"
     )
