@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dashboard.stitch import (
-    LIVE_SLACK_MS,
     Level,
     Measure,
     Shape,
     Stitch,
     by_level,
+    live_from,
     piece_size,
     pieces,
     published_by,
@@ -337,7 +337,7 @@ def one_table(catalog: Catalog, source: Source, start_ms: int, now_ms: int) -> s
     rollup = source.rollup
     if rollup is None:
         return catalog.raw_table
-    if rollup.open_table is not None and start_ms >= now_ms - rollup.open_retention_ms + LIVE_SLACK_MS:
+    if rollup.open_table is not None and start_ms >= live_from(now_ms, rollup.open_retention_ms):
         return rollup.open_table
     return rollup.table
 

@@ -57,6 +57,13 @@ FINAL_SLACK_MS = 60_000  # beyond the allowed lateness: the final rows' publicat
 # windows are older than that, but the dashboard's clock and the controller's may differ. So a short view reads
 # one table per panel, and the tier's table answers only what is older.
 LIVE_SLACK_MS = 60_000
+
+
+def live_from(now_ms: int, kept_ms: int) -> int:
+    """Windows starting from then on are read from the live table, which keeps kept_ms (LIVE_SLACK_MS)."""
+    return now_ms - kept_ms + LIVE_SLACK_MS
+
+
 PIECES = 24  # about this many pieces to a range: few statements' rows, and little re-read per refresh
 MAX_ROWS = 100_000  # Pinot's numGroupsLimit: a statement's rows are cut there (the result says so)
 
@@ -207,8 +214,8 @@ class Stitch:
     def derived(self) -> tuple[Level, ...]:
         """The levels whose windows are published once final only, the probe asks how far: not a roll-up's tier
         table before its live table, which answers for as long as it keeps the windows (the tier's table holds
-        them once final, and a window older than that is final unless the pipeline is an hour behind, when no
-        table holds it)."""
+        them once final, and a window older than that is final unless the pipeline is further behind than the live
+        table keeps, when no table holds it)."""
         return tuple(lv for lv, finer in itertools.pairwise(self.levels) if lv.name != finer.name)
 
     def texts(self, wanted: Sequence[Piece], complete: Mapping[str, int] | None = None) -> tuple[str, ...]:
@@ -220,7 +227,7 @@ class Stitch:
             bounds = {name: t if name in complete else -(2**62) for name, t in bounds.items()}
         for coarse, fine in itertools.pairwise(self.levels):
             if coarse.name == fine.name:  # the same roll-up in the live table: read there while it keeps it
-                bounds[coarse.name] = min(self.published, self.now_ms - fine.kept_ms + LIVE_SLACK_MS)
+                bounds[coarse.name] = min(self.published, live_from(self.now_ms, fine.kept_ms))
             # what the finer table dropped: the coarser one
             bounds[coarse.name] = max(bounds[coarse.name], self.now_ms - fine.kept_ms)
         spans = [span for p in wanted for span in by_level(self.levels, p.lo, p.hi, bounds)]
