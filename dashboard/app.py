@@ -102,6 +102,9 @@ def caption(res: Resources, sql: query.Sql, result: Result | None) -> None:
         st.warning(f"Showing the last good data (stale): {result.error}", icon=":material/history:")
     if result is not None and result.partial:
         st.warning("Partial result: not every Pinot server answered.", icon=":material/warning:")
+    if result is not None and result.groups_limit_reached:
+        st.warning("Too many distinct values: Pinot's group limit was reached, some values may be missing.",
+                   icon=":material/warning:")  # fmt: skip
 
 
 # -- view state <-> URL ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""A page's panels fetched at once through the shared QueryService: the raw panels' statements as they are,
-the roll-up panels stitched from pieces (dashboard/stitch.py), each piece kept in the service while it can
-still be right, so a refresh of an open page reads only what changed. The dashboard and bench.dashboard fetch
+"""A page's panels fetched at once through the shared QueryService: the raw totals' and listings' statements as
+they are, the other panels stitched from pieces (dashboard/stitch.py), each piece kept in the service while it
+can still be right, so a refresh of an open page reads only what changed. The dashboard and bench.dashboard fetch
 the same way.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dashboard.query import Sql
-from dashboard.stitch import Piece, Stitch, probe_text, probed, ttl_of
+from dashboard.stitch import MAX_ROWS, Piece, Stitch, probe_text, probed, ttl_of
 from livedash.pinot.client import PinotError, QueryService, Result
 
 Outcomes = dict[str, Result | PinotError]  # by each panel's Sql.text (and a raw p95's Quantile.text)
@@ -98,6 +98,9 @@ def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: flo
             return bad if isinstance(bad, PinotError) else PinotError(bad.error)
         return replace(good, stale=True, error=str(bad) if isinstance(bad, PinotError) else bad.error)
     got = _joined([a for a in answers if isinstance(a, Result)])
+    if got is not None and any(isinstance(a, Result) and len(a.rows) >= MAX_ROWS for a in answers):
+        # rows past the statement's LIMIT were left out (raw events' values are not capped as a roll-up's are)
+        got = replace(got, groups_limit_reached=True)
     if got is not None:
         for piece, found in plan.stitch.split(got.rows, plan.missing).items():
             kept = replace(got, rows=tuple(found))

@@ -27,6 +27,7 @@ from dashboard.stitch import (
     piece_size,
     pieces,
     published_by,
+    raw_level,
     spans_condition,
 )
 from livedash.pipeline.rows import DISTINCT, EVENT_COUNT, LAST_EVENT_TS, QUANTILE_TDIGEST
@@ -299,20 +300,19 @@ def _first(levels: Sequence[Level], start_ms: int, now_ms: int) -> int:
 
 def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filters: Mapping[str, str],
             now_ms: int | None, key: str, shape: Shape, columns: Sequence[str], measures: Sequence[tuple[Measure, str]],
-            limit: int = 1, series_ms: int | None = None) -> Stitch | None:  # fmt: skip
-    """A roll-up panel's pieces (dashboard/stitch.py): the same rows as its statement, read per bucket. The
-    piece size is a multiple of the roll-up's window and of the range's series bucket (a series' rows then fall
-    in one piece each), the same for every panel of a range."""
+            limit: int = 1, series_ms: int | None = None) -> Stitch:  # fmt: skip
+    """A panel's pieces (dashboard/stitch.py): the same rows as its statement, read per bucket. The piece size
+    is a multiple of the roll-up's window and of the range's series bucket (a series' rows then fall in one piece
+    each), the same for every panel of a range. Raw events too: a short range (windows too coarse for it) or a
+    dimension no roll-up has would otherwise re-read every event of the range at every refresh."""
     rollup = source.rollup
-    if rollup is None:
-        return None
-    size = piece_size(end_ms - start_ms, (rollup.size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
-    when = _datetime_bucket('"window_start"', series_ms if series_ms else size)
+    levels = catalog.levels(rollup) if rollup is not None else (raw_level(catalog.raw_table),)
+    size = piece_size(end_ms - start_ms, (levels[0].size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
+    when = _datetime_bucket(f'"{levels[-1].time}"', series_ms if series_ms else size)
     selected = ", ".join([f"{when} AS piece", *columns, *(text for _, text in measures)])
     head = f"SELECT {selected} FROM"
     tail = " GROUP BY " + ", ".join(["piece", *columns])
     now = int(now_ms if now_ms is not None else end_ms)
-    levels = catalog.levels(rollup)
     cut = pieces(_first(levels, start_ms, now), int(end_ms), size, now, catalog.lateness_ms)
     return Stitch(key, head, tuple(_filters(catalog, source, filters)), tail, len(columns),
                   tuple(m for m, _ in measures), shape, limit, size, cut, levels,

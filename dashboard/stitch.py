@@ -1,5 +1,6 @@
-"""A roll-up panel's range as pieces, one per time bucket, each fetched once and kept while it can still be
-right, then merged into the panel's rows. Pure: no I/O.
+"""A panel's range as pieces, one per time bucket, each fetched once and kept while it can still be right,
+then merged into the panel's rows. Pure: no I/O. Roll-up panels, and raw-event breakdowns and series (their one
+level, raw_level: pieces of "ts" from the range's own start; an event is a row).
 
 A live page moves its range on every refresh, so its statements change every time and a cache of whole
 statements reuses nothing (docs/benchmarks.md). Stitched, a panel's range [first window, end) is cut at
@@ -72,10 +73,16 @@ class Level(NamedTuple):
     """A roll-up of a panel's chain (the chosen one, then those it is derived from, then the one a final-only
     roll-up is live from: finest last)."""
 
-    name: str
+    name: str  # "" for the raw events (raw_level): no roll-up to name, a row per event
     size_ms: int
     table: str = "aggregates"  # its tier's table
     kept_ms: int = 2**62  # how far back from now its table keeps rows
+    time: str = "window_start"  # the column a piece's time range is on
+
+
+def raw_level(table: str) -> Level:
+    """The raw events as a panel's one level: rows are events, timed by "ts" to the millisecond."""
+    return Level("", 1, table, time="ts")
 
 
 class Piece(NamedTuple):
@@ -139,18 +146,21 @@ def by_level(levels: Sequence[Level], lo: int, hi: int, complete: Mapping[str, i
 def spans_condition(spans: Iterable[tuple[Level, int, int]]) -> str:
     """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
     as one range. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
-    settings)."""
+    settings). The raw events' level (raw_level) is its time range alone."""
+    spans = sorted(spans, key=lambda s: s[1])
     merged: dict[str, list[list[int]]] = {}
-    for level, lo, hi in sorted(spans, key=lambda s: s[1]):
+    for level, lo, hi in spans:
         ranges = merged.setdefault(level.name, [])
         if ranges and ranges[-1][1] == lo:
             ranges[-1][1] = hi
         else:
             ranges.append([lo, hi])
+    columns = {level.name: level.time for level, _, _ in spans}
     parts = []
     for name, ranges in merged.items():
-        times = " OR ".join(f'("window_start" >= {lo} AND "window_start" < {hi})' for lo, hi in ranges)
-        parts.append(f"(\"rollup_name\" = '{name}' AND ({times}))")
+        col = columns[name]
+        times = " OR ".join(f'("{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges)
+        parts.append(f"(\"rollup_name\" = '{name}' AND ({times}))" if name else f"({times})")
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 

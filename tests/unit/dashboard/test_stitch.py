@@ -5,6 +5,7 @@ fake here that answers the pieces' statements from a table of rows (the real one
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import random
 import re
@@ -53,7 +54,8 @@ def events(seed: int, start: int, end: int, gap_ms: int = 1400) -> list[tuple[in
 class FakePinot:
     """Answers SELECT <time bucket> AS piece, <columns>, <measures> FROM .. WHERE rollup_name = .. AND
     <filters> AND (<ranges>) GROUP BY .. over 10 s windows of `rows`, as Pinot would: sums, the union of the
-    windows' Theta sketches (base64), one t-digest of the group's values (hex)."""
+    windows' Theta sketches (base64), one t-digest of the group's values (hex); FROM events_raw, over the rows
+    as events (COUNT(*), ranges of "ts")."""
 
     def __init__(self, rows: list[tuple[int, str, str, int, float | None]]) -> None:
         self.rows = rows
@@ -72,21 +74,23 @@ class FakePinot:
         bucket = int(re.search(r"'(\d+):SECONDS'\) AS piece", sql).group(1)) * 1000  # type: ignore[union-attr]
         selected = re.search(r"AS piece, (.*) FROM", sql).group(1)  # type: ignore[union-attr]
         columns = [c for c in re.findall(r'(?:^|, )"(\w+)"', selected)]
-        ranges = [(int(a), int(b)) for a, b in re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', sql)]
+        raw = " FROM events_raw " in sql  # rows are events, timed by "ts"; else 10 s windows
+        col = "ts" if raw else "window_start"
+        ranges = [(int(a), int(b)) for a, b in re.findall(rf'"{col}" >= (\d+) AND "{col}" < (\d+)', sql)]
         where = sql.split(" WHERE ", 1)[1]
         filters = {k: v.replace("''", "'") for k, v in re.findall(r'"(\w+)" = \'((?:[^\']|\'\')*)\'', where)}
         filters.pop("rollup_name", None)
         groups: dict[tuple[Any, ...], list[tuple[int, str, str, int, float | None]]] = defaultdict(list)
         for row in self.rows:
-            ws = row[0] - row[0] % WINDOW
-            named = {"type": row[1], "country": row[2]}
+            ws = row[0] if raw else row[0] - row[0] % WINDOW
+            named = {"type": row[1], "country": row[2], "campaign": f"c{row[3] % 5}"}
             if not any(lo <= ws < hi for lo, hi in ranges) or any(named[k] != v for k, v in filters.items()):
                 continue
             groups[(ws - ws % bucket, *(named[c] for c in columns))].append(row)
         out = []
         for key, found in groups.items():
             measures: list[Any] = []
-            if "SUM(" in selected:
+            if "SUM(" in selected or "COUNT(*)" in selected:
                 measures.append(float(len(found)))
             if "DISTINCTCOUNTRAWTHETASKETCH" in selected:
                 sketch = ds.update_theta_sketch(12)
@@ -100,7 +104,8 @@ class FakePinot:
                         kll.update(r[4])
                 measures.append(tdigest_bytes(kll).hex())
             out.append((*key, *measures))
-        return Result(("piece", *columns, "m"), tuple(out), 0.0, None, 1, False)
+        limit = int(re.search(r"LIMIT (\d+)$", sql).group(1))  # type: ignore[union-attr]
+        return Result(("piece", *columns, "m"), tuple(out[:limit]), 0.0, None, 1, False)
 
 
 def expected(rows: Iterable[tuple[int, str, str, int, float | None]], first: int, end: int,
@@ -149,6 +154,76 @@ def test_stitched_rows_are_the_whole_ranges_rows(catalog: query.Catalog, seed: i
     got = _rows(out, panels["series"])
     assert {(t, v): c for t, v, c in got} == series
     assert [t for t, _, _ in got] == sorted(t for t, _, _ in got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), span_s=st.sampled_from([300, 900, 3600]), offset_ms=st.integers(0, 600_000),
+       ago_s=st.integers(0, 2000), country=st.sampled_from(["", "DE", "'; --"]))  # fmt: skip
+def test_raw_event_panels_are_stitched_to_the_whole_ranges_rows(
+    catalog: query.Catalog, seed: int, span_s: int, offset_ms: int, ago_s: int, country: str
+) -> None:
+    """Panels no roll-up answers (here: none configured) read the raw events in pieces of "ts" too, from the
+    range's own start to the millisecond, and give the one statement's rows."""
+    raw_only = dataclasses.replace(catalog, rollups=())
+    start = T0 + offset_ms
+    end = start + span_s * 1000
+    now = end + ago_s * 1000
+    rows = events(seed, start - 20_000, end + 20_000)
+    filters = {"country": country} if country else {}
+    bucket = query.bucket_for(start, end)
+    panels = {"top": query.breakdown(raw_only, "type", start, end, filters, now_ms=now),
+              "series": query.timeseries(raw_only, start, end, filters, bucket, now_ms=now)}  # fmt: skip
+    assert all(sql.stitch is not None and sql.source.is_raw for sql in panels.values())
+    out = fetch(QueryService(FakePinot(rows)), panels, ttl_s=5)
+    kept = [r for r in rows if start <= r[0] < end and all({"type": r[1], "country": r[2]}[k] == v
+                                                             for k, v in filters.items())]  # fmt: skip
+    by_type: dict[str, int] = defaultdict(int)
+    series: dict[tuple[int, str], int] = defaultdict(int)
+    for r in kept:
+        by_type[r[1]] += 1
+        series[(r[0] - r[0] % bucket, r[1])] += 1
+    assert dict(_rows(out, panels["top"])) == by_type
+    assert {(t, v): c for t, v, c in _rows(out, panels["series"])} == series
+
+
+def test_a_raw_panel_refresh_reads_the_open_tail_not_the_range(catalog: query.Catalog) -> None:
+    """The 15-minute view's top campaigns (campaign_15m's windows are too long for it) one step later: the
+    events of the open tail and the moved edge are read again, not the 15 minutes."""
+    end = T0 + 3_600_000
+    pinot = FakePinot(events(4, end - 2_000_000, end + 100_000))
+    service = QueryService(pinot)
+
+    def refresh(at_ms: int) -> list[tuple[int, int]]:
+        pinot.statements.clear()
+        sql = query.breakdown(catalog, "campaign", at_ms - 900_000, at_ms, {}, now_ms=at_ms)
+        assert sql.source.is_raw and "too long for this range" in sql.source.note and sql.stitch is not None
+        assert isinstance(fetch(service, {"top": sql}, ttl_s=5)[sql.text], Result)
+        (text,) = pinot.statements
+        return [(int(a), int(b)) for a, b in re.findall(r'"ts" >= (\d+) AND "ts" < (\d+)', text)]
+
+    assert refresh(end) == [(end - 900_000, end)]
+    again = refresh(end + 5000)
+    assert again[0][0] == end + 5000 - 900_000  # the edge piece, its start moved
+    assert sum(hi - lo for lo, hi in again) <= 2 * 60_000 + SETTLED_S * 1000 + 5000  # pieces of a minute
+
+
+def test_a_statement_cut_at_its_limit_marks_the_panel(catalog: query.Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw events' values are not capped: a piece statement that returns as many rows as its LIMIT may have left
+    values out, and the panel says so (groups_limit_reached) instead of showing a top list that may be wrong."""
+    raw_only = dataclasses.replace(catalog, rollups=())
+    end = T0 + 3_600_000
+    rows = events(6, end - 1_000_000, end)
+
+    def top() -> Result:
+        sql = query.breakdown(raw_only, "country", end - 900_000, end, {}, now_ms=end)
+        got = fetch(QueryService(FakePinot(rows)), {"top": sql}, ttl_s=5)[sql.text]
+        assert isinstance(got, Result)
+        return got
+
+    assert not top().groups_limit_reached
+    monkeypatch.setattr("dashboard.stitch.MAX_ROWS", 4)  # fewer than 15 pieces x 5 countries
+    monkeypatch.setattr("dashboard.panels.MAX_ROWS", 4)
+    assert top().groups_limit_reached
 
 
 def _rows(out: dict[str, Result | PinotError], sql: query.Sql) -> tuple[tuple[Any, ...], ...]:
