@@ -143,10 +143,18 @@ def by_level(levels: Sequence[Level], lo: int, hi: int, complete: Mapping[str, i
     return [*by_level(rest, lo, a, complete), (head, a, b), *by_level(rest, b, hi, complete)]
 
 
-def spans_condition(spans: Iterable[tuple[Level, int, int]]) -> str:
+# A roll-up's span of at most this many windows is read as `"window_start" IN (<each window's start>)`: Pinot 0.11
+# answers a range on a consuming segment (no range index there) by scanning every row, once per range of an OR,
+# and an IN list from the inverted index on window_start (a few distinct values per segment); a committed segment
+# is sorted on window_start either way (docs/benchmarks.md, "Stitched statements that scan nothing").
+LISTED_MAX = 180
+
+
+def spans_condition(spans: Iterable[tuple[Level, int, int]], listed: bool = False) -> str:
     """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
-    as one range. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
-    settings). The raw events' level (raw_level) is its time range alone."""
+    as one range; listed: a range of a roll-up of at most LISTED_MAX windows as the list of their starts (lo and
+    hi are window boundaries of its level). Names are configured roll-up names (lower-case identifiers, checked
+    by the pipeline's settings). The raw events' level (raw_level) is its time range alone."""
     spans = sorted(spans, key=lambda s: s[1])
     merged: dict[str, list[list[int]]] = {}
     for level, lo, hi in spans:
@@ -155,11 +163,17 @@ def spans_condition(spans: Iterable[tuple[Level, int, int]]) -> str:
             ranges[-1][1] = hi
         else:
             ranges.append([lo, hi])
-    columns = {level.name: level.time for level, _, _ in spans}
+    levels = {level.name: level for level, _, _ in spans}
     parts = []
     for name, ranges in merged.items():
-        col = columns[name]
-        times = " OR ".join(f'("{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges)
+        level = levels[name]
+        col = level.time
+        few = listed and name and sum((hi - lo) // level.size_ms for lo, hi in ranges) <= LISTED_MAX
+        if few:
+            starts = (str(t) for lo, hi in ranges for t in range(lo, hi, level.size_ms))
+            times = f'"{col}" IN ({", ".join(starts)})'
+        else:
+            times = " OR ".join(f'("{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges)
         parts.append(f"(\"rollup_name\" = '{name}' AND ({times}))" if name else f"({times})")
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
@@ -246,7 +260,7 @@ class Stitch:
         for table in dict.fromkeys(lv.table for lv in self.levels):
             mine = [span for span in spans if span[0].table == table]
             if mine:
-                where = " AND ".join([*self.filters, spans_condition(mine)])
+                where = " AND ".join([*self.filters, spans_condition(mine, listed=True)])
                 out.append(f"{self.head} {table} WHERE {where}{self.tail} LIMIT {limit}")
         return tuple(out)
 

@@ -20,6 +20,7 @@ from livedash.config import Settings
 from livedash.wait import poll
 from tests.conftest import ARTIFACTS, ROOT, TEST_CONFIG, free_port, run_cli
 from tests.pinot_query import attempt, query, scalar
+from tests.sql_spans import read_spans
 
 APP = str(ROOT / "dashboard" / "app.py")
 CHROMIUM = "/usr/bin/chromium"
@@ -250,8 +251,8 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
     again = fetch(service, later, ttl_s=5)
     assert isinstance(again[later["totals"].text], Result)
     assert again[later["totals"].text].rows[0][:2] == out[totals_sql.text].rows[0][:2]  # no new events
-    bounds = r'"(window_start|ts)" >= (\d+) AND "\1" < (\d+)'  # roll-ups' windows; raw events (top campaign)
-    spans = [(int(a), int(b)) for t in read for _, a, b in re.findall(bounds, t)]
+    sizes = {r.name: r.window.size_s * 1000 for r in live.pipeline.rollups}
+    spans = [span for t in read for ranges in read_spans(t, sizes).values() for span in ranges]  # raw events' too
     assert spans and max(b - a for a, b in spans) < hours * 3_600_000 / 2  # the tail and an edge, not the range
     if hours < 1:  # 15 minutes: the campaigns' windows are too long, their panel reads raw events in pieces too
         assert later["top campaign"].source.is_raw and any(" FROM events_raw WHERE " in t for t in read)

@@ -21,16 +21,30 @@ from hypothesis import strategies as st
 
 from dashboard import query
 from dashboard.panels import fetch
-from dashboard.stitch import FINAL_SLACK_MS, LIVE_SLACK_MS, SETTLED_S, Piece, piece_size, pieces, ttl_of
+from dashboard.stitch import (
+    FINAL_SLACK_MS,
+    LISTED_MAX,
+    LIVE_SLACK_MS,
+    SETTLED_S,
+    Piece,
+    piece_size,
+    pieces,
+    spans_condition,
+    ttl_of,
+)
 from livedash import config
 from livedash.pinot.client import PinotError, QueryService, Result
 from livedash.pipeline.aggregates import tdigest_bytes
+from tests.sql_spans import read_spans
 
 ROOT = Path(__file__).resolve().parents[3]
 WINDOW = 10_000
 T0 = 1_800_000_000_000  # a multiple of a day
 TYPES = ("page_view", "click", "purchase")
 COUNTRIES = ("US", "DE", "IN", "BR", "'; --")
+SIZES = {
+    r.name: r.window.size_s * 1000 for r in config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.rollups
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +89,7 @@ class FakePinot:
         selected = re.search(r"AS piece, (.*) FROM", sql).group(1)  # type: ignore[union-attr]
         columns = [c for c in re.findall(r'(?:^|, )"(\w+)"', selected)]
         raw = " FROM events_raw " in sql  # rows are events, timed by "ts"; else 10 s windows
-        col = "ts" if raw else "window_start"
-        ranges = [(int(a), int(b)) for a, b in re.findall(rf'"{col}" >= (\d+) AND "{col}" < (\d+)', sql)]
+        ranges = [span for spans in read_spans(sql, SIZES).values() for span in spans]
         where = sql.split(" WHERE ", 1)[1]
         filters = {k: v.replace("''", "'") for k, v in re.findall(r'"(\w+)" = \'((?:[^\']|\'\')*)\'', where)}
         filters.pop("rollup_name", None)
@@ -246,7 +259,7 @@ def test_a_refresh_reads_only_what_can_have_changed(catalog: query.Catalog) -> N
         out = fetch(service, panels, ttl_s=5)
         assert isinstance(out[panels["totals"].text], Result)
         (text,) = pinot.statements or [""]
-        return [(int(a), int(b)) for a, b in re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', text)]
+        return read_spans(text, SIZES).get("type_10s", [])
 
     first = refresh(end)
     assert first == [(end - 900_000, end)]  # cold: every piece, one range
@@ -255,8 +268,8 @@ def test_a_refresh_reads_only_what_can_have_changed(catalog: query.Catalog) -> N
     sql = query.totals(catalog, end + 5000 - 900_000, end + 5000, {}, end + 5000)
     assert sql.stitch is not None
     open_from = min(p.lo for p in sql.stitch.pieces if p.kind == "open")
-    # the moved head edge (its bounds changed) and the open pieces, nothing else
-    assert second[-1] == (open_from, end + 5000)
+    # the moved head edge (its bounds changed) and the open pieces, nothing else (to the window holding the end)
+    assert second[-1] == (open_from, end + 10_000)
     assert all(hi - lo <= sql.stitch.size_ms for lo, hi in second[:-1]) and len(second) <= 2
     read = sum(hi - lo for lo, hi in second)
     assert read <= 2 * sql.stitch.size_ms + (end + 5000 - open_from)
@@ -313,10 +326,21 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
     assert sql.stitch is not None
     p = sql.stitch.pieces
     (text,) = sql.stitch.texts([p[0], p[1], p[3]])
-    spans = re.findall(r'"window_start" >= (\d+) AND "window_start" < (\d+)', text)
-    assert spans == [(str(p[0].lo), str(p[1].hi)), (str(p[3].lo), str(p[3].hi))]
+    assert read_spans(text, SIZES) == {"type_10s": [(p[0].lo, p[1].hi), (p[3].lo, p[3].hi)]}
+    assert '"window_start" IN (' in text  # a few windows: their starts listed (an index lookup, not a scan)
     assert text.endswith("GROUP BY piece LIMIT 3")
     assert isinstance(p[0], Piece)
+    # A roll-up's span of a few windows lists their starts (an index lookup in Pinot, where a range scans every row
+    # of a consuming segment); a longer one stays a range
+    level = sql.stitch.levels[-1]
+    few, many = ((level, T0, T0 + n * level.size_ms) for n in (LISTED_MAX, LISTED_MAX + 1))
+    assert f'"window_start" IN ({T0}, {T0 + level.size_ms}, ' in spans_condition([few], listed=True)
+    assert (
+        spans_condition([many], listed=True)
+        == spans_condition([many])
+        == (f'("rollup_name" = \'{level.name}\' AND (("window_start" >= {T0} AND "window_start" < {many[2]})))')
+    )
+    assert read_spans(spans_condition([few], listed=True), SIZES) == read_spans(spans_condition([few]), SIZES)
 
 
 def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog: query.Catalog) -> None:
@@ -330,6 +354,7 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     start = end - 24 * hour
     rows = events(11, start - hour, end, gap_ms=40_000)
     first = start - start % 300_000  # whole windows of the finest roll-up that keeps the start
+    last = end - end % 10_000 + 10_000  # ... to the end of the window holding the range's end
     kept = expected(rows, first, end, {})
 
     def read(published: dict[str, int]) -> tuple[dict[str, list[tuple[int, int]]], tuple[Any, ...]]:
@@ -346,13 +371,11 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
         out = fetch(QueryService(pinot), panels, ttl_s=5)
         spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for text in pinot.statements:
-            for name, ranges in re.findall(
-                r"\"rollup_name\" = '(\w+)' AND \(((?:\(\"window_start\"[^)]*\)(?: OR )?)+)\)", text
-            ):
+            for name, ranges in read_spans(text, SIZES).items():
                 table = re.search(r"FROM (\w+) WHERE", text).group(1)  # type: ignore[union-attr]
                 assert table in (("aggregates", "aggregates_live") if name == "type_10s" else ("aggregates_history",))
                 key = f"{name}@live" if table == "aggregates_live" else name
-                spans[key] += [(int(a), int(b)) for a, b in re.findall(r'>= (\d+) AND "window_start" < (\d+)', ranges)]
+                spans[key] += ranges
         tables = [re.search(r"FROM (\w+) WHERE", t).group(1) for t in pinot.statements]  # type: ignore[union-attr]
         assert len(tables) == len(set(tables))  # one per table read
         return spans, _rows(out, panels["totals"])[0]
@@ -370,7 +393,7 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     assert spans["type_1h"] and all(a % hour == 0 and b % hour == 0 and b <= newest for a, b in spans["type_1h"])
     assert hi(spans["type_1h"]) == newest  # every hour published is read from type_1h
     assert lo(spans["type_5m"]) == first and hi(spans["type_5m"]) == five
-    assert "type_10s" not in spans and lo(spans["type_10s@live"]) == five and hi(spans["type_10s@live"]) == end
+    assert "type_10s" not in spans and lo(spans["type_10s@live"]) == five and hi(spans["type_10s@live"]) == last
     late_only = end - catalog.lateness_ms - FINAL_SLACK_MS  # a probe ahead of the time rule: the time rule wins
     spans, (count, _, _) = read({"type_1h": end, "type_5m": end})
     assert count == len(kept) and hi(spans["type_1h"]) == late_only - late_only % hour
@@ -380,7 +403,7 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     live = end - 75 * 60_000 + LIVE_SLACK_MS  # the live table keeps 75 minutes
     assert count == len(kept) and set(spans) == {"type_5m", "type_10s", "type_10s@live"}
     assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
-    assert hi(spans["type_10s@live"]) == end
+    assert hi(spans["type_10s@live"]) == last
     assert hi(spans["type_10s"]) == lo(spans["type_10s@live"]) == live - live % 10_000
     # A pipeline stopped (or backfilled) hours ago: its newest windows are older than the probe's first look, and
     # the second look over the range finds them; what the recent tier no longer keeps is read from type_5m
@@ -388,4 +411,4 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
     spans, (count, _, _) = read({"type_1h": old, "type_5m": old + 1_800_000})
     assert count == len(kept) and hi(spans["type_1h"]) == old
     assert hi(spans["type_5m"]) == lo(spans["type_10s"]) == recent - recent % 300_000
-    assert hi(spans["type_10s@live"]) == end
+    assert hi(spans["type_10s@live"]) == last

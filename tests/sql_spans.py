@@ -1,0 +1,32 @@
+"""What a stitched statement reads, whichever way its WHERE says it (ranges, or a roll-up's window starts listed:
+dashboard/stitch.py, spans_condition): the time ranges per roll-up ("" for raw events' "ts")."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+_PART = re.compile(r"\(\"rollup_name\" = '(\w+)' AND \(((?:[^()]|\([^()]*\))*)\)\)")
+_RANGE = re.compile(r'"(?:window_start|ts)" >= (\d+) AND "(?:window_start|ts)" < (\d+)')
+_LISTED = re.compile(r'"window_start" IN \(([\d, ]+)\)')
+
+
+def read_spans(text: str, sizes: Mapping[str, int]) -> dict[str, list[tuple[int, int]]]:
+    """Per roll-up (sizes: its window, ms), the [lo, hi) ranges of window starts it reads, adjacent ones joined, hi
+    a window boundary (a range ending mid-window takes the window starting before its end); raw events' under ""
+    (a statement without a roll-up's name), to the millisecond."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    parts = _PART.findall(text) or [("", text)]
+    for name, times in parts:
+        size = sizes.get(name, 1)  # a range's end up to a window boundary: the same windows as its starts listed
+        ranges = [(int(a), -(-int(b) // size) * size) for a, b in _RANGE.findall(times)]
+        for listed in _LISTED.findall(times):
+            ranges += [(int(t), int(t) + sizes[name]) for t in listed.split(", ")]
+        joined: list[tuple[int, int]] = []
+        for lo, hi in sorted(ranges):
+            if joined and joined[-1][1] == lo:
+                joined[-1] = (joined[-1][0], hi)
+            else:
+                joined.append((lo, hi))
+        found[name] = joined
+    return found
