@@ -308,7 +308,7 @@ def _stitch(catalog: Catalog, source: Source, start_ms: int, end_ms: int, filter
     rollup = source.rollup
     levels = catalog.levels(rollup) if rollup is not None else (raw_level(catalog.raw_table),)
     size = piece_size(end_ms - start_ms, (levels[0].size_ms, bucket_for(start_ms, end_ms)), NICE_BUCKETS_S)
-    when = _datetime_bucket(f'"{levels[-1].time}"', series_ms if series_ms else size)
+    when = _datetime_bucket(f'"{levels[0].time}"', series_ms if series_ms else size)
     selected = ", ".join([f"{when} AS piece", *columns, *(text for _, text in measures)])
     head = f"SELECT {selected} FROM"
     tail = " GROUP BY " + ", ".join(["piece", *columns])

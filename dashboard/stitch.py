@@ -152,9 +152,10 @@ LISTED_MAX = 180
 
 def spans_condition(spans: Iterable[tuple[Level, int, int]], listed: bool = False) -> str:
     """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
-    as one range; listed: a range of a roll-up of at most LISTED_MAX windows as the list of their starts (lo and
-    hi are window boundaries of its level). Names are configured roll-up names (lower-case identifiers, checked
-    by the pipeline's settings). The raw events' level (raw_level) is its time range alone."""
+    as one range; listed: a range of a roll-up of at most LISTED_MAX windows as the list of the starts in it (lo
+    is a window boundary of its level; the windows starting before hi are read either way). Names are configured
+    roll-up names (lower-case identifiers, checked by the pipeline's settings). The raw events' level
+    (raw_level) is its time range alone."""
     spans = sorted(spans, key=lambda s: s[1])
     merged: dict[str, list[list[int]]] = {}
     for level, lo, hi in spans:
