@@ -4,17 +4,19 @@ dashboard/stitch.py, spans_condition): the time ranges per roll-up ("" for raw e
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+
+from livedash.pipeline.settings import PipelineSettings
 
 _PART = re.compile(r"\(\"rollup_name\" = '(\w+)' AND \(((?:[^()]|\([^()]*\))*)\)\)")
 _RANGE = re.compile(r'"(?:window_start|ts)" >= (\d+) AND "(?:window_start|ts)" < (\d+)')
 _LISTED = re.compile(r'"window_start" IN \(([\d, ]+)\)')
 
 
-def read_spans(text: str, sizes: Mapping[str, int]) -> dict[str, list[tuple[int, int]]]:
-    """Per roll-up (sizes: its window, ms), the [lo, hi) ranges of window starts it reads, adjacent ones joined, hi
+def read_spans(text: str, pipeline: PipelineSettings) -> dict[str, list[tuple[int, int]]]:
+    """Per roll-up of `pipeline`, the [lo, hi) ranges of window starts it reads, adjacent ones joined, hi
     a window boundary (a range ending mid-window takes the window starting before its end); raw events' under ""
     (a statement without a roll-up's name), to the millisecond."""
+    sizes = {r.name: r.window.size_s * 1000 for r in pipeline.rollups}
     found: dict[str, list[tuple[int, int]]] = {}
     parts = _PART.findall(text) or [("", text)]
     for name, times in parts:

@@ -251,8 +251,7 @@ def test_stitched_panels_equal_their_one_statement(live: Settings, hours: float)
     again = fetch(service, later, ttl_s=5)
     assert isinstance(again[later["totals"].text], Result)
     assert again[later["totals"].text].rows[0][:2] == out[totals_sql.text].rows[0][:2]  # no new events
-    sizes = {r.name: r.window.size_s * 1000 for r in live.pipeline.rollups}
-    spans = [span for t in read for ranges in read_spans(t, sizes).values() for span in ranges]  # raw events' too
+    spans = [span for t in read for ranges in read_spans(t, live.pipeline).values() for span in ranges]  # raw too
     assert spans and max(b - a for a, b in spans) < hours * 3_600_000 / 2  # the tail and an edge, not the range
     if hours < 1:  # 15 minutes: the campaigns' windows are too long, their panel reads raw events in pieces too
         assert later["top campaign"].source.is_raw and any(" FROM events_raw WHERE " in t for t in read)

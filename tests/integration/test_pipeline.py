@@ -480,8 +480,7 @@ def test_a_backfill_two_days_old_fills_hours_and_days_from_the_finer_windows_exa
         assert sorted(shown.values()) == sorted(countries.values())[-len(shown) :]
         read = " ".join(statements)
         hours_from = end - day  # the first whole hour of the range: the probe found type_1h published to midnight
-        sizes = {r.name: r.window.size_s * 1000 for r in pipeline.rollups}
-        hours = [span for t in statements for span in read_spans(t, sizes).get("type_1h", [])]
+        hours = [span for t in statements for span in read_spans(t, pipeline).get("type_1h", [])]
         assert 'MAX("window_start")' in read and hours == [(hours_from, midnight)], read[:3000]
         print(f"backfill figures: {len(events)} events, {late} late, {len(truth)} groups, derived rows {kept[0]}; "
               f"{summary(verified.stdout)}")  # fmt: skip

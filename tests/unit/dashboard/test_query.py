@@ -51,11 +51,7 @@ def catalog() -> Catalog:
 
 def spans(text: str) -> dict[str, list[tuple[int, int]]]:
     """The windows a statement reads, per roll-up (ranges or starts listed alike)."""
-    sizes = {
-        r.name: r.window.size_s * 1000
-        for r in config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.rollups
-    }
-    return read_spans(text, sizes)
+    return read_spans(text, config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline)
 
 
 def skeleton(sql: str) -> str:

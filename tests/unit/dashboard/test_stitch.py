@@ -42,9 +42,7 @@ WINDOW = 10_000
 T0 = 1_800_000_000_000  # a multiple of a day
 TYPES = ("page_view", "click", "purchase")
 COUNTRIES = ("US", "DE", "IN", "BR", "'; --")
-SIZES = {
-    r.name: r.window.size_s * 1000 for r in config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline.rollups
-}
+PIPELINE = config.load(ROOT / "config" / "livedash.yaml", environ={}).pipeline
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +87,7 @@ class FakePinot:
         selected = re.search(r"AS piece, (.*) FROM", sql).group(1)  # type: ignore[union-attr]
         columns = [c for c in re.findall(r'(?:^|, )"(\w+)"', selected)]
         raw = " FROM events_raw " in sql  # rows are events, timed by "ts"; else 10 s windows
-        ranges = [span for spans in read_spans(sql, SIZES).values() for span in spans]
+        ranges = [span for spans in read_spans(sql, PIPELINE).values() for span in spans]
         where = sql.split(" WHERE ", 1)[1]
         filters = {k: v.replace("''", "'") for k, v in re.findall(r'"(\w+)" = \'((?:[^\']|\'\')*)\'', where)}
         filters.pop("rollup_name", None)
@@ -259,7 +257,7 @@ def test_a_refresh_reads_only_what_can_have_changed(catalog: query.Catalog) -> N
         out = fetch(service, panels, ttl_s=5)
         assert isinstance(out[panels["totals"].text], Result)
         (text,) = pinot.statements or [""]
-        return read_spans(text, SIZES).get("type_10s", [])
+        return read_spans(text, PIPELINE).get("type_10s", [])
 
     first = refresh(end)
     assert first == [(end - 900_000, end)]  # cold: every piece, one range
@@ -326,7 +324,7 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
     assert sql.stitch is not None
     p = sql.stitch.pieces
     (text,) = sql.stitch.texts([p[0], p[1], p[3]])
-    assert read_spans(text, SIZES) == {"type_10s": [(p[0].lo, p[1].hi), (p[3].lo, p[3].hi)]}
+    assert read_spans(text, PIPELINE) == {"type_10s": [(p[0].lo, p[1].hi), (p[3].lo, p[3].hi)]}
     assert '"window_start" IN (' in text  # a few windows: their starts listed (an index lookup, not a scan)
     assert text.endswith("GROUP BY piece LIMIT 3")
     assert isinstance(p[0], Piece)
@@ -340,7 +338,7 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
         == spans_condition([many])
         == (f'("rollup_name" = \'{level.name}\' AND (("window_start" >= {T0} AND "window_start" < {many[2]})))')
     )
-    assert read_spans(spans_condition([few], listed=True), SIZES) == read_spans(spans_condition([few]), SIZES)
+    assert read_spans(spans_condition([few], listed=True), PIPELINE) == read_spans(spans_condition([few]), PIPELINE)
 
 
 def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog: query.Catalog) -> None:
@@ -371,7 +369,7 @@ def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog
         out = fetch(QueryService(pinot), panels, ttl_s=5)
         spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for text in pinot.statements:
-            for name, ranges in read_spans(text, SIZES).items():
+            for name, ranges in read_spans(text, PIPELINE).items():
                 table = re.search(r"FROM (\w+) WHERE", text).group(1)  # type: ignore[union-attr]
                 assert table in (("aggregates", "aggregates_live") if name == "type_10s" else ("aggregates_history",))
                 key = f"{name}@live" if table == "aggregates_live" else name
