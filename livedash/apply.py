@@ -169,6 +169,10 @@ def drop_table(settings: Settings, name: str, kind: str, timeout_s: float = 120.
     pinot.delete_table(name, kind)
     if not poll(lambda: pinot.table(name, kind) is None, timeout_s, every_s=1.0):
         raise LivedashError(f"Pinot did not delete table {name}_{kind} within {timeout_s:.0f}s")
+    # and until the server has dropped its segments: a table created anew before that names its first segments
+    # as the old ones, whose late drop left the new table unserved (seen in tests/integration/test_apply.py)
+    if not poll(lambda: f"{name}_{kind}" not in pinot.server_tables(), timeout_s, every_s=0.2):
+        raise LivedashError(f"Pinot's server did not let go of table {name}_{kind} within {timeout_s:.0f}s")
     pinot.delete_schema(name)  # absent already: fine
 
 

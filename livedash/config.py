@@ -115,6 +115,10 @@ class PinotSettings(FrozenModel):
         return f"http://{self.host}:{self.broker_port}"
 
     @property
+    def server_url(self) -> str:
+        return f"http://{self.host}:{self.server_admin_port}"
+
+    @property
     def zookeeper(self) -> str:
         return f"{self.host}:{self.zookeeper_port}"
 

@@ -60,9 +60,10 @@ class PinotClient:
     `timeout_s` (queryOptions timeoutMs) and an HTTP timeout `slack_s` longer, so Pinot says it timed out."""
 
     def __init__(self, broker_url: str, timeout_s: float = 5.0, controller_url: str = "", slack_s: float = 1.0,
-                 session: requests.Session | None = None) -> None:  # fmt: skip
+                 session: requests.Session | None = None, server_url: str = "") -> None:  # fmt: skip
         self.url = broker_url.rstrip("/") + "/query/sql"
         self.controller_url = controller_url.rstrip("/")
+        self.server_url = server_url.rstrip("/")  # a server's admin API (server_tables)
         self.timeout_s = timeout_s
         self.slack_s = slack_s
         self.session = session or requests.Session()
@@ -70,7 +71,7 @@ class PinotClient:
     @classmethod
     def of(cls, pinot: PinotSettings, timeout_s: float = 5.0, slack_s: float = 1.0) -> PinotClient:
         """The configured broker and controller."""
-        return cls(pinot.broker_url, timeout_s, pinot.controller_url, slack_s)
+        return cls(pinot.broker_url, timeout_s, pinot.controller_url, slack_s, server_url=pinot.server_url)
 
     # -- broker ------------------------------------------------------------------------------------------------
 
@@ -172,6 +173,17 @@ class PinotClient:
     def reload_segments(self, name: str, kind: str, timeout_s: float = 30.0) -> None:
         """Reload the loaded segments (they read a new column only once reloaded)."""
         self.request("POST", f"/segments/{name}/reload", timeout_s, params={"type": kind})
+
+    def server_tables(self, timeout_s: float = 10.0) -> list[str]:
+        """The tables (with their type) the server holds: it lets go of a deleted one a second or so after the
+        controller has forgotten it."""
+        url = self.server_url + "/tables"
+        try:
+            resp = self.session.get(url, timeout=timeout_s)
+        except requests.RequestException as exc:
+            raise PinotError(f"Pinot server is unreachable at {url}: {type(exc).__name__}", type(exc).__name__) from exc
+        names: list[str] = _json(resp).get("tables", [])
+        return names
 
     def tables(self, timeout_s: float = 10.0) -> list[str]:
         names: list[str] = _json(self.request("GET", "/tables", timeout_s)).get("tables", [])

@@ -217,7 +217,13 @@ def test_a_table_is_created_updated_or_left_alone(monkeypatch: pytest.MonkeyPatc
 def test_drop_table_waits_until_pinot_let_go_and_refusals_stop_it(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = controller(monkeypatch, {("GET", "/tables/t"): response(200, {})})
     apply.drop_table(SETTINGS, "t", "REALTIME")
-    assert fake.calls == [("DELETE", "/tables/t"), ("GET", "/tables/t"), ("DELETE", "/schemas/t")]
+    server = SETTINGS.pinot.server_url + "/tables"
+    assert fake.calls == [("DELETE", "/tables/t"), ("GET", "/tables/t"), ("GET", server), ("DELETE", "/schemas/t")]
+    # the server lets go of the table's segments after the controller: a table made anew before may go unserved
+    held = {("GET", "/tables/t"): response(200, {}), ("GET", server): response(200, {"tables": ["t_REALTIME"]})}
+    controller(monkeypatch, held)
+    with pytest.raises(LivedashError, match="server did not let go of table t_REALTIME within 0s"):
+        apply.drop_table(SETTINGS, "t", "REALTIME", timeout_s=0)
     controller(monkeypatch, {("DELETE", "/tables/t"): response(403, "no")})
     with pytest.raises(PinotError) as exc:
         apply.drop_table(SETTINGS, "t", "REALTIME")
