@@ -78,11 +78,19 @@ class Level(NamedTuple):
     table: str = "aggregates"  # its tier's table
     kept_ms: int = 2**62  # how far back from now its table keeps rows
     time: str = "window_start"  # the column a piece's time range is on
+    bucket: str = ""  # a column holding `time` rounded down to bucket_ms, with an inverted index (raw events)
+    bucket_ms: int = 0
+
+
+# The raw events' "ts" rounded down to 10 s, computed by Pinot at ingestion (pinot/tables/events_raw): a consuming
+# segment has no index on "ts", so a range of it scans every row of the segment (hours of events), where the
+# buckets of the range, from the inverted index, leave only their own rows to scan.
+RAW_BUCKET, RAW_BUCKET_MS = "ts_10s", 10_000
 
 
 def raw_level(table: str) -> Level:
     """The raw events as a panel's one level: rows are events, timed by "ts" to the millisecond."""
-    return Level("", 1, table, time="ts")
+    return Level("", 1, table, time="ts", bucket=RAW_BUCKET, bucket_ms=RAW_BUCKET_MS)
 
 
 class Piece(NamedTuple):
@@ -153,30 +161,34 @@ LISTED_MAX = 180
 def spans_condition(spans: Iterable[tuple[Level, int, int]], listed: bool = False) -> str:
     """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
     as one range; listed: a range of a roll-up of at most LISTED_MAX windows as the list of the starts in it (lo
-    is a window boundary of its level; the windows starting before hi are read either way). Names are configured
-    roll-up names (lower-case identifiers, checked by the pipeline's settings). The raw events' level
-    (raw_level) is its time range alone."""
-    spans = sorted(spans, key=lambda s: s[1])
-    merged: dict[str, list[list[int]]] = {}
-    for level, lo, hi in spans:
-        ranges = merged.setdefault(level.name, [])
+    is a window boundary of its level; the windows starting before hi are read either way), and the raw events'
+    ranges (raw_level: time ranges alone) preceded by the list of their buckets where there are at most
+    LISTED_MAX. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
+    settings)."""
+    merged: dict[Level, list[list[int]]] = {}
+    for level, lo, hi in sorted(spans, key=lambda s: s[1]):
+        ranges = merged.setdefault(level, [])
         if ranges and ranges[-1][1] == lo:
             ranges[-1][1] = hi
         else:
             ranges.append([lo, hi])
-    levels = {level.name: level for level, _, _ in spans}
-    parts = []
-    for name, ranges in merged.items():
-        level = levels[name]
-        col = level.time
-        few = listed and name and sum((hi - lo) // level.size_ms for lo, hi in ranges) <= LISTED_MAX
-        if few:
-            starts = (str(t) for lo, hi in ranges for t in range(lo, hi, level.size_ms))
-            times = f'"{col}" IN ({", ".join(starts)})'
-        else:
-            times = " OR ".join(f'("{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges)
-        parts.append(f"(\"rollup_name\" = '{name}' AND ({times}))" if name else f"({times})")
+    parts = [_level_condition(level, ranges, listed) for level, ranges in merged.items()]
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def _level_condition(level: Level, ranges: list[list[int]], listed: bool) -> str:
+    col, size = level.time, level.size_ms
+    if listed and level.name and sum((hi - lo) // size for lo, hi in ranges) <= LISTED_MAX:
+        starts = ", ".join(str(t) for lo, hi in ranges for t in range(lo, hi, size))
+        return f'("rollup_name" = \'{level.name}\' AND ("{col}" IN ({starts})))'
+    times = " OR ".join(f'("{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges)
+    if level.name:
+        return f"(\"rollup_name\" = '{level.name}' AND ({times}))"
+    step = level.bucket_ms
+    buckets = sorted({t for lo, hi in ranges for t in range(lo - lo % step, hi, step)}) if listed and step else []
+    if buckets and len(buckets) <= LISTED_MAX:
+        return f'("{level.bucket}" IN ({", ".join(map(str, buckets))}) AND ({times}))'
+    return f"({times})"
 
 
 PROBE_WINDOWS = 3  # how far back the probe looks first for a derived roll-up's newest window, in its windows

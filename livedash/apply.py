@@ -196,6 +196,14 @@ def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str,
                 want = wanted.get(field["name"])
                 if want is not None and not is_subset(want, field):
                     return f"column {field['name']} changed"
+    if have is not None:
+        # A consuming segment keeps a new column's default in the rows it takes after the schema changes (its
+        # transforms were set when it started), and commits them so: only segments built anew compute it
+        held = {f["name"] for key in _FIELD_KINDS for f in have.get(key, [])}
+        computed = [t["columnName"] for t in table.get("ingestionConfig", {}).get("transformConfigs", [])]
+        for column in computed:
+            if column not in held:
+                return f"new column {column} is computed at ingestion"
     return None
 
 

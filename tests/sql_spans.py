@@ -10,6 +10,10 @@ from livedash.pipeline.settings import PipelineSettings
 _PART = re.compile(r"\(\"rollup_name\" = '(\w+)' AND \(((?:[^()]|\([^()]*\))*)\)\)")
 _RANGE = re.compile(r'"(?:window_start|ts)" >= (\d+) AND "(?:window_start|ts)" < (\d+)')
 _LISTED = re.compile(r'"window_start" IN \(([\d, ]+)\)')
+# The raw events' ranges may follow the list of their 10 s buckets (pinot/tables/events_raw: ts_10s is
+# round(ts, 10000)): only what is in both is read.
+_BUCKETS = re.compile(r'"ts_10s" IN \(([\d, ]+)\)')
+BUCKET_MS = 10_000
 
 
 def read_spans(text: str, pipeline: PipelineSettings) -> dict[str, list[tuple[int, int]]]:
@@ -24,6 +28,9 @@ def read_spans(text: str, pipeline: PipelineSettings) -> dict[str, list[tuple[in
         ranges = [(int(a), -(-int(b) // size) * size) for a, b in _RANGE.findall(times)]
         for listed in _LISTED.findall(times):
             ranges += [(int(t), int(t) + sizes[name]) for t in listed.split(", ")]
+        for listed in _BUCKETS.findall(times):
+            buckets = [(int(t), int(t) + BUCKET_MS) for t in listed.split(", ")]
+            ranges = [(max(lo, b), min(hi, e)) for lo, hi in ranges for b, e in buckets if max(lo, b) < min(hi, e)]
         joined: list[tuple[int, int]] = []
         for lo, hi in sorted(ranges):
             if joined and joined[-1][1] == lo:

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.stitch import RAW_BUCKET, RAW_BUCKET_MS
 from livedash import apply, config
 from livedash.errors import LivedashError
 from livedash.pipeline import rows
@@ -81,3 +82,14 @@ def test_aggregates_schema_matches_the_rows_the_dataflow_writes() -> None:
             unit,
             str(hours),
         )
+
+
+def test_the_raw_bucket_the_dashboard_lists_is_the_column_pinot_computes() -> None:
+    """dashboard.stitch lists raw events' buckets by RAW_BUCKET: Pinot computes it from ts at ingestion, rounded
+    down to RAW_BUCKET_MS, with an inverted index (else the list would scan as the range does)."""
+    settings = config.load(ROOT / "config" / "livedash.yaml", environ={})
+    schema, table = apply.load_table("events_raw", settings)
+    assert {"name": RAW_BUCKET, "dataType": "LONG"} in schema["dimensionFieldSpecs"]
+    transforms = table["ingestionConfig"]["transformConfigs"]
+    assert {"columnName": RAW_BUCKET, "transformFunction": f"round(ts, {RAW_BUCKET_MS})"} in transforms
+    assert RAW_BUCKET in table["tableIndexConfig"]["invertedIndexColumns"]

@@ -25,10 +25,12 @@ from dashboard.stitch import (
     FINAL_SLACK_MS,
     LISTED_MAX,
     LIVE_SLACK_MS,
+    RAW_BUCKET_MS,
     SETTLED_S,
     Piece,
     piece_size,
     pieces,
+    raw_level,
     spans_condition,
     ttl_of,
 )
@@ -339,6 +341,28 @@ def test_a_piece_statement_reads_adjacent_pieces_as_one_range(catalog: query.Cat
         == (f'("rollup_name" = \'{level.name}\' AND (("window_start" >= {T0} AND "window_start" < {many[2]})))')
     )
     assert read_spans(spans_condition([few], listed=True), PIPELINE) == read_spans(spans_condition([few]), PIPELINE)
+
+
+def test_raw_ranges_list_their_buckets_so_that_pinot_scans_their_rows_only() -> None:
+    """A raw events' range of "ts" (no index on a consuming segment: a scan of every row) comes after the list of
+    its 10 s buckets (an inverted index): each bucket any range touches, none other; more than LISTED_MAX of them
+    and the ranges stand alone."""
+    level = raw_level("events_raw")
+    spans = [(level, T0 + 4_321, T0 + 25_000), (level, T0 + 25_000, T0 + 30_000), (level, T0 + 95_000, T0 + 95_001)]
+    text = spans_condition(spans, listed=True)
+    buckets = [T0, T0 + 10_000, T0 + 20_000, T0 + 90_000]
+    assert text == (f'("ts_10s" IN ({", ".join(map(str, buckets))}) AND (("ts" >= {T0 + 4_321} AND "ts" < '
+                    f'{T0 + 30_000}) OR ("ts" >= {T0 + 95_000} AND "ts" < {T0 + 95_001})))')  # fmt: skip
+    assert (
+        read_spans(text, PIPELINE)
+        == read_spans(spans_condition(spans), PIPELINE)
+        == {"": [(T0 + 4_321, T0 + 30_000), (T0 + 95_000, T0 + 95_001)]}
+    )
+    assert read_spans(f'("ts_10s" IN ({T0}) AND ("ts" >= {T0 + 5_000} AND "ts" < {T0 + 15_000}))', PIPELINE) == {
+        "": [(T0 + 5_000, T0 + 10_000)]  # the test's reader takes the list at its word
+    }
+    long = [(level, T0, T0 + (LISTED_MAX + 1) * RAW_BUCKET_MS)]
+    assert spans_condition(long, listed=True) == spans_condition(long) == f'(("ts" >= {T0} AND "ts" < {long[0][2]}))'
 
 
 def test_a_day_reads_the_hours_published_and_the_rest_from_finer_windows(catalog: query.Catalog) -> None:
