@@ -162,8 +162,8 @@ def spans_condition(spans: Iterable[tuple[Level, int, int]], listed: bool = Fals
     """The WHERE part of a chain's roll-ups over these (level, lo, hi) of one table: adjacent spans of a level
     as one range; listed: a range of a roll-up of at most LISTED_MAX windows as the list of the starts in it (lo
     is a window boundary of its level; the windows starting before hi are read either way), and the raw events'
-    ranges (raw_level: time ranges alone) preceded by the list of their buckets where there are at most
-    LISTED_MAX. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
+    ranges (raw_level: time ranges alone) each with the list of its buckets where there are at most LISTED_MAX
+    in all. Names are configured roll-up names (lower-case identifiers, checked by the pipeline's
     settings)."""
     merged: dict[Level, list[list[int]]] = {}
     for level, lo, hi in sorted(spans, key=lambda s: s[1]):
@@ -185,9 +185,11 @@ def _level_condition(level: Level, ranges: list[list[int]], listed: bool) -> str
     if level.name:
         return f"(\"rollup_name\" = '{level.name}' AND ({times}))"
     step = level.bucket_ms
-    buckets = sorted({t for lo, hi in ranges for t in range(lo - lo % step, hi, step)}) if listed and step else []
-    if buckets and len(buckets) <= LISTED_MAX:
-        return f'("{level.bucket}" IN ({", ".join(map(str, buckets))}) AND ({times}))'
+    if listed and step and sum(len(range(lo - lo % step, hi, step)) for lo, hi in ranges) <= LISTED_MAX:
+        # each range after its own buckets: Pinot scans a range only over the rows the index left where they
+        # are ANDed (one range of an OR over a list is a scan of the whole segment)
+        return "(" + " OR ".join(f'("{level.bucket}" IN ({", ".join(map(str, range(lo - lo % step, hi, step)))}) '
+                                 f'AND "{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges) + ")"  # fmt: skip
     return f"({times})"
 
 

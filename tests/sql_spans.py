@@ -10,9 +10,9 @@ from livedash.pipeline.settings import PipelineSettings
 _PART = re.compile(r"\(\"rollup_name\" = '(\w+)' AND \(((?:[^()]|\([^()]*\))*)\)\)")
 _RANGE = re.compile(r'"(?:window_start|ts)" >= (\d+) AND "(?:window_start|ts)" < (\d+)')
 _LISTED = re.compile(r'"window_start" IN \(([\d, ]+)\)')
-# The raw events' ranges may follow the list of their 10 s buckets (pinot/tables/events_raw: ts_10s is
-# round(ts, 10000)): only what is in both is read.
-_BUCKETS = re.compile(r'"ts_10s" IN \(([\d, ]+)\)')
+# A raw events' range may come with a list of 10 s buckets (pinot/tables/events_raw: ts_10s is round(ts,
+# 10000)): only what is in both is read.
+_RAW = re.compile(r'(?:"ts_10s" IN \(([\d, ]+)\) AND )?"ts" >= (\d+) AND "ts" < (\d+)')
 BUCKET_MS = 10_000
 
 
@@ -25,12 +25,13 @@ def read_spans(text: str, pipeline: PipelineSettings) -> dict[str, list[tuple[in
     parts = _PART.findall(text) or [("", text)]
     for name, times in parts:
         size = sizes.get(name, 1)  # a range's end up to a window boundary: the same windows as its starts listed
-        ranges = [(int(a), -(-int(b) // size) * size) for a, b in _RANGE.findall(times)]
+        ranges = [(int(a), -(-int(b) // size) * size) for a, b in _RANGE.findall(times)] if name else []
         for listed in _LISTED.findall(times):
             ranges += [(int(t), int(t) + sizes[name]) for t in listed.split(", ")]
-        for listed in _BUCKETS.findall(times):
-            buckets = [(int(t), int(t) + BUCKET_MS) for t in listed.split(", ")]
-            ranges = [(max(lo, b), min(hi, e)) for lo, hi in ranges for b, e in buckets if max(lo, b) < min(hi, e)]
+        for listed, a, b in [] if name else _RAW.findall(times):
+            lo, hi = int(a), int(b)
+            buckets = [(int(t), int(t) + BUCKET_MS) for t in listed.split(", ")] if listed else [(lo, hi)]
+            ranges += [(max(lo, t), min(hi, e)) for t, e in buckets if max(lo, t) < min(hi, e)]
         joined: list[tuple[int, int]] = []
         for lo, hi in sorted(ranges):
             if joined and joined[-1][1] == lo:
