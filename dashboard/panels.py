@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dashboard.query import Sql
-from dashboard.stitch import MAX_ROWS, Piece, Stitch, probe_text, probed, ttl_of
+from dashboard.stitch import Piece, Stitch, probe_text, probed, ttl_of
 from livedash.pinot.client import PinotError, QueryService, Result
 
 Outcomes = dict[str, Result | PinotError]  # by each panel's Sql.text (and a raw p95's Quantile.text)
@@ -98,8 +98,7 @@ def _stitched(service: QueryService, plan: _Plan, outcomes: Outcomes, ttl_s: flo
             return bad if isinstance(bad, PinotError) else PinotError(bad.error)
         return replace(good, stale=True, error=str(bad) if isinstance(bad, PinotError) else bad.error)
     got = _joined([a for a in answers if isinstance(a, Result)])
-    if got is not None and any(isinstance(a, Result) and len(a.rows) >= MAX_ROWS for a in answers):
-        # rows past the statement's LIMIT were left out (raw events' values are not capped as a roll-up's are)
+    if got is not None and any(isinstance(a, Result) and plan.stitch.cut(a.rows) for a in answers):
         got = replace(got, groups_limit_reached=True)
     if got is not None:
         for piece, found in plan.stitch.split(got.rows, plan.missing).items():

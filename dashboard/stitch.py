@@ -270,7 +270,7 @@ class Stitch:
             # what the finer table dropped: the coarser one
             bounds[coarse.name] = max(bounds[coarse.name], self.now_ms - fine.kept_ms)
         spans = [span for p in wanted for span in by_level(self.levels, p.lo, p.hi, bounds)]
-        limit = len(wanted) if self.shape == "one" else MAX_ROWS
+        limit = len(wanted) if self.shape == "one" else MAX_ROWS  # totals: a row per piece
         out = []
         for table in dict.fromkeys(lv.table for lv in self.levels):
             mine = [span for span in spans if span[0].table == table]
@@ -278,6 +278,11 @@ class Stitch:
                 where = " AND ".join([*self.filters, spans_condition(mine, listed=True)])
                 out.append(f"{self.head} {table} WHERE {where}{self.tail} LIMIT {limit}")
         return tuple(out)
+
+    def cut(self, rows: Rows) -> bool:
+        """Whether a statement's answer may lack rows: as many as its LIMIT (texts), past which Pinot left the rest
+        out (raw events' values are not capped as a roll-up's are)."""
+        return self.shape != "one" and len(rows) >= MAX_ROWS
 
     def split(self, rows: Rows, wanted: Sequence[Piece]) -> dict[Piece, list[tuple[Any, ...]]]:
         """The rows of a statement for `wanted`, by piece (every piece present, with no rows if none)."""

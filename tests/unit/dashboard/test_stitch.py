@@ -235,7 +235,6 @@ def test_a_statement_cut_at_its_limit_marks_the_panel(catalog: query.Catalog, mo
 
     assert not top().groups_limit_reached
     monkeypatch.setattr("dashboard.stitch.MAX_ROWS", 4)  # fewer than 15 pieces x 5 countries
-    monkeypatch.setattr("dashboard.panels.MAX_ROWS", 4)
     assert top().groups_limit_reached
 
 
