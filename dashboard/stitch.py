@@ -185,11 +185,13 @@ def _level_condition(level: Level, ranges: list[list[int]], listed: bool) -> str
     if level.name:
         return f"(\"rollup_name\" = '{level.name}' AND ({times}))"
     step = level.bucket_ms
-    if listed and step and sum(len(range(lo - lo % step, hi, step)) for lo, hi in ranges) <= LISTED_MAX:
+    buckets = [range(lo - lo % step, hi, step) for lo, hi in ranges] if listed and step else []
+    if buckets and sum(map(len, buckets)) <= LISTED_MAX:
         # each range after its own buckets: Pinot scans a range only over the rows the index left where they
         # are ANDed (one range of an OR over a list is a scan of the whole segment)
-        return "(" + " OR ".join(f'("{level.bucket}" IN ({", ".join(map(str, range(lo - lo % step, hi, step)))}) '
-                                 f'AND "{col}" >= {lo} AND "{col}" < {hi})' for lo, hi in ranges) + ")"  # fmt: skip
+        parts = (f'("{level.bucket}" IN ({", ".join(map(str, starts))}) AND "{col}" >= {lo} AND "{col}" < {hi})'
+                 for starts, (lo, hi) in zip(buckets, ranges, strict=True))  # fmt: skip
+        return "(" + " OR ".join(parts) + ")"
     return f"({times})"
 
 

@@ -131,11 +131,15 @@ class IncompatibleSchema(LivedashError):
 _FIELD_KINDS = ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
 
 
+def _columns(schema: dict[str, Any]) -> list[str]:
+    return [f["name"] for kind in _FIELD_KINDS for f in schema.get(kind, [])]
+
+
 def retired_columns(schema: dict[str, Any], have: dict[str, Any]) -> list[str]:
     """Columns Pinot's schema holds that ours no longer declares (a release stopped writing them: Pinot cannot
     drop a column, and new rows leave it at its default)."""
-    declared = {f["name"] for kind in _FIELD_KINDS for f in schema.get(kind, [])}
-    return [f["name"] for kind in _FIELD_KINDS for f in have.get(kind, []) if f["name"] not in declared]
+    declared = set(_columns(schema))
+    return [name for name in _columns(have) if name not in declared]
 
 
 def _without(have: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -199,7 +203,7 @@ def _rebuild_reason(settings: Settings, table: dict[str, Any], schema: dict[str,
     if have is not None:
         # A consuming segment keeps a new column's default in the rows it takes after the schema changes (its
         # transforms were set when it started), and commits them so: only segments built anew compute it
-        held = {f["name"] for key in _FIELD_KINDS for f in have.get(key, [])}
+        held = set(_columns(have))
         computed = [t["columnName"] for t in table.get("ingestionConfig", {}).get("transformConfigs", [])]
         for column in computed:
             if column not in held:

@@ -119,15 +119,18 @@ class PinotClient:
         if not self.controller_url:
             raise PinotError("no Pinot controller URL given to this client")
         url = self.controller_url + path
-        try:
-            resp = self.session.request(method, url, timeout=timeout_s, **kwargs)
-        except requests.RequestException as exc:
-            raise PinotError(f"Pinot controller is unreachable at {url}: {type(exc).__name__}",
-                             type(exc).__name__) from exc  # fmt: skip
+        resp = self._send(method, url, "controller", timeout_s, **kwargs)
         if checked and resp.status_code >= 400:
             raise PinotError(f"Pinot refused {method} {url}: {resp.status_code} {one_line(resp.text, 500)}",
                              f"HTTP {resp.status_code}", resp.text)  # fmt: skip
         return resp
+
+    def _send(self, method: str, url: str, role: str, timeout_s: float, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, url, timeout=timeout_s, **kwargs)
+        except requests.RequestException as exc:
+            raise PinotError(f"Pinot {role} is unreachable at {url}: {type(exc).__name__}",
+                             type(exc).__name__) from exc  # fmt: skip
 
     def controller_healthy(self, timeout_s: float = 3.0) -> bool:
         try:
@@ -177,12 +180,7 @@ class PinotClient:
     def server_tables(self, timeout_s: float = 10.0) -> list[str]:
         """The tables (with their type) the server holds: it lets go of a deleted one a second or so after the
         controller has forgotten it."""
-        url = self.server_url + "/tables"
-        try:
-            resp = self.session.get(url, timeout=timeout_s)
-        except requests.RequestException as exc:
-            raise PinotError(f"Pinot server is unreachable at {url}: {type(exc).__name__}", type(exc).__name__) from exc
-        names: list[str] = _json(resp).get("tables", [])
+        names: list[str] = _json(self._send("GET", self.server_url + "/tables", "server", timeout_s)).get("tables", [])
         return names
 
     def tables(self, timeout_s: float = 10.0) -> list[str]:
