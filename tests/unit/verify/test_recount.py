@@ -347,3 +347,23 @@ def test_a_quantile_within_the_bound_of_its_true_rank_passes_and_one_beyond_it_i
     miss = rank_miss(values, 0.95, 950.0 + 1000 * bound + 2, bound)
     assert miss is not None and miss.startswith("p95 ") and "bound" in miss
     assert rank_miss(values, 0.5, 400.0, bound) is not None
+
+
+def test_a_quantile_read_from_a_digests_32_bit_means_counts_as_the_values_it_rounds() -> None:
+    import math
+
+    import datasketches as ds
+
+    from livedash.pipeline.aggregates import tdigest_bytes, tdigest_quantile
+    from livedash.verify.recount import quantile_bound, rank_miss
+
+    # Ties at the median (latencies have one decimal): the digest's mean is float32(113.4), just above 113.4.
+    values = [41.6, 55.9, 61.9, 64.3, 67.5, 77.2, 90.6, 96.4, 113.4, 113.4, 126.7, 141.8, 151.3, 176.2, 176.5, 227.0]
+    kll = ds.kll_doubles_sketch(200)
+    for v in values:
+        kll.update(v)
+    estimate = tdigest_quantile([tdigest_bytes(kll)], 0.5)
+    assert estimate is not None and estimate != 113.4 and math.isclose(estimate, 113.4, rel_tol=1e-7)
+    assert rank_miss(values, 0.5, estimate, quantile_bound(200, len(values))) is None
+    # Still named when the estimate is the next value up, past the bound.
+    assert rank_miss(values, 0.5, 126.7, 0.05) is not None
