@@ -96,7 +96,7 @@ class Cascade:
 
     def snapshot(self) -> dict[int, dict[int, dict[tuple[str, ...], tuple[Any, ...]]]]:
         return {
-            d: {start: {dims: (agg.to_state(), sorted(level.sources[start][dims])) for dims, agg in groups.items()}
+            d: {start: {dims: (agg.settle(), sorted(level.sources[start][dims])) for dims, agg in groups.items()}
                 for start, groups in level.groups.items()}
             for d, level in self.levels.items()
         }  # fmt: skip

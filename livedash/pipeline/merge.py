@@ -323,7 +323,7 @@ class MergeShard:
                         ps: pack_state(
                             (
                                 [
-                                    (after, [(dims, agg.to_state()) for dims, agg in groups.items()])
+                                    (after, [(dims, agg.settle()) for dims, agg in groups.items()])
                                     for after, groups in segments.items()
                                 ],
                                 [(dims, sorted(ps_)) for dims, ps_ in mr.sources.get(ps, {}).items()],

@@ -688,14 +688,14 @@ class PartitionWindows:
             "late_events": self.late_events,
             "pending": [tuple(row) for row in self.pending],
             "pending_partials": [tuple(p) for p in self.pending_partials],
-            "late": (self.late_from, [(key, agg.to_state()) for key, agg in self.late_groups.items()]),
+            "late": (self.late_from, [(key, agg.settle()) for key, agg in self.late_groups.items()]),
             "rollups": [
                 {
                     "closed_upto": rw.closed_upto,
                     "panes": {  # a pane per buffer (pack_state)
                         ps: pack_state(
                             (
-                                [(dims, agg.to_state()) for dims, agg in pane.groups.items()],
+                                [(dims, agg.settle()) for dims, agg in pane.groups.items()],
                                 [list(a) for a in pane.admitted],
                                 [(raw, hits) for raw, (_, hits) in pane.route.items()],
                                 pane.retired,

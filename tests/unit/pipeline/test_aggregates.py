@@ -206,3 +206,65 @@ def test_tdigest_bytes_are_those_of_the_plain_construction(k: int) -> None:
             for _ in range(n):
                 kll.update(float(rng.randrange(20)) if ties else rng.lognormvariate(4, 1))
             assert tdigest_bytes(kll) == _tdigest_reference(kll), (n, ties)
+
+
+@pytest.mark.parametrize("op", ["add_many", "absorb_gains", "absorb_state", "absorb_agg", "merged", "drain", "read"])
+def test_a_frozen_group_is_the_group_it_was_for_every_operation(op: str) -> None:
+    """A group idle for a snapshot interval keeps only its snapshot form (Agg.settle freezes it at the second
+    snapshot without a change); every operation on it then gives what it gives on the group never frozen, row
+    for row (a frozen group's sketches are None: an operation that did not thaw it would raise). A restored
+    group starts frozen."""
+    from livedash.pipeline.aggregates import Agg, Gains
+    from livedash.pipeline.merge import MergeShard
+    from tests.dataflow_runs import settings
+
+    params = MergeShard(settings(), [0]).params
+    # Fewer quantile values than the KLL's k: below it the sketch holds them all, so a row's t-digest is exact;
+    # above, KLL's compaction draws random bits and a deserialized sketch merges to other (equally good) bytes.
+    events = _events(200, 3)
+
+    def group(frozen: bool) -> Agg:
+        agg = Agg(params)
+        agg.add_many(events[:100], 99)
+        agg.settle()
+        if frozen:
+            assert not agg.frozen  # changed since the last snapshot (none): not frozen by the first
+            agg.settle()
+            assert agg.frozen and agg.kll is None and agg.theta is None  # type: ignore[comparison-overlap]
+        return agg
+
+    def other() -> Agg:
+        agg = Agg(params)
+        agg.add_many(events[100:], 199)
+        return agg
+
+    def apply(agg: Agg) -> Agg:
+        if op == "add_many":
+            agg.add_many(events[100:], 199)
+        elif op == "absorb_gains":
+            gains = Gains(params)
+            gains.add_many(events[100:], 199)
+            agg.absorb(gains.drain())
+        elif op == "absorb_state":
+            agg.absorb(other().to_state())
+        elif op == "absorb_agg":
+            agg.absorb_agg(other())
+        elif op == "merged":
+            return Agg.merged(params, [other(), agg])
+        elif op == "drain":
+            drained = Agg.from_state(params, agg.drain())
+            assert agg.count == 0 and not agg.frozen and agg.fields()["event_count"] == 0
+            agg.add_many(events[100:], 199)
+            return Agg.merged(params, [drained, agg])
+        return agg
+
+    plain, frozen = apply(group(False)), apply(group(True))
+    assert frozen.fields() == plain.fields()
+    assert frozen.to_state() == plain.to_state()
+    restored = Agg.from_state(params, plain.to_state())
+    assert restored.frozen and restored.fields() == plain.fields()
+    few = Agg(params)
+    few.add_many(events[:20], 19)
+    restored.absorb_agg(few)  # and thaws on a change, to the value the plain group reaches
+    plain.absorb_agg(few)
+    assert restored.fields() == plain.fields()
