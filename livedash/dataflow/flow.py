@@ -28,6 +28,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import Sink
 
 from livedash import config
+from livedash.dataflow import heap
 from livedash.dataflow.logic import Clock, ShardTick, utc_now
 from livedash.dataflow.merging import MergeLogic
 from livedash.dataflow.source import WindowedSource
@@ -93,4 +94,5 @@ def kafka_flow() -> Dataflow:
     }
     sink = TopicSink(bootstrap, {**roles, "valid": topics.valid} if topics.valid is not None else roles)
     tune_gc()
+    heap.fix_mmap_threshold()
     return build_windowed_flow(source, sink)
