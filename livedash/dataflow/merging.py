@@ -12,7 +12,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from livedash.dataflow import metrics
+from livedash.dataflow import heap, metrics
 from livedash.dataflow.logic import Clock, collector_paused
 from livedash.kafka.messages import Out, OutBatch
 from livedash.pipeline.merge import MergeShard, unpack
@@ -57,6 +57,7 @@ class MergeLogic(StatefulBatchLogic[bytes, OutBatch, dict[str, Any]]):
 
     def _publish(self, now: datetime, flush: bool = False) -> list[OutBatch]:
         self.shard.now_ms = int(now.timestamp() * 1000)
+        heap.trim()
         rows = self.shard.publish(flush or now - self.last_input >= self.idle)
         if now >= self.next_publish:
             self.next_publish = now + self.every

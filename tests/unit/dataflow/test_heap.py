@@ -18,6 +18,6 @@ def test_the_mmap_threshold_is_fixed_and_the_heap_trimmed_at_most_every_interval
     assert heap.fix_mmap_threshold()  # mallopt accepted it
     monkeypatch.setattr(heap, "_next_trim", 0.0)
     assert heap.trim()
-    assert not heap.trim()  # the next snapshot's within TRIM_EVERY_S: not again
+    assert not heap.trim()  # the next publish within TRIM_EVERY_S: not again
     monkeypatch.setattr(heap, "_next_trim", 0.0)
     assert heap.trim()
