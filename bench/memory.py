@@ -30,6 +30,7 @@ import yaml
 
 from bench.common import machine
 from bench.hotpath import drive, stream
+from livedash.dataflow import heap
 from livedash.dataflow.flow import tune_gc
 from livedash.dataflow.logic import PartitionLogic, collector_paused
 from livedash.pipeline.aggregates import unpack_state
@@ -115,6 +116,7 @@ def main() -> None:
         tracemalloc.start(1)
     last_trace: list[tracemalloc.Snapshot] = []
     tune_gc()  # as the shipped dataflow process does
+    heap.fix_mmap_threshold()
     settings = PipelineSettings.model_validate(yaml.safe_load(Path(args.pipeline).read_text()))
     # one round of batches per second of event time, as bench.hotpath --live: batch = rate / partitions
     batch = max(1, round(args.event_rate / args.partitions))
