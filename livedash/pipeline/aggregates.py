@@ -183,29 +183,43 @@ _NO_KLL = cast(ds.kll_doubles_sketch, None)
 class Agg:
     __slots__ = ("buf", "buf_last", "compact", "count", "frozen", "home", "kll", "last_ts", "max_offset", "mcount",
                  "mmax", "mmin", "msum", "p", "state", "theta", "theta_base", "union")  # fmt: skip
+    theta_base: ds.compact_theta_sketch | None  # restored from a snapshot
+    # absorb's: the partials' Theta sketches, compacted only when the value is read (theta_compact), not at every
+    # partial (a merged group takes one from each partition every tick)
+    union: ds.theta_union | None
+    compact: ds.compact_theta_sketch | None  # cached theta_compact(), until the next add
+    state: tuple[Any, ...] | None  # cached to_state(), until the next add
+    frozen: bool  # only `state` holds the sketches (freeze)
 
-    def __init__(self, p: SketchParams) -> None:
+    def __init__(self, p: SketchParams, state: tuple[Any, ...] | None = None) -> None:
+        """An empty group, or with state (to_state's form) a frozen one (from_state)."""
         self.p = p
-        self.count = 0
-        n = len(p.metrics)
-        self.msum = [0.0] * n
-        self.mmin = [DBL_MAX] * n
-        self.mmax = [-DBL_MAX] * n
-        self.mcount = [0] * n
-        self.theta = ds.update_theta_sketch(p.lg_k)
-        self.theta_base: ds.compact_theta_sketch | None = None  # restored from a snapshot
-        # absorb's: the partials' Theta sketches, compacted only when the value is read (theta_compact), not at
-        # every partial (a merged group takes one from each partition every tick)
-        self.union: ds.theta_union | None = None
-        self.kll = ds.kll_doubles_sketch(p.kll_k)
         self.max_offset = -1
-        self.last_ts = 0
         self.home: Any = None  # where the windowing keeps this group (not part of the state)
-        self.compact: ds.compact_theta_sketch | None = None  # cached theta_compact(), until the next add
-        self.state: tuple[Any, ...] | None = None  # cached to_state(), until the next add
-        self.frozen = False  # only `state` holds the sketches (freeze)
         self.buf: list[Event] = []  # events gathered for the next fold() (the windowing's batch)
         self.buf_last = -1  # source offset of the last of them
+        if state is None:
+            self._empty()
+            return
+        (self.count, msum, mmin, mmax, mcount, theta, kll, self.max_offset, self.last_ts) = state
+        self.msum, self.mmin, self.mmax, self.mcount = list(msum), list(mmin), list(mmax), list(mcount)
+        self.state = (self.count, list(msum), list(mmin), list(mmax), list(mcount), theta, kll, self.max_offset,
+                      self.last_ts)  # fmt: skip
+        self.theta, self.kll = _NO_THETA, _NO_KLL
+        self.theta_base = self.union = self.compact = None
+        self.frozen = True
+
+    def _empty(self) -> None:
+        """Every value field as for a group that took nothing (max_offset stays: offsets only grow)."""
+        p = self.p
+        n = len(p.metrics)
+        self.count = 0
+        self.msum, self.mmin, self.mmax, self.mcount = [0.0] * n, [DBL_MAX] * n, [-DBL_MAX] * n, [0] * n
+        self.theta = ds.update_theta_sketch(p.lg_k)
+        self.theta_base = self.union = self.compact = self.state = None
+        self.kll = ds.kll_doubles_sketch(p.kll_k)
+        self.last_ts = 0
+        self.frozen = False
 
     def freeze(self) -> None:
         """Keep the group as its snapshot form only, its sketches as their bytes: in memory a group of a few
@@ -221,11 +235,10 @@ class Agg:
         self.frozen = True
 
     def _thaw(self) -> None:
-        state = self.state
-        assert state is not None  # frozen: the state is the value
+        compact, kll = self.theta_compact(), self.quantiles()  # a frozen group's reads: deserialized
         self.theta = ds.update_theta_sketch(self.p.lg_k)
-        self.theta_base = self.compact = ds.compact_theta_sketch.deserialize(state[5])
-        self.kll = ds.kll_doubles_sketch.deserialize(state[6])
+        self.theta_base = self.compact = compact
+        self.kll = kll
         self.frozen = False
 
     def settle(self) -> tuple[Any, ...]:
@@ -372,16 +385,7 @@ class Agg:
         """What the group gained since the last drain, in snapshot form, and the group emptied (its place in the
         pane's routes stays): the partial a source partition sends to the merge (livedash.pipeline.merge)."""
         state = self.to_state()
-        p = self.p
-        n = len(p.metrics)
-        self.count = 0
-        self.msum, self.mmin, self.mmax, self.mcount = [0.0] * n, [DBL_MAX] * n, [-DBL_MAX] * n, [0] * n
-        self.theta = ds.update_theta_sketch(p.lg_k)
-        self.theta_base = self.union = None
-        self.kll = ds.kll_doubles_sketch(p.kll_k)
-        self.last_ts = 0
-        self.compact = self.state = None
-        self.frozen = False
+        self._empty()
         return state
 
     def absorb(self, state: tuple[Any, ...]) -> None:
@@ -465,18 +469,7 @@ class Agg:
     @classmethod
     def from_state(cls, p: SketchParams, state: tuple[Any, ...]) -> Agg:
         """A frozen group (freeze): most of a restored state are ended windows that take no more events."""
-        out = cls.__new__(cls)
-        out.p = p
-        (out.count, msum, mmin, mmax, mcount, theta, kll, out.max_offset, out.last_ts) = state
-        out.msum, out.mmin, out.mmax, out.mcount = list(msum), list(mmin), list(mmax), list(mcount)
-        out.state = (out.count, list(msum), list(mmin), list(mmax), list(mcount), theta, kll, out.max_offset,
-                     out.last_ts)  # fmt: skip
-        out.theta, out.kll, out.theta_base, out.union, out.compact = _NO_THETA, _NO_KLL, None, None, None
-        out.frozen = True
-        out.home = None
-        out.buf = []
-        out.buf_last = -1
-        return out
+        return cls(p, state)
 
 
 _UNSET: list[Any] = []  # Gains' lists while it holds nothing: never written to
