@@ -336,20 +336,26 @@ def run_and_check(stack: Settings, tmp_path: Path, count: int, kills: int, long_
         p.drop()
 
 
+VERIFY_HOURS = 3  # run_verify's range: the last this many hours
+
+
 def run_verify(p: Pipeline, settle_s: float | None = None) -> Any:
     """settle_s: how long verify looks again at differences (0 where a difference is planted on purpose); by
     default as long as late corrections can follow final rows, and a margin."""
     settle = corrections_due_s(p.settings()) + 10 if settle_s is None else settle_s
-    return run_cli("verify", "--from", "now-3h", "--from-beginning", "--quiet", "--settle", str(settle),
+    return run_cli("verify", "--from", f"now-{VERIFY_HOURS}h", "--from-beginning", "--quiet", "--settle", str(settle),
                    env=p.env(), timeout=300)  # fmt: skip
 
 
 def duplicate_a_final_row(settings: Settings, p: Pipeline) -> str:
-    """Publish one final window row again under another primary key, as a broken sink would."""
+    """Publish one final window row again under another primary key, as a broken sink would. The row's window
+    starts inside run_verify's range: verify compares the windows that start in it only, and near midnight the
+    earliest final window is the day before's (its day window closes when the test's horizon passes 00:05)."""
     from confluent_kafka import Producer
 
+    since = int(time.time() * 1000) - VERIFY_HOURS * 3_600_000 + 600_000  # ten minutes' margin for the verify's start
     sql = (f"SELECT * FROM {p.table} WHERE kind = 'window' AND is_final = 1 AND event_count > 1 "
-           "ORDER BY window_start LIMIT 1")  # fmt: skip
+           f"AND window_start >= {since} ORDER BY window_start LIMIT 1")  # fmt: skip
     twin = records(settings, sql, timeout_s=30)[0]
     twin["pk"] = twin["pk"] + "-twin"
     twin["event_count"] = int(twin["event_count"]) - 1
