@@ -47,7 +47,7 @@ def parts(logics: dict[int, PartitionLogic], shards: dict[str, MergeShard]) -> t
     for logic in logics.values():
         state = logic.snapshot()
         size["dedup ids"] += len(pickle.dumps(state["dedup"]))
-        groups["dedup ids"] += len(logic.dedup.seen)
+        groups["dedup ids"] += logic.dedup.remembered
         windows = state["windows"]
         names = [r.name for r in logic.settings.rollups]
         for name, saved in zip(names, windows["rollups"], strict=True):

@@ -162,7 +162,7 @@ class PartitionLogic(StatefulBatchLogic[RecordBatch, Item | ShardTick, dict[str,
         if dropped:
             metrics.DUPLICATES.labels(label).inc(dropped)
         if self.dedup.enabled:
-            metrics.DEDUP_IDS.labels(label).set(len(self.dedup.seen))
+            metrics.DEDUP_IDS.labels(label).set(self.dedup.remembered)
         if self.publish_valid and events:
             self._publish_valid(events, batch.keys if whole else [batch.keys[i] for i in kept_at], out)
         if late:

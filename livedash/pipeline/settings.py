@@ -81,7 +81,7 @@ class DedupSettings(FrozenModel):
     # tenth of it); 0 switches deduplication off. Keep it at least allowed_lateness_s: a duplicate of an event
     # whose window is still open is then always recognised.
     horizon_s: float = Field(default=600, ge=0, le=7 * 86400)
-    # Ids remembered per source partition at most (about 100 bytes each): past it the oldest are forgotten early.
+    # Ids remembered per source partition at most (50-130 bytes each: dedup.py): past it the oldest are forgotten early.
     max_ids: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
 
 

@@ -7,6 +7,7 @@ import itertools
 import pickle
 
 import msgspec
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,3 +144,61 @@ def test_a_watermark_marker_forgets_as_events_would() -> None:
 def test_horizon_zero_switches_it_off() -> None:
     feed = Fed(horizon_s=0)
     assert feed([Ev("a", BASE), Ev("a", BASE)]) == ["a", "a"] and not feed.dedup.seen
+
+
+def test_ids_behind_the_watermark_are_sealed_as_bytes_and_still_found_until_forgotten() -> None:
+    feed = Fed()  # buckets of 6 s; BASE starts one
+    feed([Ev(f"a{i:02}", BASE + i) for i in range(100)])
+    assert feed([Ev("x", BASE + 20_000)]) == ["x"]  # the watermark three buckets on: the first one is sealed
+    dedup, first = feed.dedup, BASE // 6_000
+    assert dedup.sealed == {first} and dedup.sealed_ids.nbytes == 300 and set(dedup.sealed_of.tolist()) == {0}
+    assert dedup.sealed_base == first
+    assert sorted(dedup.sealed_ids.tolist()) == sorted(f"a{i:02}".encode() for i in range(100))
+    assert not any(f"a{i:02}" in dedup.seen for i in range(100)) and dedup.remembered == 101
+    # a duplicate of a sealed id is found; a late event of the sealed bucket is remembered there as a string
+    assert feed([Ev("a05", BASE + 20_001), Ev("late", BASE + 1), Ev("a07", BASE + 20_002)]) == ["late"]
+    assert dedup.buckets[first] == ["late"] and feed([Ev("late", BASE + 20_003)]) == []
+    resumed = Dedup.restore(HORIZON_S, 1_000_000, pickle.loads(pickle.dumps(dedup.snapshot())))
+    assert resumed.remembered == 102 and resumed.sealed == {first}
+    feed.dedup = resumed
+    assert feed([Ev("a99", BASE + 20_004), Ev("a9", BASE + 20_005)]) == ["a9"]  # a prefix is another id
+    feed.dedup.advance(BASE + 66_000)  # the bucket's end + the horizon: forgotten, sealed ids and strings alike
+    assert feed.dedup.remembered == 2 and feed.dedup.sealed == {first + 3}  # x and a9 left, sealed by now
+    assert feed([Ev("a05", BASE + 66_001), Ev("late", BASE + 66_002)]) == ["a05", "late"]
+
+
+def test_ids_that_fixed_width_bytes_would_blur_stay_strings_and_are_told_apart() -> None:
+    feed = Fed()
+    long = "é" * 40  # 80 bytes in UTF-8: past SEAL_MAX_BYTES
+    assert feed([Ev("a", BASE), Ev("a\0", BASE + 1), Ev(long, BASE + 2), Ev("b\0\0", BASE + 3)]) == [
+        "a", "a\0", long, "b\0\0"]  # fmt: skip
+    feed([Ev("x", BASE + 20_000)])
+    dedup = feed.dedup
+    assert dedup.sealed_ids.tolist() == [b"a"] and sorted(dedup.buckets[BASE // 6_000]) == sorted(
+        ["a\0", long, "b\0\0"]
+    )
+    batch = [Ev("a\0\0", BASE + 20_001), Ev("b", BASE + 20_002), Ev(long, BASE + 20_003), Ev("a", BASE + 20_004),
+             Ev("a\0", BASE + 20_005), Ev("b\0\0", BASE + 20_006), Ev(long[:-1], BASE + 20_007)]  # fmt: skip
+    assert feed(batch) == ["a\0\0", "b", long[:-1]]
+
+
+def test_the_cap_forgets_sealed_buckets_oldest_first() -> None:
+    feed = Fed(max_ids=1_000)
+    feed([Ev(f"old{i}", BASE) for i in range(600)])
+    feed([Ev(f"mid{i}", BASE + 12_000) for i in range(300)])  # old's bucket sealed
+    assert len(feed.dedup.sealed_ids) == 600
+    feed([Ev(f"new{i}", BASE + 24_000) for i in range(300)])  # 1,200 ids: the oldest bucket goes
+    assert feed.dedup.remembered == 600 and len(feed.dedup.sealed_ids) == 300  # mid sealed by now, old forgotten
+    assert feed([Ev("old5", BASE + 24_001), Ev("mid5", BASE + 24_002), Ev("new5", BASE + 24_003)]) == ["old5"]
+
+
+def test_a_hash_found_is_confirmed_on_the_bytes_even_past_a_full_directory_slot() -> None:
+    """hash() collisions cannot be made on purpose (its key is per process): planted ones instead. Forty ids
+    share one key, the one of x39, so its slot holds more than the window of keys compared at once."""
+    dedup = Dedup(HORIZON_S, 1_000_000)
+    names = [f"x{i}" for i in range(40)]
+    keys = np.array([hash("x39")] * 40 + [hash(f"y{i}") for i in range(1_000)], dtype=np.int64).view(np.uint64)
+    ids = np.array([n.encode() for n in names] + [f"y{i}".encode() for i in range(1_000)])
+    dedup._add_sealed(keys, ids, np.full(len(ids), 7, dtype=np.int64))
+    dedup.sealed = {7}
+    assert dedup._in_sealed(["x39", "y5", "x0", "y1000", "x39\0"]) == {"x39": 7, "y5": 7}  # x0: not under its hash
