@@ -61,7 +61,8 @@ def bucket_ms(horizon_ms: int) -> int:
 def _all_sealable(ids: list[str]) -> bool:
     """Usually so: one pass in C rather than a call per id."""
     joined = "".join(ids)
-    return "\0" not in joined and max(map(len, ids), default=0) * 4 <= SEAL_MAX_BYTES
+    longest = max(map(len, ids), default=0)  # characters: as many bytes if ASCII, at most 4 each otherwise
+    return "\0" not in joined and longest * (1 if joined.isascii() else 4) <= SEAL_MAX_BYTES
 
 
 def _sealable(eid: str) -> bool:
